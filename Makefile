@@ -1,0 +1,50 @@
+# Two commands for a newcomer: `make run` (the pipeline on the bundled digits data) and
+# `make test`. Both build .venv from a Python 3.10 interpreter on first use and install the
+# locked dependency set (constraints.txt); later calls skip the install.
+SHELL := /bin/bash
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV ?= $(ROOT)/.venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONPATH := $(ROOT)
+
+.PHONY: setup run test lock data clean
+
+setup: $(STAMP)
+
+$(PY):
+	@py310=$$($(ROOT)/scripts/find_python310.sh) || exit 1; \
+	echo "Creating $(VENV) from $$py310"; \
+	"$$py310" -m venv "$(VENV)"
+
+# Re-installs only when the lock or the project's metadata changes.
+$(STAMP): $(ROOT)/constraints.txt $(ROOT)/pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(ROOT)/constraints.txt pip setuptools wheel
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(ROOT)/constraints.txt -e $(ROOT)
+	@touch $(STAMP)
+
+# The TFX CLI on the local engine: create the pipeline (or update it), then run it.
+# LOCAL_HOME is where the CLI keeps its record of registered pipelines.
+export LOCAL_HOME ?= $(ROOT)/local_outputs/tfx_cli_home
+run: $(STAMP)
+	@cd $(ROOT) && name=$$($(PY) -m pipeline.config pipeline_name) && \
+	if [ -d "$(LOCAL_HOME)/$$name" ]; then verb=update; else verb=create; fi && \
+	$(VENV)/bin/tfx pipeline $$verb --engine local --pipeline_path $(ROOT)/pipeline/local_runner.py && \
+	$(VENV)/bin/tfx run create --engine local --pipeline_name "$$name"
+
+test: $(STAMP)
+	cd $(ROOT) && $(PY) -m pytest $(PYTEST_ARGS)
+
+# Regenerate the lock from the working venv (after changing pyproject.toml on purpose).
+lock: $(PY)
+	$(PY) -m pip freeze --all --exclude-editable | grep -v -E '^(tfx-quantization-pipeline)' > $(ROOT)/constraints.txt
+
+data: $(STAMP)
+	$(PY) $(ROOT)/data/export_digits.py
+
+clean:
+	rm -rf $(ROOT)/local_outputs $(ROOT)/tfx_home

@@ -1,0 +1,120 @@
+"""The foundation: shipped data, the Keras 2 switch, the interpreter lookup, the config."""
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+DATA_CSV = REPO_ROOT / "data" / "digits" / "digits.csv"
+
+
+def _load_export_module():
+    spec = importlib.util.spec_from_file_location("export_digits", REPO_ROOT / "data" / "export_digits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_export_regenerates_identical_bytes(tmp_path):
+    out = _load_export_module().export(tmp_path / "digits.csv")
+    assert out.read_bytes() == DATA_CSV.read_bytes()
+
+
+def test_shipped_data_is_complete():
+    with DATA_CSV.open(newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    assert header == [f"pixel_{i:02d}" for i in range(64)] + ["label"]
+    assert len(body) == 1797
+    pixels = [int(v) for row in body for v in row[:64]]
+    labels = [int(row[64]) for row in body]
+    assert min(pixels) == 0 and max(pixels) == 16
+    assert sorted(set(labels)) == list(range(10))
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env.update(extra)
+    return env
+
+
+def test_importing_components_selects_keras_2_before_tensorflow():
+    code = (
+        "import os, components, tensorflow as tf\n"
+        "assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
+        "print(tf.keras.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_clean_env(), cwd=REPO_ROOT,
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip().startswith("tf_keras"), out.stdout
+
+
+def test_without_the_switch_tensorflow_would_pick_keras_3():
+    # Guards the test above: it must be the import of `components` that makes the difference.
+    code = "import tensorflow as tf\nprint(tf.keras.__name__)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_clean_env(), cwd=REPO_ROOT,
+        capture_output=True, text=True, check=True,
+    )
+    assert not out.stdout.strip().startswith("tf_keras"), out.stdout
+
+
+def test_python310_lookup_finds_an_interpreter():
+    out = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "find_python310.sh")],
+        env={k: v for k, v in os.environ.items() if k != "QP_PYTHON"},
+        capture_output=True, text=True, check=True,
+    )
+    version = subprocess.run(
+        [out.stdout.strip(), "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True, text=True, check=True,
+    )
+    assert version.stdout.strip() == "(3, 10)"
+
+
+def test_setup_without_python310_stops_with_a_clear_message(tmp_path):
+    venv = tmp_path / "venv"
+    result = subprocess.run(
+        ["make", "-C", str(REPO_ROOT), "setup", f"VENV={venv}",
+         f"QP_PYTHON={tmp_path / 'missing' / 'python3.10'}"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "no Python 3.10 interpreter found" in result.stderr
+    assert "QP_PYTHON" in result.stderr and "pyenv install" in result.stderr
+    assert not venv.exists(), "nothing may be half-created"
+
+
+def test_config_reads_environment_overrides():
+    from pipeline.config import PipelineConfig
+
+    config = PipelineConfig.from_env(
+        {"QP_PIPELINE_NAME": "p", "QP_ENABLE_CACHE": "false",
+         "QP_BEAM_PIPELINE_ARGS": '["--direct_num_workers=1"]', "QP_OUTPUT_ROOT": "/tmp/o"}
+    )
+    assert config.pipeline_name == "p"
+    assert config.enable_cache is False
+    assert config.beam_pipeline_args == ["--direct_num_workers=1"]
+    assert config.metadata_path == "/tmp/o/metadata.sqlite"
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"QP_PIPELNE_NAME": "x"}, "QP_PIPELNE_NAME is not a pipeline setting"),
+        ({"QP_ENABLE_CACHE": "maybe"}, "QP_ENABLE_CACHE='maybe' cannot be read"),
+        ({"QP_BEAM_PIPELINE_ARGS": "--x"}, "QP_BEAM_PIPELINE_ARGS='--x' cannot be read"),
+        ({"QP_DATA_FORMAT": "parquet"}, "data_format='parquet' is not supported"),
+    ],
+)
+def test_config_rejects_bad_settings(env, message):
+    from pipeline.config import PipelineConfig
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        PipelineConfig.from_env(env)
