@@ -8,3 +8,31 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_examples(tmp_path_factory):
+    """The real digits data as an Examples artifact (train: 1198, eval: 599)."""
+    from tests.helpers import write_examples
+
+    return write_examples(tmp_path_factory.mktemp("digits_examples"))
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory, digits_examples):
+    """Float and QAT digits CNNs, trained once per session through the trainer library."""
+    from components.trainer import training
+    from tests.helpers import PIXEL_KEYS
+
+    out = tmp_path_factory.mktemp("trained_digits")
+    cfg = training.TrainConfig(
+        feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label", num_classes=10,
+        epochs=6, qat_epochs=1, seed=7,
+    )
+    result = training.train(
+        f"{digits_examples.uri}/Split-train", f"{digits_examples.uri}/Split-eval",
+        str(out / "float"), str(out / "qat"), str(out / "logs"), cfg,
+    )
+    return {"float": str(out / "float"), "qat": str(out / "qat"), "result": result, "root": out}

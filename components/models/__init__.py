@@ -1,0 +1,80 @@
+"""Built-in model builders, and loading a user's builder from a module file.
+
+A builder is `build(input_shape, num_classes, input_name, output_name, **kwargs) -> tf_keras.Model`
+returning an *uncompiled* functional model with softmax outputs. The trainer compiles it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Callable, Dict
+
+import components  # noqa: F401
+import tf_keras as keras
+
+BUILDER_FN = "build_model"
+
+
+def digits_cnn(input_shape, num_classes, input_name="image", output_name="probabilities", filters=16):
+    """A small CNN for 8x8 digits: two 3x3 convolutions, pooling, a dense softmax head."""
+    inputs = keras.Input(shape=tuple(input_shape), name=input_name)
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(2 * filters, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=output_name)(x)
+    return keras.Model(inputs, outputs, name="digits_cnn")
+
+
+def mobilenet_v2(
+    input_shape,
+    num_classes,
+    input_name="image",
+    output_name="probabilities",
+    alpha=0.35,
+    image_size=32,
+):
+    """MobileNetV2 (tf_keras.applications, random weights) with a configurable width.
+
+    Inputs smaller than `image_size` are upsampled by an integer factor first (8x8 digits ->
+    32x32), so the architecture keeps its real strides. The application's layers are built
+    directly on our input, so the model stays flat (tfmot cannot quantize nested models).
+    """
+    h, w, c = input_shape
+    inputs = keras.Input(shape=(h, w, c), name=input_name)
+    x = inputs
+    if h < image_size:
+        if image_size % h or image_size % w:
+            raise ValueError(f"image_size={image_size} must be a multiple of the input size {h}x{w}")
+        x = keras.layers.UpSampling2D((image_size // h, image_size // w), name="upsample")(x)
+    backbone = keras.applications.MobileNetV2(
+        input_tensor=x, alpha=alpha, include_top=False, weights=None, pooling="avg"
+    )
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=output_name)(backbone.output)
+    return keras.Model(inputs, outputs, name=f"mobilenet_v2_{alpha}")
+
+
+BUILTIN: Dict[str, Callable] = {"digits_cnn": digits_cnn, "mobilenet_v2": mobilenet_v2}
+
+
+def get_builder(model_name: str = "", module_file: str = "") -> Callable:
+    """A built-in builder by name, or `build_model` from a user's module file."""
+    if module_file:
+        if not os.path.isfile(module_file):
+            raise ValueError(f"module_file {module_file} does not exist")
+        spec = importlib.util.spec_from_file_location("user_model_module", module_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        fn = getattr(module, BUILDER_FN, None)
+        if not callable(fn):
+            raise ValueError(
+                f"module_file {module_file} has no function {BUILDER_FN}(input_shape, num_classes, "
+                f"input_name, output_name, **kwargs): define it to return a tf_keras.Model"
+            )
+        return fn
+    if model_name not in BUILTIN:
+        raise ValueError(
+            f"unknown built-in model {model_name!r}: choose one of {sorted(BUILTIN)} or pass module_file"
+        )
+    return BUILTIN[model_name]

@@ -1,0 +1,147 @@
+"""TFLite variants: converter settings, conversion, description and validation.
+
+No TFX imports: the PostTrainingQuantizer executor, the evaluator and the benchmarks all
+describe and convert models through this module.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from components.quantization.runner import TFLiteRunner
+
+log = logging.getLogger(__name__)
+
+# Public names: keep them stable.
+FLOAT32, DYNAMIC_RANGE, FLOAT16 = "float32", "dynamic_range", "float16"
+FULL_INTEGER, INTEGER_ONLY, QAT_INT8 = "full_integer", "integer_only", "qat_int8"
+VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8)
+NEEDS_CALIBRATION = frozenset({FULL_INTEGER, INTEGER_ONLY})
+NEEDS_QAT_MODEL = frozenset({QAT_INT8})
+INTEGER_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
+# Which device class each variant suits (documented in the quantizer README too).
+DEVICE_CLASS = {
+    FLOAT32: "reference; any CPU",
+    DYNAMIC_RANGE: "CPU (smaller file; float activations)",
+    FLOAT16: "GPU delegate (float16 weights)",
+    FULL_INTEGER: "CPU, with float fallback and float I/O",
+    INTEGER_ONLY: "Edge TPU, microcontrollers, NPUs (integer I/O, no float ops)",
+    QAT_INT8: "as integer_only, from the quantization-aware model",
+}
+INTEGER_ONLY_VARIANTS = frozenset({INTEGER_ONLY, QAT_INT8})
+
+RepresentativeDataset = Callable[[], Iterable[List[np.ndarray]]]
+
+
+def check_variant_names(names: Iterable[str]) -> List[str]:
+    names = list(names)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}: valid variants are {list(VARIANTS)}")
+    return names
+
+
+def check_io_type(io_type: str) -> str:
+    if io_type not in INTEGER_IO_TYPES:
+        raise ValueError(f"integer I/O type {io_type!r} is not supported: use one of {sorted(INTEGER_IO_TYPES)}")
+    return io_type
+
+
+def converter_settings(variant: str, io_type: str = "int8") -> Dict[str, object]:
+    """The converter options of a variant, in a form fit for the manifest."""
+    check_variant_names([variant])
+    s: Dict[str, object] = {"optimizations": [], "supported_ops": ["TFLITE_BUILTINS"],
+                            "supported_types": [], "representative_dataset": False,
+                            "inference_input_type": "float32", "inference_output_type": "float32"}
+    if variant != FLOAT32:
+        s["optimizations"] = ["DEFAULT"]
+    if variant == FLOAT16:
+        s["supported_types"] = ["float16"]
+    if variant in NEEDS_CALIBRATION:
+        s["representative_dataset"] = True
+    if variant in INTEGER_ONLY_VARIANTS:
+        s["supported_ops"] = ["TFLITE_BUILTINS_INT8"]
+        s["inference_input_type"] = s["inference_output_type"] = io_type
+    return s
+
+
+def convert(
+    variant: str,
+    saved_model_dir: str,
+    representative_dataset: Optional[RepresentativeDataset] = None,
+    io_type: str = "int8",
+) -> bytes:
+    """Converts a SavedModel into the given variant and returns the flatbuffer bytes."""
+    settings = converter_settings(variant, check_io_type(io_type))
+    if variant in NEEDS_CALIBRATION and representative_dataset is None:
+        raise ValueError(f"{variant} needs calibration data: pass a representative dataset")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    if settings["optimizations"]:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == FLOAT16:
+        converter.target_spec.supported_types = [tf.float16]
+    if representative_dataset is not None and variant in NEEDS_CALIBRATION | NEEDS_QAT_MODEL:
+        converter.representative_dataset = representative_dataset
+    if variant in INTEGER_ONLY_VARIANTS:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = INTEGER_IO_TYPES[io_type]
+        converter.inference_output_type = INTEGER_IO_TYPES[io_type]
+    return converter.convert()
+
+
+def _tensor_info(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    return {
+        "name": detail["name"],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "shape": [int(d) for d in detail["shape_signature"]],
+        "quantization": {"scale": float(scale), "zero_point": int(zero_point)},
+    }
+
+
+def describe(model_content: bytes) -> Dict[str, object]:
+    """Inputs, outputs, ops and tensor dtypes of a TFLite flatbuffer."""
+    interpreter = tf.lite.Interpreter(
+        model_content=model_content,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # pylint: disable=protected-access
+    float_ops = []
+    for op in ops:
+        dtypes = {np.dtype(tensors[i]["dtype"]).name for i in list(op["inputs"]) + list(op["outputs"]) if i in tensors}
+        if dtypes & {"float32", "float16"}:
+            float_ops.append(op["op_name"])
+    return {
+        "inputs": [_tensor_info(d) for d in interpreter.get_input_details()],
+        "outputs": [_tensor_info(d) for d in interpreter.get_output_details()],
+        "op_counts": dict(sorted(Counter(op["op_name"] for op in ops).items())),
+        "num_ops": len(ops),
+        "float_ops": dict(sorted(Counter(float_ops).items())),
+        "tensor_dtypes": dict(sorted(Counter(np.dtype(t["dtype"]).name for t in tensors.values()).items())),
+    }
+
+
+def validate(variant: str, model_content: bytes, example: np.ndarray) -> Dict[str, object]:
+    """Loads, allocates and runs one example; an integer-only variant may hold no float op.
+
+    Returns the description. Raises ValueError naming what is wrong.
+    """
+    runner = TFLiteRunner(model_content)
+    out = runner.predict(np.asarray(example, dtype=np.float32)[None])
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{variant}: running one example gave non-finite outputs")
+    info = describe(model_content)
+    if variant in INTEGER_ONLY_VARIANTS and info["float_ops"]:
+        raise ValueError(f"{variant} is meant to be integer-only but holds float ops: {info['float_ops']}")
+    return info
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()

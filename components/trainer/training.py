@@ -1,0 +1,217 @@
+"""Float training, then quantization-aware fine-tuning from the float weights.
+
+Plain functions with no TFX imports: the executor and the tests call `train()` directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import components  # noqa: F401
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from components.models import get_builder
+from components.quantization import data
+from components.quantization.model_spec import ModelSpec
+
+log = logging.getLogger(__name__)
+FLOAT_LAYERS_FILENAME = "qat_float_layers.json"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    feature_keys: List[str]
+    input_shape: List[int]
+    label_key: str
+    num_classes: int
+    model_name: str = "digits_cnn"
+    module_file: str = ""
+    model_kwargs: Dict = dataclasses.field(default_factory=dict)
+    epochs: int = 10
+    steps_per_epoch: int = 0  # 0: one full pass over the train split per epoch
+    qat_epochs: int = 2
+    qat_steps_per_epoch: int = 0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    qat_learning_rate: float = 1e-4
+    seed: int = 42
+    input_name: str = "image"
+    output_name: str = "probabilities"
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "qat_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("steps_per_epoch", "qat_steps_per_epoch"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must not be negative")
+        if self.learning_rate <= 0 or self.qat_learning_rate <= 0:
+            raise ValueError("learning rates must be positive")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    spec: ModelSpec
+    float_accuracy: float
+    qat_accuracy: Optional[float]
+    float_layers: List[str]
+
+
+_UNSUPPORTED_LAYER = re.compile(r"Layer (\S+?):<class")
+
+
+def quantization_aware_copy(model: keras.Model) -> Tuple[keras.Model, List[str]]:
+    """A quantization-aware copy of `model` carrying its weights, and the layers left float.
+
+    `quantize_model` when tfmot accepts every layer. Otherwise selective QAT: every layer is
+    annotated except the ones tfmot rejects (Rescaling, Resizing, Lambda, custom layers,
+    ...), which stay float; the rejected set is grown from tfmot's own errors, so layers it
+    handles only through its graph transforms (BatchNormalization folded into a
+    convolution) are still quantized. Raises ValueError when no layer can be quantized.
+    """
+    layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    if any(isinstance(l, keras.Model) for l in layers):
+        raise ValueError(
+            "the model nests another model as a layer; tfmot cannot quantize nested models: "
+            "build the inner model's layers directly on the outer input (see components/models)"
+        )
+    registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
+    if not any(registry.supports(l) for l in layers):
+        raise ValueError(
+            f"no layer of model {model.name!r} can be quantized by tfmot; quantization-aware "
+            "training needs at least one supported layer (Conv2D, Dense, ...)"
+        )
+    custom = {type(l).__name__: type(l) for l in layers}
+    left_float: List[str] = []
+    for _ in range(len(layers) + 1):
+        float_set = set(left_float)
+
+        def annotate(layer):
+            # Returning the original layer objects keeps the trained weights;
+            # quantize_apply copies them into the quantized model.
+            if layer.name in float_set or isinstance(layer, keras.layers.InputLayer):
+                return layer
+            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+
+        annotated = keras.models.clone_model(model, clone_function=annotate)
+        try:
+            with tfmot.quantization.keras.quantize_scope(custom):
+                qat = tfmot.quantization.keras.quantize_apply(annotated)
+        except RuntimeError as e:
+            match = _UNSUPPORTED_LAYER.search(str(e))
+            if not match or match.group(1) in float_set:
+                raise
+            left_float.append(match.group(1))
+            continue
+        if left_float:
+            log.info("Selective QAT: %d layer(s) left float: %s", len(left_float), left_float)
+        order = [l.name for l in layers]
+        return qat, sorted(left_float, key=order.index)
+    raise ValueError(f"could not make model {model.name!r} quantization-aware")
+
+
+def save_serving_model(model: keras.Model, out_dir: str | Path, spec: ModelSpec) -> None:
+    """SavedModel with a `serving_default` signature: float input -> {output_name: probs}."""
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.float32, name=spec.input_name)])
+    def serve(x):
+        return {spec.output_name: model(x, training=False)}
+
+    model.save(str(out_dir), save_format="tf", signatures={"serving_default": serve}, include_optimizer=False)
+    spec.write(out_dir)
+
+
+def _compile(model: keras.Model, lr: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+class _ProgressLog(keras.callbacks.Callback):
+    def __init__(self, phase: str, epochs: int):
+        super().__init__()
+        self.phase, self.epochs = phase, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        log.info(
+            "%s epoch %d/%d: loss %.4f accuracy %.4f val_accuracy %.4f", self.phase, epoch + 1,
+            self.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
+            logs.get("val_accuracy", float("nan")),
+        )
+
+
+def train(
+    train_dir: str,
+    eval_dir: str,
+    float_out: str,
+    qat_out: Optional[str],
+    log_dir: str,
+    cfg: TrainConfig,
+) -> TrainResult:
+    """Trains the float model, then (if qat_out and qat_epochs) a QAT copy from its weights."""
+    cfg.validate()
+    builder = get_builder(cfg.model_name, cfg.module_file)
+    train_files, eval_files = data.split_files(train_dir), data.split_files(eval_dir)
+    probe = ModelSpec(cfg.feature_keys, cfg.input_shape, cfg.label_key, cfg.num_classes)
+    dtype = data.inspect_examples(train_files, probe.feature_keys, cfg.label_key, probe.values_per_key)
+    data.inspect_examples(eval_files, probe.feature_keys, cfg.label_key, probe.values_per_key)
+    spec = dataclasses.replace(probe, feature_dtype=dtype, input_name=cfg.input_name, output_name=cfg.output_name)
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = builder(spec.input_shape, spec.num_classes, spec.input_name, spec.output_name, **cfg.model_kwargs)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"the model builder returned {type(model).__name__}, not a tf_keras.Model")
+
+    def datasets(steps):
+        train_ds = data.make_dataset(
+            train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=bool(steps)
+        )
+        return train_ds, data.make_dataset(eval_files, spec, cfg.batch_size)
+
+    train_ds, eval_ds = datasets(cfg.steps_per_epoch)
+    _compile(model, cfg.learning_rate)
+    log.info("Training float model %s for %d epochs", model.name, cfg.epochs)
+    model.fit(
+        train_ds, validation_data=eval_ds, epochs=cfg.epochs,
+        steps_per_epoch=cfg.steps_per_epoch or None, verbose=0,
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, "float")), _ProgressLog("float", cfg.epochs)],
+    )
+    float_acc = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+    _check_finite(float_acc, "float")
+    save_serving_model(model, float_out, spec)
+    log.info("Float model: eval accuracy %.4f, saved to %s", float_acc, float_out)
+
+    if not qat_out:
+        return TrainResult(spec, float_acc, None, [])
+
+    qat_model, left_float = quantization_aware_copy(model)
+    _compile(qat_model, cfg.qat_learning_rate)
+    train_ds, eval_ds = datasets(cfg.qat_steps_per_epoch)
+    log.info("Quantization-aware fine-tuning for %d epochs", cfg.qat_epochs)
+    qat_model.fit(
+        train_ds, validation_data=eval_ds, epochs=cfg.qat_epochs,
+        steps_per_epoch=cfg.qat_steps_per_epoch or None, verbose=0,
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, "qat")), _ProgressLog("qat", cfg.qat_epochs)],
+    )
+    qat_acc = float(qat_model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+    _check_finite(qat_acc, "QAT")
+    qat_spec = dataclasses.replace(spec, float_layers=left_float)
+    save_serving_model(qat_model, qat_out, qat_spec)
+    Path(qat_out, FLOAT_LAYERS_FILENAME).write_text(json.dumps(left_float, indent=2))
+    log.info("QAT model: eval accuracy %.4f, saved to %s", qat_acc, qat_out)
+    return TrainResult(spec, float_acc, qat_acc, left_float)
+
+
+def _check_finite(value: float, what: str) -> None:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{what} training produced a non-finite accuracy ({value}): lower the learning rate")

@@ -1,0 +1,217 @@
+"""QATTrainer: executor on the real digits data, selective QAT, MobileNetV2, bad inputs."""
+import json
+import os
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+
+from components.quantization import convert, data
+from components.quantization.model_spec import ModelSpec
+from components.quantization.runner import TFLiteRunner, accuracy
+from components.tfx_utils import to_json_param
+from components.trainer import training
+from components.trainer.component import QATTrainer
+from components.trainer.executor import Executor
+from tests.helpers import PIXEL_KEYS, artifact, write_examples
+
+
+def _props(**overrides):
+    props = dict(
+        model_name="digits_cnn", module_file=None, model_kwargs="{}",
+        feature_keys=to_json_param(PIXEL_KEYS), input_shape="[8, 8, 1]", label_key="label",
+        num_classes=10, epochs=5, steps_per_epoch=0, qat_epochs=1, qat_steps_per_epoch=0,
+        batch_size=32, learning_rate=1e-3, qat_learning_rate=1e-4, seed=1,
+    )
+    props.update(overrides)
+    return props
+
+
+def _run_executor(tmp_path, examples, **overrides):
+    outputs = {
+        "model": [artifact(standard_artifacts.Model, tmp_path / "model")],
+        "qat_model": [artifact(standard_artifacts.Model, tmp_path / "qat_model")],
+        "model_run": [artifact(standard_artifacts.ModelRun, tmp_path / "model_run")],
+    }
+    Executor().Do({"examples": [examples]}, outputs, _props(**overrides))
+    return {k: v[0] for k, v in outputs.items()}
+
+
+def _eval_arrays(examples, spec):
+    files = data.split_files(f"{examples.uri}/Split-eval")
+    return data.parse_numpy(list(data.iter_serialized(files)), spec)
+
+
+def test_executor_produces_float_and_qat_models_whose_int8_conversion_keeps_accuracy(tmp_path, digits_examples):
+    out = _run_executor(tmp_path, digits_examples)
+    float_dir = path_utils.serving_model_dir(out["model"].uri)
+    qat_dir = path_utils.serving_model_dir(out["qat_model"].uri)
+    for d in (float_dir, qat_dir):
+        assert os.path.exists(os.path.join(d, "saved_model.pb"))
+    float_acc = out["model"].get_float_custom_property("eval_accuracy")
+    qat_acc = out["qat_model"].get_float_custom_property("eval_accuracy")
+    assert float_acc > 0.9 and qat_acc > 0.9
+    assert json.loads(out["qat_model"].get_string_custom_property("float_layers")) == []
+    assert os.listdir(out["model_run"].uri)  # TensorBoard logs
+
+    spec = ModelSpec.read(qat_dir)
+    assert spec.input_shape == [8, 8, 1] and spec.num_classes == 10 and spec.feature_dtype == "int64"
+    x, y = _eval_arrays(digits_examples, spec)
+
+    # The QAT SavedModel reloads, through its serving signature and as a Keras model.
+    serving = tf.saved_model.load(qat_dir).signatures["serving_default"]
+    probs = serving(image=tf.constant(x))["probabilities"].numpy()
+    assert probs.shape == (len(y), 10)
+    with tfmot.quantization.keras.quantize_scope():
+        reloaded = keras.models.load_model(qat_dir)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), probs, atol=1e-5)
+
+    # Converted to an int8 TFLite model, it stays within 1 pp of the float model.
+    calibration = data.representative_dataset(
+        data.split_files(f"{digits_examples.uri}/Split-train"), spec, max_samples=100)
+    tflite = convert.convert(convert.QAT_INT8, qat_dir, calibration)
+    runner = TFLiteRunner(tflite)
+    assert runner.input["dtype"] == np.int8
+    float_probs = tf.saved_model.load(float_dir).signatures["serving_default"](image=tf.constant(x))["probabilities"]
+    float_model_acc = accuracy(float_probs.numpy(), y)
+    assert accuracy(runner.predict(x), y) >= float_model_acc - 0.01
+
+
+USER_MODULE = textwrap.dedent(
+    """
+    import tf_keras as keras
+
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    def build_model(input_shape, num_classes, input_name, output_name, **kwargs):
+        inputs = keras.Input(shape=tuple(input_shape), name=input_name)
+        x = keras.layers.Rescaling(1.0 / 16, name="rescale")(inputs)
+        x = Doubler(name="doubler")(x)
+        x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+        x = keras.layers.Flatten()(x)
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name=output_name)(x)
+        return keras.Model(inputs, outputs)
+    """
+)
+
+
+def test_selective_qat_leaves_unsupported_layers_float_and_lists_them(tmp_path, digits_examples):
+    module = tmp_path / "user_model.py"
+    module.write_text(USER_MODULE)
+    out = _run_executor(tmp_path, digits_examples, module_file=str(module), epochs=2, qat_epochs=1)
+    assert json.loads(out["qat_model"].get_string_custom_property("float_layers")) == ["rescale", "doubler"]
+    qat_dir = path_utils.serving_model_dir(out["qat_model"].uri)
+    with open(os.path.join(qat_dir, training.FLOAT_LAYERS_FILENAME)) as f:
+        assert json.load(f) == ["rescale", "doubler"]
+    assert ModelSpec.read(qat_dir).float_layers == ["rescale", "doubler"]
+    assert out["qat_model"].get_float_custom_property("eval_accuracy") > 0.8
+
+
+def test_selective_qat_copies_the_float_weights():
+    inputs = keras.Input((4,))
+    x = keras.layers.Rescaling(0.5)(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    qat, left = training.quantization_aware_copy(model)
+    assert left == [model.layers[1].name]
+    x = np.random.RandomState(0).uniform(-1, 1, (64, 4)).astype("float32")
+    # Before any fine-tuning the QAT copy computes what the float model computes, up to
+    # 8-bit fake quantization of weights and activations.
+    np.testing.assert_allclose(qat.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05)
+
+
+def test_model_with_no_quantizable_layer_is_a_clear_error():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Rescaling(0.5)(inputs))
+    with pytest.raises(ValueError, match="no layer of model .* can be quantized"):
+        training.quantization_aware_copy(model)
+
+
+def test_mobilenet_v2_style_model_trains_and_qat_wraps(digits_examples):
+    from components.models import mobilenet_v2
+
+    spec = ModelSpec(PIXEL_KEYS, [8, 8, 1], "label", 10, feature_dtype="int64")
+    ds = data.make_dataset(data.split_files(f"{digits_examples.uri}/Split-train"), spec, 16, repeat=True)
+    model = mobilenet_v2([8, 8, 1], 10, alpha=0.35, image_size=32)
+    assert model.get_layer("upsample").output_shape == (None, 32, 32, 1)
+    training._compile(model, 1e-3)
+    model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
+    qat, left_float = training.quantization_aware_copy(model)
+    assert left_float == []  # BatchNormalization is folded into the convolutions, not left float
+    wrapped = [l for l in qat.layers if type(l).__name__ == "QuantizeWrapperV2"]
+    assert len(wrapped) > 50  # every conv, depthwise conv and dense layer is quantization-aware
+    training._compile(qat, 1e-4)
+    history = qat.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_same_seed_gives_same_metrics(tmp_path, digits_examples):
+    cfg = training.TrainConfig(
+        feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label", num_classes=10,
+        epochs=1, steps_per_epoch=15, qat_epochs=1, qat_steps_per_epoch=5, seed=3,
+    )
+    split = lambda s: f"{digits_examples.uri}/Split-{s}"  # noqa: E731
+    results = [
+        training.train(split("train"), split("eval"), str(tmp_path / f"f{i}"), str(tmp_path / f"q{i}"),
+                       str(tmp_path / f"l{i}"), cfg)
+        for i in range(2)
+    ]
+    assert results[0].float_accuracy == pytest.approx(results[1].float_accuracy, abs=1e-6)
+    assert results[0].qat_accuracy == pytest.approx(results[1].qat_accuracy, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def image_examples(tmp_path_factory):
+    """Examples with one 64-value `image` feature, for shape checks."""
+    from tests.helpers import digits_rows
+
+    rows = [{"image": [r[k] for k in PIXEL_KEYS], "label": r["label"]} for r in digits_rows()[:90]]
+    return write_examples(tmp_path_factory.mktemp("image_examples"), rows=rows)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(label_key="digit"), "label key 'digit' is not a feature of the examples"),
+        (dict(feature_keys='["image"]', input_shape="[8, 8, 2]"),
+         "feature 'image' holds 64 values per example, but the declared input shape needs 128"),
+        (dict(model_name="resnet9000"), "unknown built-in model 'resnet9000'"),
+        (dict(feature_keys='["image"]', label_key="image"), "label_key 'image' is also listed"),
+    ],
+)
+def test_bad_parameters_name_the_problem(tmp_path, image_examples, overrides, message):
+    overrides.setdefault("feature_keys", '["image"]')
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        _run_executor(tmp_path, image_examples, **overrides)
+
+
+def test_empty_split_names_the_problem(tmp_path):
+    examples = write_examples(tmp_path / "ex", rows=[])
+    with pytest.raises(ValueError, match="is empty: it holds no examples"):
+        _run_executor(tmp_path, examples)
+
+
+def test_user_module_without_builder_names_the_problem(tmp_path, digits_examples):
+    module = tmp_path / "no_builder.py"
+    module.write_text("def something_else():\n    pass\n")
+    with pytest.raises(ValueError, match="has no function build_model"):
+        _run_executor(tmp_path, digits_examples, module_file=str(module))
+
+
+def test_component_checks_arguments_early():
+    from tfx.types import channel_utils
+
+    examples = channel_utils.as_channel([standard_artifacts.Examples()])
+    with pytest.raises(ValueError, match="unknown built-in model 'nope'"):
+        QATTrainer(examples=examples, feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label",
+                   num_classes=10, model_name="nope")
+    component = QATTrainer(examples=examples, feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1],
+                           label_key="label", num_classes=10)
+    assert set(component.outputs) == {"model", "qat_model", "model_run"}
