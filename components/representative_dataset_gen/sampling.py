@@ -1,0 +1,220 @@
+"""Seeded, reproducible sampling of calibration examples with Apache Beam.
+
+Every record gets the key sha256(seed || record); the sample is the `num_samples` records
+with the smallest keys (globally, or per class for `stratified`, with per-class quotas
+proportional to class frequency). Beam's Top combiners keep at most `num_samples` records
+per key on any worker, so memory does not grow with the split, and the result does not
+depend on the runner or the number of workers. The chosen records are written sorted by
+key into one gzipped TFRecord file, so the same input and seed give the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import components  # noqa: F401
+from components.quantization import data
+
+log = logging.getLogger(__name__)
+UNIFORM, STRATIFIED = "uniform", "stratified"
+STRATEGIES = (UNIFORM, STRATIFIED)
+CALIBRATION_SPLIT = "calibration"
+OUTPUT_FILE = "data_tfrecord-00000-of-00001.gz"
+STATS_FILE = "sampling_stats.json"
+
+
+def check_params(num_samples: int, strategy: str, label_key: Optional[str]) -> None:
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} must be at least 1")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is not one of {list(STRATEGIES)}")
+    if strategy == STRATIFIED and not label_key:
+        raise ValueError("strategy='stratified' needs label_key: the feature holding the class label")
+
+
+def sample_key(seed: int, record: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(seed.to_bytes(8, "big", signed=True) + record).digest()[:8], "big")
+
+
+def stratified_quotas(class_counts: Dict[int, int], num_samples: int) -> Dict[int, int]:
+    """Per-class sample sizes proportional to class frequency, summing to num_samples.
+
+    Largest remainder rounding; every class present gets at least one sample while
+    num_samples >= number of classes; no class gets more than it has.
+    """
+    total = sum(class_counts.values())
+    if num_samples >= total:
+        return dict(class_counts)
+    labels = sorted(class_counts)
+    shares = {c: num_samples * class_counts[c] / total for c in labels}
+    quotas = {c: math.floor(shares[c]) for c in labels}
+    if num_samples >= len(labels):
+        for c in labels:
+            quotas[c] = max(quotas[c], 1)
+    # Hand out what is left by largest remainder (ties: smaller label first), or take back
+    # the excess created by the minimum of one from the classes furthest above their share.
+    while sum(quotas.values()) < num_samples:
+        c = max((c for c in labels if quotas[c] < class_counts[c]), key=lambda c: (shares[c] - quotas[c], -c))
+        quotas[c] += 1
+    while sum(quotas.values()) > num_samples:
+        c = max((c for c in labels if quotas[c] > 1), key=lambda c: (quotas[c] - shares[c], -c))
+        quotas[c] -= 1
+    return quotas
+
+
+class _Inspect(beam.DoFn):
+    """Keys each record; routes records with NaN/infinite float values to 'dropped'."""
+
+    def __init__(self, seed: int, label_key: Optional[str]):
+        self._seed, self._label_key = seed, label_key
+
+    def process(self, record: bytes):
+        import tensorflow as tf
+
+        feats = tf.train.Example.FromString(record).features.feature
+        for name, feat in feats.items():
+            if feat.WhichOneof("kind") == "float_list" and not all(math.isfinite(v) for v in feat.float_list.value):
+                yield beam.pvalue.TaggedOutput("dropped", name)
+                return
+        label = -1
+        if self._label_key:
+            if self._label_key not in feats or len(feats[self._label_key].int64_list.value) != 1:
+                raise ValueError(
+                    f"an example has no single int64 label in {self._label_key!r}; stratified sampling needs one"
+                )
+            label = int(feats[self._label_key].int64_list.value[0])
+        yield label, (sample_key(self._seed, record), record)
+
+
+def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped: int, params: dict) -> None:
+    import tensorflow as tf
+
+    chosen = sorted(chosen)
+    split_dir = os.path.join(out_dir, f"Split-{CALIBRATION_SPLIT}")
+    tf.io.gfile.makedirs(split_dir)
+    final = os.path.join(split_dir, OUTPUT_FILE)
+    tmp = final + ".tmp"
+    with tf.io.TFRecordWriter(tmp, options="GZIP") as writer:
+        for _, record in chosen:
+            writer.write(record)
+    tf.io.gfile.rename(tmp, final, overwrite=True)
+    per_class: Dict[int, int] = {}
+    if params["label_key"]:
+        for _, record in chosen:
+            label = tf.train.Example.FromString(record).features.feature[params["label_key"]].int64_list.value[0]
+            per_class[int(label)] = per_class.get(int(label), 0) + 1
+    stats = dict(
+        params,
+        num_samples_taken=len(chosen),
+        num_examples_in_split=int(sum(class_counts.values())),
+        num_dropped_non_finite=int(dropped),
+        class_counts_in_split={str(k): int(v) for k, v in sorted(class_counts.items())} if params["label_key"] else {},
+        per_class_samples={str(k): v for k, v in sorted(per_class.items())},
+    )
+    with tf.io.gfile.GFile(os.path.join(out_dir, STATS_FILE), "w") as f:
+        f.write(json.dumps(stats, indent=2, sort_keys=True))
+
+
+def build_sampling(
+    pipeline: beam.Pipeline,
+    files_pattern: str,
+    out_dir: str,
+    num_samples: int,
+    strategy: str = UNIFORM,
+    label_key: Optional[str] = None,
+    seed: int = 0,
+) -> None:
+    """Adds the sampling transforms to `pipeline`; the result appears in out_dir on run."""
+    check_params(num_samples, strategy, label_key)
+    params = dict(num_samples_requested=num_samples, strategy=strategy, seed=seed, label_key=label_key or "")
+    inspected = (
+        pipeline
+        | "Read" >> beam.io.ReadFromTFRecord(files_pattern, coder=beam.coders.BytesCoder(),
+                                             compression_type=beam.io.filesystem.CompressionTypes.AUTO)
+        | "Inspect" >> beam.ParDo(_Inspect(seed, label_key)).with_outputs("dropped", main="kept")
+    )
+    kept, dropped = inspected.kept, inspected.dropped
+    class_counts = (
+        kept
+        | "Labels" >> beam.Keys()
+        | "CountPerClass" >> beam.combiners.Count.PerElement()
+        | "ClassCounts" >> beam.combiners.ToDict()
+    )
+    dropped_count = dropped | "CountDropped" >> beam.combiners.Count.Globally()
+    if strategy == UNIFORM:
+        chosen = kept | "Values" >> beam.Values() | "Smallest" >> beam.combiners.Top.Smallest(num_samples)
+    else:
+        chosen = (
+            kept
+            | "SmallestPerClass" >> beam.combiners.Top.SmallestPerKey(num_samples)
+            | "ApplyQuotas" >> beam.Map(
+                lambda kv, counts: kv[1][: stratified_quotas(counts, num_samples)[kv[0]]],
+                counts=beam.pvalue.AsSingleton(class_counts))
+            | "Flatten" >> beam.FlatMap(lambda items: items)
+            | "Gather" >> beam.combiners.ToList()
+        )
+    _ = chosen | "Write" >> beam.Map(
+        _write, out_dir=out_dir, class_counts=beam.pvalue.AsSingleton(class_counts),
+        dropped=beam.pvalue.AsSingleton(dropped_count), params=params,
+    )
+
+
+def precheck_split(split_dir: str, label_key: Optional[str], strategy: str) -> str:
+    """Fails early, with the fix, on a missing or empty split or a missing label key."""
+    files = data.split_files(split_dir)
+    first = next(data.iter_serialized(files), None)
+    if first is None:
+        raise ValueError(f"the split in {split_dir} is empty: there is nothing to sample")
+    if strategy == STRATIFIED:
+        import tensorflow as tf
+
+        feats = tf.train.Example.FromString(first).features.feature
+        if label_key not in feats:
+            raise ValueError(
+                f"label_key {label_key!r} is not a feature of the examples ({sorted(feats)[:8]} ...): "
+                "name the label feature, or use strategy='uniform'"
+            )
+    return os.path.join(split_dir, "*")
+
+
+def read_stats(out_dir: str) -> dict:
+    """The sampling statistics; fails if every example was dropped; warns on a short split."""
+    with open(os.path.join(out_dir, STATS_FILE)) as f:
+        stats = json.load(f)
+    if stats["num_samples_taken"] == 0:
+        raise ValueError(
+            f"no example is left to sample: {stats['num_dropped_non_finite']} example(s) were dropped "
+            "for NaN or infinite feature values and none remain"
+        )
+    if stats["num_samples_requested"] > stats["num_examples_in_split"]:
+        log.warning(
+            "num_samples=%d is larger than the split (%d usable examples): took all %d",
+            stats["num_samples_requested"], stats["num_examples_in_split"], stats["num_samples_taken"],
+        )
+    if stats["num_dropped_non_finite"]:
+        log.warning("dropped %d example(s) with NaN or infinite feature values", stats["num_dropped_non_finite"])
+    return stats
+
+
+def run_sampling(
+    split_dir: str,
+    out_dir: str,
+    num_samples: int = 200,
+    strategy: str = UNIFORM,
+    label_key: Optional[str] = None,
+    seed: int = 0,
+    beam_pipeline_args: Optional[Sequence[str]] = None,
+) -> dict:
+    """Samples `split_dir` into `out_dir` on a Beam pipeline of its own; returns the stats."""
+    check_params(num_samples, strategy, label_key)
+    pattern = precheck_split(split_dir, label_key, strategy)
+    with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args or []))) as p:
+        build_sampling(p, pattern, out_dir, num_samples, strategy, label_key, seed)
+    return read_stats(out_dir)

@@ -1,0 +1,154 @@
+"""RepresentativeDatasetGen: reproducible, stratified Beam sampling and the converter generator."""
+import logging
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx.types import standard_artifacts
+
+from components.quantization import convert, data
+from components.quantization.model_spec import ModelSpec
+from components.representative_dataset_gen import sampling
+from components.representative_dataset_gen.component import RepresentativeDatasetGen
+from components.representative_dataset_gen.executor import Executor
+from tests.helpers import artifact, digits_rows, write_examples
+
+TWO_WORKERS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def _sample_bytes(out_dir):
+    with open(f"{out_dir}/Split-calibration/{sampling.OUTPUT_FILE}", "rb") as f:
+        return f.read()
+
+
+def _labels(out_dir):
+    files = data.split_files(f"{out_dir}/Split-calibration")
+    return [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0]
+            for r in data.iter_serialized(files)]
+
+
+@pytest.fixture(scope="module")
+def train_split(digits_examples):
+    return f"{digits_examples.uri}/Split-train"
+
+
+def test_same_seed_same_bytes_different_seed_different_sample(tmp_path, train_split):
+    a = sampling.run_sampling(train_split, str(tmp_path / "a"), 50, seed=1)
+    sampling.run_sampling(train_split, str(tmp_path / "b"), 50, seed=1)
+    sampling.run_sampling(train_split, str(tmp_path / "c"), 50, seed=2)
+    assert a["num_samples_taken"] == 50
+    assert _sample_bytes(tmp_path / "a") == _sample_bytes(tmp_path / "b")
+    records = lambda d: set(data.iter_serialized(data.split_files(f"{d}/Split-calibration")))  # noqa: E731
+    assert records(tmp_path / "a") != records(tmp_path / "c")
+
+
+def test_two_workers_give_the_same_bytes_as_one(tmp_path, train_split):
+    sampling.run_sampling(train_split, str(tmp_path / "one"), 120, sampling.STRATIFIED, "label", 9,
+                          ["--direct_num_workers=1"])
+    sampling.run_sampling(train_split, str(tmp_path / "two"), 120, sampling.STRATIFIED, "label", 9, TWO_WORKERS)
+    assert _sample_bytes(tmp_path / "one") == _sample_bytes(tmp_path / "two")
+
+
+def test_stratified_counts_follow_class_frequencies(tmp_path, train_split):
+    stats = sampling.run_sampling(train_split, str(tmp_path / "s"), 200, sampling.STRATIFIED, "label", 3)
+    split_counts = Counter(
+        tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0]
+        for r in data.iter_serialized(data.split_files(train_split))
+    )
+    total = sum(split_counts.values())
+    sample_counts = Counter(_labels(tmp_path / "s"))
+    assert sum(sample_counts.values()) == 200
+    for label, count in split_counts.items():
+        assert abs(sample_counts[label] - 200 * count / total) <= 1, (label, sample_counts)
+    assert stats["per_class_samples"] == {str(k): v for k, v in sorted(sample_counts.items())}
+
+
+def test_quotas_give_every_class_one_and_respect_totals():
+    assert stratified_sum(sampling.stratified_quotas({0: 1000, 1: 1, 2: 1}, 10)) == 10
+    q = sampling.stratified_quotas({0: 1000, 1: 1, 2: 1}, 10)
+    assert q[1] == 1 and q[2] == 1 and q[0] == 8
+    assert sampling.stratified_quotas({0: 3, 1: 2}, 10) == {0: 3, 1: 2}
+    assert sampling.stratified_quotas({0: 5, 1: 5, 2: 5}, 2) in ({0: 1, 1: 1, 2: 0}, {0: 1, 1: 0, 2: 1}, {0: 0, 1: 1, 2: 1})
+
+
+def stratified_sum(q):
+    return sum(q.values())
+
+
+def test_more_samples_than_examples_takes_all_and_warns(tmp_path, caplog):
+    examples = write_examples(tmp_path / "ex", rows=digits_rows()[:30])
+    with caplog.at_level(logging.WARNING):
+        stats = sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), 500)
+    assert stats["num_samples_taken"] == 20
+    assert "num_samples=500 is larger than the split (20 usable examples)" in caplog.text
+
+
+def test_non_finite_examples_are_dropped_and_counted(tmp_path):
+    rows = [{"x": [float(i), 1.0], "label": i % 2} for i in range(20)]
+    rows[4]["x"] = [float("nan"), 1.0]  # rows 1, 2, 4, 5, 7, ... go to train (13 rows)
+    rows[7]["x"] = [float("inf"), 1.0]
+    examples = write_examples(tmp_path / "ex", rows=rows, splits=("train",))
+    stats = sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), 100)
+    assert stats["num_dropped_non_finite"] == 2 and stats["num_samples_taken"] == 11
+
+
+def test_all_non_finite_fails(tmp_path):
+    rows = [{"x": [float("nan")], "label": 0} for _ in range(4)]
+    examples = write_examples(tmp_path / "ex", rows=rows, splits=("train",))
+    with pytest.raises(ValueError, match=r"no example is left to sample: 2 example\(s\) were dropped"):
+        sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), 10)
+
+
+def _run_executor(tmp_path, examples, **props):
+    out = artifact(standard_artifacts.Examples, tmp_path / "out")
+    params = dict(split="train", num_samples=40, strategy="uniform", label_key=None, seed=0)
+    params.update(props)
+    Executor().Do({"examples": [examples]}, {"representative_dataset": [out]}, params)
+    return out
+
+
+def test_executor_writes_a_calibration_split_with_properties(tmp_path, digits_examples):
+    out = _run_executor(tmp_path, digits_examples, strategy="stratified", label_key="label", seed=4)
+    assert out.split_names == '["calibration"]'
+    assert out.get_int_custom_property("num_samples") == 40
+    assert out.get_string_custom_property("strategy") == "stratified"
+    assert out.get_int_custom_property("seed") == 4
+    assert sum(__import__("json").loads(out.get_string_custom_property("per_class_counts")).values()) == 40
+    assert len(_labels(out.uri)) == 40
+
+
+@pytest.mark.parametrize(
+    "props, rows, message",
+    [
+        (dict(split="validation"), None, "split 'validation' is not in the examples"),
+        (dict(strategy="stratified", label_key="digit"), None, "label_key 'digit' is not a feature"),
+        (dict(strategy="stratified"), None, "strategy='stratified' needs label_key"),
+        (dict(), [], "is empty: there is nothing to sample"),
+        (dict(strategy="random"), None, "strategy='random' is not one of"),
+    ],
+)
+def test_bad_input_names_the_problem(tmp_path, props, rows, message):
+    examples = write_examples(tmp_path / "ex", rows=digits_rows()[:30] if rows is None else rows)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        _run_executor(tmp_path, examples, **props)
+
+
+def test_component_rejects_bad_parameters_early():
+    from tfx.types import channel_utils
+
+    ch = channel_utils.as_channel([standard_artifacts.Examples()])
+    with pytest.raises(ValueError, match="num_samples=0 must be at least 1"):
+        RepresentativeDatasetGen(examples=ch, num_samples=0)
+
+
+def test_generator_feeds_a_full_integer_conversion(tmp_path, train_split, trained_digits):
+    sampling.run_sampling(train_split, str(tmp_path / "cal"), 64, seed=0)
+    spec = ModelSpec.read(trained_digits["float"])
+    gen = data.representative_dataset(data.split_files(f"{tmp_path / 'cal'}/Split-calibration"), spec)
+    samples = list(gen())
+    assert len(samples) == 64 and samples[0][0].shape == (1, 8, 8, 1) and samples[0][0].dtype == np.float32
+    tflite = convert.convert(convert.INTEGER_ONLY, trained_digits["float"], gen)
+    info = convert.validate(convert.INTEGER_ONLY, tflite, samples[0][0][0])
+    assert info["inputs"][0]["dtype"] == "int8" and not info["float_ops"]
