@@ -31,8 +31,22 @@ def trained_digits(tmp_path_factory, digits_examples):
         feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label", num_classes=10,
         epochs=6, qat_epochs=1, seed=7,
     )
+    float_dir, qat_dir = out / "model" / "Format-Serving", out / "qat_model" / "Format-Serving"
     result = training.train(
         f"{digits_examples.uri}/Split-train", f"{digits_examples.uri}/Split-eval",
-        str(out / "float"), str(out / "qat"), str(out / "logs"), cfg,
+        str(float_dir), str(qat_dir), str(out / "logs"), cfg,
     )
-    return {"float": str(out / "float"), "qat": str(out / "qat"), "result": result, "root": out}
+    return {
+        "float": str(float_dir), "qat": str(qat_dir), "result": result, "root": out,
+        "model_uri": str(out / "model"), "qat_model_uri": str(out / "qat_model"),
+    }
+
+
+@pytest.fixture(scope="session")
+def digits_calibration(tmp_path_factory, digits_examples):
+    """A 100-example stratified calibration sample of the digits train split."""
+    from components.representative_dataset_gen import sampling
+
+    out = tmp_path_factory.mktemp("calibration")
+    sampling.run_sampling(f"{digits_examples.uri}/Split-train", str(out), 100, sampling.STRATIFIED, "label", 0)
+    return str(out)
