@@ -50,3 +50,17 @@ def digits_calibration(tmp_path_factory, digits_examples):
     out = tmp_path_factory.mktemp("calibration")
     sampling.run_sampling(f"{digits_examples.uri}/Split-train", str(out), 100, sampling.STRATIFIED, "label", 0)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def digits_quantized(tmp_path_factory, trained_digits, digits_calibration):
+    """All six TFLite variants of the session's digits models."""
+    from components.post_training_quantizer import quantize
+    from components.quantization import data
+
+    out = tmp_path_factory.mktemp("quantized") / "out"
+    quantize.quantize_all(
+        trained_digits["float"], str(out), qat_model_dir=trained_digits["qat"],
+        calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"),
+    )
+    return str(out)

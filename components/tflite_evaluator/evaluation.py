@@ -1,0 +1,151 @@
+"""One Beam pass over the eval split: every TFLite variant, the float SavedModel and the
+deployed baseline, evaluated batch by batch; metrics are sums of integer counts combined
+with a CombineFn, so memory does not grow with the eval set and any number of workers
+gives identical figures."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable, Dict, List, Optional
+
+import apache_beam as beam
+import numpy as np
+
+FLOAT_MODEL = "float_model"  # the float SavedModel (the reference)
+BASELINE = "deployed_baseline"  # the currently deployed TFLite model, re-evaluated here
+LABELS = "__labels__"
+
+
+def batch_counts(probs: np.ndarray, labels: np.ndarray, float_top1: np.ndarray, k: int, num_classes: int) -> dict:
+    """Integer counts for one batch of predictions (rows with non-finite outputs count as wrong)."""
+    finite = np.all(np.isfinite(probs), axis=-1)
+    top1 = np.argmax(np.where(np.isfinite(probs), probs, -np.inf), axis=-1)
+    k = min(k, probs.shape[-1])
+    topk = np.argsort(-np.nan_to_num(probs, nan=-np.inf), axis=-1, kind="stable")[:, :k]
+    correct = (top1 == labels) & finite
+    return {
+        "n": np.int64(len(labels)),
+        "top1": np.int64(correct.sum()),
+        "topk": np.int64((np.any(topk == labels[:, None], axis=-1) & finite).sum()),
+        "agree": np.int64(((top1 == float_top1) & finite).sum()),
+        "non_finite": np.int64((~finite).sum()),
+        "class_total": np.bincount(labels, minlength=num_classes).astype(np.int64),
+        "class_correct": np.bincount(labels[correct], minlength=num_classes).astype(np.int64),
+    }
+
+
+class SumCounts(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, counts):
+        return counts if acc is None else {k: acc[k] + counts[k] for k in acc}
+
+    def merge_accumulators(self, accs):
+        out = None
+        for acc in accs:
+            if acc is not None:
+                out = self.add_input(out, acc)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+class Predict(beam.DoFn):
+    """One interpreter per TFLite model and the float SavedModel, created once in setup."""
+
+    def __init__(self, tflite_models: Dict[str, str], float_model_dir: str, spec_json: str,
+                 num_threads: int, top_k: int):
+        self._paths, self._float_dir, self._spec_json = tflite_models, float_model_dir, spec_json
+        self._threads, self._k = num_threads, top_k
+
+    def setup(self):
+        import components  # noqa: F401  (Keras 2 switch in the worker)
+        import tensorflow as tf
+
+        from components.quantization.model_spec import ModelSpec
+        from components.quantization.runner import TFLiteRunner
+
+        self._spec = ModelSpec.from_json(self._spec_json)
+        self._runners = {n: TFLiteRunner(p, num_threads=self._threads) for n, p in self._paths.items()}
+        self._float = tf.saved_model.load(self._float_dir).signatures["serving_default"]
+        self._tf = tf
+
+    def process(self, batch: List[bytes]):
+        from components.quantization import data
+
+        spec, c = self._spec, self._spec.num_classes
+        x, y = data.parse_numpy(batch, spec)
+        valid = (y >= 0) & (y < c)
+        yield LABELS, {"n": np.int64(len(y)), "invalid": np.int64((~valid).sum())}
+        x, y = x[valid], y[valid]
+        if not len(y):
+            return
+        outputs = {FLOAT_MODEL: self._float(**{spec.input_name: self._tf.constant(x)})[spec.output_name].numpy()}
+        for name, runner in self._runners.items():
+            outputs[name] = runner.predict(x)
+        float_top1 = np.argmax(outputs[FLOAT_MODEL], axis=-1)
+        for name, probs in outputs.items():
+            yield name, batch_counts(probs, y, float_top1, self._k, c)
+
+
+def build_evaluation(
+    pipeline: beam.Pipeline,
+    eval_pattern: str,
+    tflite_models: Dict[str, str],
+    float_model_dir: str,
+    spec_json: str,
+    output_path: str,
+    num_threads: int = 1,
+    top_k: int = 5,
+    batch_size: int = 256,
+) -> None:
+    """Adds the evaluation to `pipeline`; on run, the summed counts land in output_path."""
+    _ = (
+        pipeline
+        | "Read" >> beam.io.ReadFromTFRecord(eval_pattern, coder=beam.coders.BytesCoder(),
+                                             compression_type=beam.io.filesystem.CompressionTypes.AUTO)
+        | "Batch" >> beam.BatchElements(min_batch_size=min(32, batch_size), max_batch_size=batch_size)
+        | "Predict" >> beam.ParDo(Predict(tflite_models, float_model_dir, spec_json, num_threads, top_k))
+        | "Sum" >> beam.CombinePerKey(SumCounts())
+        | "Gather" >> beam.combiners.ToDict()
+        | "Write" >> beam.Map(_write_counts, output_path)
+    )
+
+
+def _write_counts(counts: Dict[str, dict], path: str) -> None:
+    import tensorflow as tf
+
+    serializable = {name: {k: np.asarray(v).tolist() for k, v in c.items()} for name, c in counts.items()}
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(serializable, sort_keys=True))
+
+
+def metrics_from_counts(counts: Dict[str, dict], top_k: int) -> Dict[str, dict]:
+    """Accuracy, top-k accuracy, agreement with the float model and per-class accuracy."""
+    out = {}
+    for name, c in counts.items():
+        if name == LABELS:
+            continue
+        n = c["n"]
+        div = lambda a: a / n if n else math.nan  # noqa: E731
+        per_class = [cc / ct if ct else None for cc, ct in zip(c["class_correct"], c["class_total"])]
+        out[name] = {
+            "num_examples": n,
+            "accuracy": div(c["top1"]),
+            "top_k_accuracy": div(c["topk"]),
+            "top_k": top_k,
+            "agreement_with_float": div(c["agree"]),
+            "non_finite_outputs": c["non_finite"],
+            "per_class_accuracy": per_class,
+        }
+    return out
+
+
+def run_evaluation(pipeline_factory: Callable[[], beam.Pipeline], **kwargs) -> Dict[str, dict]:
+    """Runs build_evaluation on a fresh pipeline and returns the raw counts."""
+    with pipeline_factory() as p:
+        build_evaluation(p, **kwargs)
+    with open(kwargs["output_path"]) as f:
+        return json.load(f)

@@ -1,0 +1,147 @@
+"""metrics.json -> report.html with embedded PNG plots (also written beside it)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from typing import Dict, List
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+PLOTS = ("accuracy_vs_size.png", "latency.png", "accuracy_drop.png")
+
+
+def _evaluated(result) -> Dict[str, dict]:
+    return {n: f for n, f in result["variants"].items() if isinstance(f.get(result["metric"]), (int, float))}
+
+
+def _save(fig, out_dir: str, name: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    with open(os.path.join(out_dir, name), "wb") as f:
+        f.write(buf.getvalue())
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _colour(result, name):
+    if name == result["selected_variant"]:
+        return "tab:green"
+    return "tab:blue" if result["verdicts"][name]["passed"] else "tab:red"
+
+
+def plots(result, out_dir: str) -> Dict[str, str]:
+    ev = _evaluated(result)
+    metric = result["metric"]
+    names = list(ev)
+    out = {}
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for n in names:
+        ax.scatter(ev[n]["size_bytes"] / 1024, ev[n][metric], color=_colour(result, n), s=50)
+        ax.annotate(n, (ev[n]["size_bytes"] / 1024, ev[n][metric]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axhline(result["float_model"][metric], color="grey", ls="--", lw=1, label="float model")
+    ax.set_xlabel("model size (KiB)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs size (green: selected, red: failed the gate)")
+    ax.legend(loc="lower right", fontsize=8)
+    out["accuracy_vs_size.png"] = _save(fig, out_dir, "accuracy_vs_size.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    med = [ev[n]["latency_ms_median"] for n in names]
+    p90 = [ev[n]["latency_ms_p90"] for n in names]
+    ax.bar(names, med, color=[_colour(result, n) for n in names], label="median")
+    ax.scatter(names, p90, color="black", marker="_", s=300, label="p90")
+    ax.set_ylabel("ms per example (host CPU, XNNPACK)")
+    ax.set_title(f"single-example latency, {result['evaluation']['num_threads']} thread(s)")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
+    out["latency.png"] = _save(fig, out_dir, "latency.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    drops = [100 * ev[n].get("accuracy_drop", 0.0) for n in names]
+    ax.bar(names, drops, color=[_colour(result, n) for n in names])
+    limit = result["thresholds"].get("max_accuracy_drop")
+    if limit is not None:
+        ax.axhline(100 * limit, color="red", ls="--", lw=1, label=f"max_accuracy_drop {100 * limit:g} pp")
+        ax.legend(fontsize=8)
+    ax.set_ylabel(f"{metric} drop vs float (pp)")
+    ax.set_title("accuracy drop against the float model")
+    ax.tick_params(axis="x", rotation=30)
+    out["accuracy_drop.png"] = _save(fig, out_dir, "accuracy_drop.png")
+    return out
+
+
+def _fmt(x, spec="{:.4f}") -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return spec.format(x)
+    return html.escape(str(x))
+
+
+def write_report(out_dir: str, result: dict) -> str:
+    images = plots(result, out_dir) if _evaluated(result) else {}
+    metric = result["metric"]
+    rows: List[str] = []
+    for name, fig in result["variants"].items():
+        verdict = result["verdicts"][name]
+        cls = "selected" if name == result["selected_variant"] else ("pass" if verdict["passed"] else "fail")
+        rows.append(
+            f"<tr class='{cls}'><td>{html.escape(name)}</td><td>{_fmt(fig.get(metric))}</td>"
+            f"<td>{_fmt(100 * fig['accuracy_drop'], '{:+.2f}') if 'accuracy_drop' in fig else '–'}</td>"
+            f"<td>{_fmt(fig.get('agreement_with_float'))}</td><td>{_fmt(fig.get('size_bytes'))}</td>"
+            f"<td>{_fmt(fig.get('latency_ms_median'), '{:.4f}')}</td><td>{_fmt(fig.get('latency_ms_p90'), '{:.4f}')}</td>"
+            f"<td>{'pass' if verdict['passed'] else 'fail'}</td>"
+            f"<td>{'<br>'.join(html.escape(r) for r in verdict['reasons'])}</td></tr>"
+        )
+    selected = result["selected_variant"]
+    headline = (
+        f"Selected <b>{html.escape(selected)}</b>: blessed for push."
+        if selected else "No variant passed the gate: <b>not blessed</b>, nothing will be pushed."
+    )
+    thresholds = "".join(
+        f"<li>{html.escape(k)}: {_fmt(v, '{:g}')}</li>" for k, v in result["thresholds"].items() if v is not None
+    )
+    baseline = ""
+    if result.get("baseline"):
+        b = result["baseline"]
+        baseline = (f"<p>Deployed baseline ({html.escape(str(b.get('version', '')))}): "
+                    f"{metric} {_fmt(b.get(metric))} on the same eval examples.</p>")
+    figs = "".join(f"<figure><img alt='{n}' src='data:image/png;base64,{b64}'></figure>" for n, b64 in images.items())
+    fm = result["float_model"]
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>TFLite evaluation report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: right; vertical-align: top; }}
+td:first-child, td:last-child, th:first-child, th:last-child {{ text-align: left; }}
+tr.selected {{ background: #d9f2d9; font-weight: bold; }} tr.fail {{ background: #fbe3e3; }}
+figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 32em; }}
+.note {{ color: #666; font-size: 0.85em; }}
+</style></head><body>
+<h1>TFLite evaluation report</h1>
+<p>{headline}</p>
+<p>Float model {metric}: {_fmt(fm[metric])} on {result['num_eval_examples']} eval examples
+(top-{fm['top_k']}: {_fmt(fm['top_k_accuracy'])}).</p>
+{baseline}
+<h2>Variants</h2>
+<table><tr><th>variant</th><th>{metric}</th><th>drop (pp)</th><th>agreement with float</th><th>bytes</th>
+<th>latency median (ms)</th><th>p90 (ms)</th><th>gate</th><th>reasons</th></tr>
+{''.join(rows)}</table>
+<p class="note">Latency: single example, host CPU with XNNPACK, {result['evaluation']['num_threads']} thread(s),
+{result['evaluation']['latency_runs']} runs after warm-up. Host figures, not device figures.</p>
+<h2>Gate</h2><ul>{thresholds}</ul>
+<h2>Plots</h2>{figs}
+<p class="note">Generated {html.escape(result['created_at'])} with TensorFlow {html.escape(result['host']['tensorflow_version'])}.</p>
+</body></html>
+"""
+    path = os.path.join(out_dir, "report.html")
+    with open(path, "w") as f:
+        f.write(page)
+    return path

@@ -1,0 +1,292 @@
+"""TFLiteEvaluator: Beam metrics equal a plain loop, the gate, selection, baseline, report."""
+import json
+import os
+import shutil
+from html.parser import HTMLParser
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from apache_beam.options.pipeline_options import PipelineOptions
+from tfx.types import standard_artifacts
+
+from components.post_training_quantizer import quantize
+from components.quantization import data
+from components.quantization.model_spec import ModelSpec
+from components.quantization.runner import TFLiteRunner, accuracy
+from components.quantization.runner import quantize as quantize_values
+from components.tflite_evaluator import evaluate, gate
+from components.tflite_evaluator.component import TFLiteEvaluator
+from components.tflite_evaluator.executor import Executor
+from components.trainer.training import save_serving_model
+from tests.helpers import artifact, digits_rows, write_examples
+
+ONE_WORKER = lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))  # noqa: E731
+TWO_WORKERS = lambda: beam.Pipeline(options=PipelineOptions(  # noqa: E731
+    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]))
+
+
+def _eval_dir(examples):
+    return f"{examples.uri}/Split-eval"
+
+
+def _params(**gate_kwargs):
+    return evaluate.EvalParams(gate=gate.GateConfig(**gate_kwargs), latency_runs=10, latency_warmup=2)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, digits_examples, trained_digits, digits_quantized):
+    out = tmp_path_factory.mktemp("ev") / "evaluation"
+    result = evaluate.evaluate_models(_eval_dir(digits_examples), trained_digits["float"], digits_quantized,
+                                      str(out), _params(), ONE_WORKER)
+    return result, str(out)
+
+
+def test_beam_accuracy_equals_a_plain_interpreter_loop(evaluated, digits_examples, trained_digits, digits_quantized):
+    result, _ = evaluated
+    spec = ModelSpec.read(trained_digits["float"])
+    x, y = data.parse_numpy(list(data.iter_serialized(data.split_files(_eval_dir(digits_examples)))), spec)
+    manifest = quantize.read_manifest(digits_quantized)
+    for name, entry in manifest["variants"].items():
+        runner = TFLiteRunner(os.path.join(digits_quantized, entry["file"]))
+        probs = np.concatenate([runner.predict(x[i:i + 1]) for i in range(len(x))])
+        assert result["variants"][name]["accuracy"] == pytest.approx(accuracy(probs, y), abs=1e-9), name
+        assert result["variants"][name]["num_examples"] == len(y) == 599
+    serving = tf.saved_model.load(trained_digits["float"]).signatures["serving_default"]
+    float_probs = serving(image=tf.constant(x))["probabilities"].numpy()
+    assert result["float_model"]["accuracy"] == pytest.approx(accuracy(float_probs, y), abs=1e-9)
+    assert result["variants"]["float32"]["agreement_with_float"] == pytest.approx(1.0, abs=2 / 599)
+
+
+def test_default_gate_blesses_the_smallest_passing_variant(evaluated):
+    result, _ = evaluated
+    assert result["blessed"] and result["selected_variant"] != "float32"
+    passing = [n for n, v in result["verdicts"].items() if v["passed"]]
+    sizes = {n: result["variants"][n]["size_bytes"] for n in passing}
+    assert result["selected_variant"] == min(sizes, key=sizes.get)
+    assert not result["verdicts"]["float32"]["passed"]
+    assert "allow_float32" in result["verdicts"]["float32"]["reasons"][0]
+    for fig in result["variants"].values():
+        assert fig["latency_ms_median"] > 0 and fig["latency_ms_p90"] >= fig["latency_ms_median"]
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.imgs, self.open = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.imgs.append(dict(attrs)["src"])
+        if tag not in ("meta", "img", "br"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, (self.open[-5:], tag)
+        self.open.pop()
+
+
+def test_report_is_valid_html_with_embedded_plots_and_names_the_selection(evaluated):
+    result, out = evaluated
+    page = open(os.path.join(out, "report.html")).read()
+    parser = _Collect()
+    parser.feed(page)
+    assert page.startswith("<!DOCTYPE html>") and parser.open == []
+    assert len(parser.imgs) == 3 and all(src.startswith("data:image/png;base64,") for src in parser.imgs)
+    for name in ("accuracy_vs_size.png", "latency.png", "accuracy_drop.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert f"Selected <b>{result['selected_variant']}</b>" in page
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["selected_variant"] == result["selected_variant"]
+    assert set(metrics["variants"]) == set(result["variants"])
+    assert metrics["thresholds"]["max_accuracy_drop"] == 0.01
+
+
+def test_two_workers_give_identical_metrics(tmp_path, digits_examples, trained_digits, digits_quantized, evaluated):
+    two = evaluate.evaluate_models(_eval_dir(digits_examples), trained_digits["float"], digits_quantized,
+                                   str(tmp_path / "two"), _params(), TWO_WORKERS)
+    one, _ = evaluated
+    keys = ("accuracy", "top_k_accuracy", "agreement_with_float", "per_class_accuracy", "num_examples")
+    for name in one["variants"]:
+        assert {k: one["variants"][name][k] for k in keys} == {k: two["variants"][name][k] for k in keys}
+    assert one["float_model"] == two["float_model"]
+
+
+def test_input_quantization_rounds_then_clips():
+    x = np.array([-100.0, -12.86, -0.149, 0.149, 0.151, 0.25, 12.74, 100.0])
+    q = quantize_values(x, scale=0.1, zero_point=0, dtype=np.int8)
+    assert q.tolist() == [-128, -128, -1, 1, 2, 2, 127, 127]
+    # A plain cast (what TFMA does) truncates and wraps around instead.
+    assert (x / 0.1).astype(np.int8).tolist() != q.tolist()
+    u = quantize_values(np.array([-5.0, 0.0, 1.004, 300.0]), scale=1.0, zero_point=128, dtype=np.uint8)
+    assert u.tolist() == [123, 128, 129, 255]
+
+
+def test_runner_clips_out_of_range_inputs_on_a_real_int8_model(digits_quantized):
+    manifest = quantize.read_manifest(digits_quantized)
+    runner = TFLiteRunner(os.path.join(digits_quantized, manifest["variants"]["integer_only"]["file"]))
+    scale, zero_point = runner.input["quantization"]
+    x = np.full((1, 8, 8, 1), 1e6, np.float32)
+    assert np.all(runner.prepare_input(x) == 127)
+    assert np.all(runner.prepare_input(-x) == -128)
+    assert np.all(np.isfinite(runner.predict(x)))
+
+
+@pytest.fixture(scope="module")
+def damaged_quantized(tmp_path_factory, trained_digits, digits_calibration):
+    """A full_integer variant converted from the float model with its weights zeroed."""
+    root = tmp_path_factory.mktemp("damaged")
+    spec = ModelSpec.read(trained_digits["float"])
+    model = keras.models.load_model(trained_digits["float"])
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    save_serving_model(model, root / "model", spec)
+    quantize.quantize_all(str(root / "model"), str(root / "q"), variants=["float32", "full_integer"],
+                          calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"))
+    return str(root / "q")
+
+
+def test_gate_blocks_a_damaged_model_with_the_reason(tmp_path, digits_examples, trained_digits, damaged_quantized):
+    result = evaluate.evaluate_models(_eval_dir(digits_examples), trained_digits["float"], damaged_quantized,
+                                      str(tmp_path / "ev"), _params(allow_float32=True), ONE_WORKER)
+    assert not result["blessed"] and result["selected_variant"] is None
+    for name in ("full_integer", "float32"):
+        assert not result["verdicts"][name]["passed"]
+        assert "drop vs float model" in result["verdicts"][name]["reasons"][0]
+        assert result["variants"][name]["accuracy"] < 0.2
+    assert "not blessed" in open(tmp_path / "ev" / "report.html").read()
+
+
+def test_absolute_bound_is_inclusive_and_relative_is_relative_to_the_float_metric():
+    figures = {"a": {"accuracy": 0.48, "size_bytes": 1}}
+    abs_only = gate.GateConfig(max_accuracy_drop=0.02)
+    assert gate.judge(figures, 0.50, abs_only)["a"]["passed"]  # drop 0.02 <= 0.02
+    assert not gate.judge(figures, 0.5001, abs_only)["a"]["passed"]
+    rel_only = gate.GateConfig(max_accuracy_drop=None, max_relative_drop=0.04)
+    assert gate.judge(figures, 0.50, rel_only)["a"]["passed"]  # 0.02 / 0.50 = 0.04
+    verdict = gate.judge(figures, 0.50, gate.GateConfig(max_accuracy_drop=None, max_relative_drop=0.039))["a"]
+    assert not verdict["passed"] and "relative accuracy drop vs float model 0.0400" in verdict["reasons"][0]
+    both = gate.GateConfig(max_accuracy_drop=0.01, max_relative_drop=0.05)
+    assert gate.judge(figures, 0.50, both)["a"]["reasons"] == [
+        "accuracy drop vs float model 0.0200 > max_accuracy_drop 0.0100"]
+
+
+def test_size_latency_min_accuracy_and_non_finite_bounds():
+    figures = {"a": {"accuracy": 0.9, "size_bytes": 1000, "latency_ms_median": 2.0},
+               "b": {"accuracy": float("nan"), "size_bytes": 10, "latency_ms_median": 0.1}}
+    cfg = gate.GateConfig(max_model_bytes=999, max_latency_ms=1.0, min_accuracy=0.95)
+    reasons = gate.judge(figures, 0.9, cfg)["a"]["reasons"]
+    assert any("size 1000 bytes > max_model_bytes 999" in r for r in reasons)
+    assert any("latency 2.0 ms > max_latency_ms 1.0" in r for r in reasons)
+    assert any("< min_accuracy 0.9500" in r for r in reasons)
+    assert not gate.judge(figures, 0.9, gate.GateConfig())["b"]["passed"]
+    with pytest.raises(ValueError, match="the gate needs an accuracy bound"):
+        gate.GateConfig(max_accuracy_drop=None).validate()
+
+
+def test_selection_policies():
+    figures = {"small_slow": {"accuracy": 0.9, "size_bytes": 10, "latency_ms_median": 5.0},
+               "big_fast": {"accuracy": 0.9, "size_bytes": 100, "latency_ms_median": 1.0},
+               "failing": {"accuracy": 0.1, "size_bytes": 1, "latency_ms_median": 0.1}}
+    verdicts = gate.judge(figures, 0.9, gate.GateConfig())
+    assert gate.select(figures, verdicts, gate.GateConfig(selection="smallest")) == "small_slow"
+    assert gate.select(figures, verdicts, gate.GateConfig(selection="fastest")) == "big_fast"
+    assert gate.select(figures, verdicts, gate.GateConfig(selection=["failing", "big_fast", "small_slow"])) == "big_fast"
+    assert gate.select(figures, verdicts, gate.GateConfig(selection=["failing"])) is None
+    with pytest.raises(ValueError, match="selection='biggest'"):
+        gate.GateConfig(selection="biggest").validate()
+
+
+def test_no_regression_against_the_deployed_baseline(tmp_path, digits_examples, trained_digits, digits_quantized):
+    # A weakly trained model: its variants lose nothing against their own float model, but
+    # fall well below the strong model that is deployed.
+    from components.trainer import training
+    from tests.helpers import PIXEL_KEYS
+
+    weak = training.train(
+        f"{digits_examples.uri}/Split-train", _eval_dir(digits_examples), str(tmp_path / "weak"), None,
+        str(tmp_path / "logs"),
+        training.TrainConfig(PIXEL_KEYS, [8, 8, 1], "label", 10, epochs=1, steps_per_epoch=4, seed=0),
+    )
+    quantize.quantize_all(str(tmp_path / "weak"), str(tmp_path / "wq"), variants=["float32", "dynamic_range"])
+    deployed = os.path.join(digits_quantized, "integer_only", "model.tflite")
+    kwargs = dict(params=_params(max_accuracy_drop=0.05), pipeline_factory=ONE_WORKER)
+    without = evaluate.evaluate_models(_eval_dir(digits_examples), str(tmp_path / "weak"), str(tmp_path / "wq"),
+                                       str(tmp_path / "e1"), **kwargs)
+    assert without["selected_variant"] == "dynamic_range"
+    with_baseline = evaluate.evaluate_models(
+        _eval_dir(digits_examples), str(tmp_path / "weak"), str(tmp_path / "wq"), str(tmp_path / "e2"),
+        baseline_tflite=deployed, baseline_info={"version": "3"}, **kwargs)
+    assert weak.float_accuracy < with_baseline["baseline"]["accuracy"] - 0.05
+    assert not with_baseline["blessed"]
+    assert any("drop vs deployed baseline" in r for r in with_baseline["verdicts"]["dynamic_range"]["reasons"])
+    assert with_baseline["baseline"]["version"] == "3"
+
+
+def test_executor_writes_blessing_and_evaluation(tmp_path, digits_examples, trained_digits, digits_quantized):
+    model = standard_artifacts.Model()
+    model.uri = trained_digits["model_uri"]
+    quantized = standard_artifacts.Model()
+    quantized.uri = digits_quantized
+    ev = artifact(standard_artifacts.ModelEvaluation, tmp_path / "evaluation")
+    blessing = artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
+    props = dict(max_accuracy_drop=0.01, max_relative_drop=None, max_model_bytes=None, max_latency_ms=None,
+                 min_accuracy=None, allow_float32=0, selection='["qat_int8", "integer_only"]', metric="accuracy",
+                 top_k=3, latency_runs=5, num_threads=1, batch_size=128, split="eval")
+    Executor().Do({"examples": [digits_examples], "model": [model], "quantized_models": [quantized]},
+                  {"evaluation": [ev], "blessing": [blessing]}, props)
+    selected = blessing.get_string_custom_property("selected_variant")
+    assert blessing.get_int_custom_property("blessed") == 1
+    assert os.path.exists(tmp_path / "blessing" / "BLESSED")
+    assert selected in ("qat_int8", "integer_only")
+    verdicts = json.loads(blessing.get_string_custom_property("verdicts"))
+    assert set(verdicts) == set(quantize.read_manifest(digits_quantized)["variants"])
+    metrics = evaluate.read_metrics(ev.uri)
+    assert metrics["float_model"]["top_k"] == 3
+    assert ev.get_int_custom_property("selected_size_bytes") == metrics["variants"][selected]["size_bytes"]
+
+
+def test_empty_eval_split_is_a_clear_error(tmp_path, trained_digits, digits_quantized):
+    examples = write_examples(tmp_path / "ex", rows=[])
+    with pytest.raises(ValueError, match="eval split .* is empty: nothing to evaluate"):
+        evaluate.evaluate_models(_eval_dir(examples), trained_digits["float"], digits_quantized,
+                                 str(tmp_path / "ev"), _params(), ONE_WORKER)
+    assert not os.path.exists(tmp_path / "ev")
+
+
+def test_labels_outside_the_class_range_fail_the_stage(tmp_path, trained_digits, digits_quantized):
+    rows = digits_rows()[:60]
+    rows[0]["label"] = 12
+    examples = write_examples(tmp_path / "ex", rows=rows)
+    with pytest.raises(ValueError, match=r"1 of 20 eval examples have a label outside 0..9"):
+        evaluate.evaluate_models(_eval_dir(examples), trained_digits["float"], digits_quantized,
+                                 str(tmp_path / "ev"), _params(), ONE_WORKER)
+    assert not os.path.exists(tmp_path / "ev")
+
+
+def test_variant_with_a_mismatched_input_spec_fails_with_the_reason(tmp_path, digits_examples, trained_digits,
+                                                                    digits_quantized):
+    quantized = tmp_path / "q"
+    shutil.copytree(digits_quantized, quantized)
+    inputs = keras.Input((4, 4, 4), name="image")
+    odd = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs)))
+    converter = tf.lite.TFLiteConverter.from_keras_model(odd)
+    (quantized / "float16" / "model.tflite").write_bytes(converter.convert())
+    result = evaluate.evaluate_models(_eval_dir(digits_examples), trained_digits["float"], str(quantized),
+                                      str(tmp_path / "ev"), _params(), ONE_WORKER)
+    reasons = result["verdicts"]["float16"]["reasons"]
+    assert not result["verdicts"]["float16"]["passed"]
+    assert reasons == ["input spec mismatch: the model takes [4, 4, 4], the examples give [8, 8, 1]"]
+    assert result["blessed"]
+
+
+def test_component_validates_the_gate_early():
+    from tfx.types import channel_utils
+
+    ch = lambda t: channel_utils.as_channel([t()])  # noqa: E731
+    with pytest.raises(ValueError, match=r"selection names unknown variant\(s\) \['int4'\]"):
+        TFLiteEvaluator(examples=ch(standard_artifacts.Examples), model=ch(standard_artifacts.Model),
+                        quantized_models=ch(standard_artifacts.Model), selection=["int4"])
