@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 export TF_USE_LEGACY_KERAS := 1
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::DeprecationWarning
 export PYTHONPATH := $(ROOT)
 
 .PHONY: setup run test lock data clean

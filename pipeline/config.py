@@ -46,11 +46,54 @@ class PipelineConfig:
     )
     enable_cache: bool = True
 
+    # Model and training (QATTrainer).
+    feature_keys: List[str] = dataclasses.field(default_factory=lambda: list(DIGITS_PIXEL_KEYS))
+    input_shape: List[int] = dataclasses.field(default_factory=lambda: [8, 8, 1])
+    label_key: str = "label"
+    num_classes: int = 10
+    model: str = "digits_cnn"  # built-in: digits_cnn, mobilenet_v2
+    module_file: str = ""  # a user module with build_model(); overrides `model`
+    model_kwargs: Dict[str, object] = dataclasses.field(default_factory=dict)
+    epochs: int = 10
+    steps_per_epoch: int = 0
+    qat_epochs: int = 2
+    qat_steps_per_epoch: int = 0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    qat_learning_rate: float = 1e-4
+    seed: int = 42
+
+    # Calibration (RepresentativeDatasetGen).
+    calibration_samples: int = 200
+    calibration_strategy: str = "stratified"
+
+    # Quantization (PostTrainingQuantizer). Empty list: every variant the inputs allow.
+    variants: List[str] = dataclasses.field(default_factory=list)
+    integer_io_type: str = "int8"
+
+    # Gate and selection (TFLiteEvaluator). None disables a bound.
+    max_accuracy_drop: Optional[float] = 0.01
+    max_relative_drop: Optional[float] = None
+    max_model_bytes: Optional[int] = None
+    max_latency_ms: Optional[float] = None
+    min_accuracy: Optional[float] = None
+    allow_float32: bool = False
+    selection: str = "smallest"  # smallest, fastest, or a JSON list of variant names
+    metric: str = "accuracy"
+    latency_runs: int = 50
+    num_threads: int = 1
+
+    # Deployment (Pusher).
+    push_destination: str = ""  # default: <output_root>/serving
+    served_model_name: str = "digits"
+
     def __post_init__(self):
         if not self.pipeline_root:
             self.pipeline_root = str(Path(self.output_root) / "pipeline_root")
         if not self.metadata_path:
             self.metadata_path = str(Path(self.output_root) / "metadata.sqlite")
+        if not self.push_destination:
+            self.push_destination = str(Path(self.output_root) / "serving")
         self.validate()
 
     def validate(self) -> None:
@@ -61,6 +104,21 @@ class PipelineConfig:
             )
         if not self.pipeline_name:
             raise ValueError("pipeline_name is empty: set QP_PIPELINE_NAME to a name.")
+        if self.calibration_strategy not in ("uniform", "stratified"):
+            raise ValueError(
+                f"calibration_strategy={self.calibration_strategy!r}: use 'uniform' or 'stratified'"
+            )
+
+    @property
+    def selection_policy(self):
+        """'smallest', 'fastest', or the list given as JSON in `selection`."""
+        text = self.selection.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"selection={self.selection!r} is not a JSON list: {e}") from None
+        return text
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "PipelineConfig":

@@ -1,9 +1,19 @@
-"""create_pipeline(config): a pure factory for the quantization DAG."""
+"""create_pipeline(config): a pure factory for the quantization DAG.
+
+ExampleGen → QATTrainer ─────────────┐
+           → RepresentativeDatasetGen → PostTrainingQuantizer → TFLiteEvaluator → Pusher
+  latest PushedModel (resolver) ──────────────────────────────────┘ (no-regression baseline)
+"""
 from __future__ import annotations
 
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfx import v1 as tfx
 
+from components.post_training_quantizer.component import PostTrainingQuantizer
+from components.pusher.component import QuantizedModelPusher
+from components.representative_dataset_gen.component import RepresentativeDatasetGen
+from components.tflite_evaluator.component import TFLiteEvaluator
+from components.trainer.component import QATTrainer
 from pipeline.config import PipelineConfig
 
 
@@ -30,15 +40,84 @@ def example_gen(config: PipelineConfig):
     )
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-    components_list = [example_gen(config)]
+def create_components(config: PipelineConfig) -> list:
+    gen = example_gen(config)
+    examples = gen.outputs["examples"]
+    trainer = QATTrainer(
+        examples=examples,
+        feature_keys=config.feature_keys,
+        input_shape=config.input_shape,
+        label_key=config.label_key,
+        num_classes=config.num_classes,
+        model_name=config.model,
+        module_file=config.module_file or None,
+        model_kwargs=config.model_kwargs,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        qat_epochs=config.qat_epochs,
+        qat_steps_per_epoch=config.qat_steps_per_epoch,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        qat_learning_rate=config.qat_learning_rate,
+        seed=config.seed,
+    )
+    calibration = RepresentativeDatasetGen(
+        examples=examples,
+        split="train",
+        num_samples=config.calibration_samples,
+        strategy=config.calibration_strategy,
+        label_key=config.label_key if config.calibration_strategy == "stratified" else None,
+        seed=config.seed,
+    )
+    quantizer = PostTrainingQuantizer(
+        model=trainer.outputs["model"],
+        qat_model=trainer.outputs["qat_model"],
+        representative_dataset=calibration.outputs["representative_dataset"],
+        variants=config.variants or None,
+        integer_io_type=config.integer_io_type,
+    )
+    # What is deployed now, according to the last Pusher run (pushed or not): the evaluator
+    # re-evaluates it on this run's eval split and refuses a regression against it.
+    deployed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        pushed_model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel),
+    ).with_id("latest_pushed_model_resolver")
+    evaluator = TFLiteEvaluator(
+        examples=examples,
+        model=trainer.outputs["model"],
+        quantized_models=quantizer.outputs["quantized_models"],
+        baseline=deployed.outputs["pushed_model"],
+        max_accuracy_drop=config.max_accuracy_drop,
+        max_relative_drop=config.max_relative_drop,
+        max_model_bytes=config.max_model_bytes,
+        max_latency_ms=config.max_latency_ms,
+        min_accuracy=config.min_accuracy,
+        allow_float32=config.allow_float32,
+        selection=config.selection_policy,
+        metric=config.metric,
+        latency_runs=config.latency_runs,
+        num_threads=config.num_threads,
+    )
+    pusher = QuantizedModelPusher(
+        quantized_models=quantizer.outputs["quantized_models"],
+        blessing=evaluator.outputs["blessing"],
+        evaluation=evaluator.outputs["evaluation"],
+        push_destination=config.push_destination,
+        model_name=config.served_model_name,
+    )
+    return [gen, trainer, calibration, quantizer, deployed, evaluator, pusher]
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    if metadata_connection_config is None:
+        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path
+        )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=components_list,
+        components=create_components(config),
         enable_cache=config.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path
-        ),
+        metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from absl import logging
+import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
@@ -13,6 +13,8 @@ from components.post_training_quantizer import quantize
 from components.quantization import data
 from components.representative_dataset_gen.sampling import CALIBRATION_SPLIT
 from components.tfx_utils import from_json_param, set_properties, single
+
+log = logging.getLogger(__name__)
 
 
 class Executor(base_executor.BaseExecutor):
@@ -56,4 +58,4 @@ class Executor(base_executor.BaseExecutor):
             "variants_failed": {n: v["reason"] for n, v in variants.items() if v["status"] != quantize.OK},
             **{f"size_bytes_{n}": variants[n]["size_bytes"] for n in built},
         })
-        logging.info("PostTrainingQuantizer: built %s", built)
+        log.info("PostTrainingQuantizer: built %s", built)

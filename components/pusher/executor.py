@@ -5,13 +5,15 @@ import json
 import os
 from typing import Any, Dict, List
 
-from absl import logging
+import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 
 from components.pusher import push
 from components.tfx_utils import set_properties, single
 from components.tflite_evaluator.evaluate import METRICS_FILE
+
+log = logging.getLogger(__name__)
 
 
 class Executor(base_executor.BaseExecutor):
@@ -70,11 +72,14 @@ class Executor(base_executor.BaseExecutor):
             "pushed": 1, "pushed_destination": result["version_dir"], "pushed_version": str(result["version"]),
             "deployed_version_dir": result["deployed_version_dir"], "reason": result["reason"],
         })
-        logging.info("Pusher: %s", result["reason"])
+        log.info("Pusher: %s", result["reason"])
 
     def _MarkNotPushed(self, pushed_model: types.Artifact, result: Dict[str, Any]) -> None:
         set_properties(pushed_model, {
             "pushed": 0, "deployed_version_dir": result["deployed_version_dir"], "reason": result["reason"],
             "pushed_version": str(result.get("version", "")),
         })
-        logging.warning("Pusher: not pushed: %s", result["reason"])
+        if result.get("version"):  # blessed, but LATEST already holds the same bytes
+            log.info("Pusher: nothing new to push: %s", result["reason"])
+        else:
+            log.warning("Pusher: not pushed: %s", result["reason"])

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from absl import logging
+import logging
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from components.representative_dataset_gen import sampling
 from components.tfx_utils import set_properties, single
+
+log = logging.getLogger(__name__)
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -32,7 +34,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if split not in splits:
             raise ValueError(f"split {split!r} is not in the examples (they have {splits}): set `split` to one of them")
         pattern = sampling.precheck_split(artifact_utils.get_split_uri([examples], split), label_key, strategy)
-        logging.info("Sampling %d examples from split %r (%s, seed %d)", num_samples, split, strategy, seed)
+        log.info("Sampling %d examples from split %r (%s, seed %d)", num_samples, split, strategy, seed)
         with self._make_beam_pipeline() as pipeline:
             sampling.build_sampling(pipeline, pattern, output.uri, num_samples, strategy, label_key, seed)
         stats = sampling.read_stats(output.uri)
@@ -48,4 +50,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             "num_dropped_non_finite": stats["num_dropped_non_finite"],
             "per_class_counts": stats["per_class_samples"] or None,
         })
-        logging.info("Calibration sample: %d examples, per class %s", stats["num_samples_taken"], stats["per_class_samples"])
+        log.info("Calibration sample: %d examples, per class %s", stats["num_samples_taken"], stats["per_class_samples"])

@@ -5,7 +5,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from absl import logging
+import logging
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
@@ -17,6 +17,8 @@ from components.tflite_evaluator import evaluate, gate
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
 # The Pusher records where the deployed model is; see components/pusher.
 DEPLOYED_DIR_PROPERTY = "deployed_version_dir"
+
+log = logging.getLogger(__name__)
 
 
 def encode_selection(selection: Union[str, List[str]]) -> str:
@@ -49,7 +51,7 @@ def deployed_model(baseline: Optional[types.Artifact]) -> Tuple[Optional[str], d
         version_dir = baseline.get_string_custom_property(DEPLOYED_DIR_PROPERTY)
     path = os.path.join(version_dir, "model.tflite") if version_dir else ""
     if not path or not os.path.exists(path):
-        logging.info("No deployed model to compare against (baseline %s): no-regression check skipped", baseline.uri)
+        log.info("No deployed model to compare against (baseline %s): no-regression check skipped", baseline.uri)
         return None, {}
     return path, {"version_dir": version_dir, "version": os.path.basename(version_dir.rstrip("/"))}
 
@@ -111,7 +113,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             os.path.join(blessing.uri, BLESSED_FILE if result["blessed"] else NOT_BLESSED_FILE), ""
         )
         if selected:
-            logging.info("TFLiteEvaluator: blessed %s", selected)
+            log.info("TFLiteEvaluator: blessed %s", selected)
         else:
-            logging.warning("TFLiteEvaluator: nothing passed the gate: %s",
+            log.warning("TFLiteEvaluator: nothing passed the gate: %s",
                             {n: v["reasons"] for n, v in result["verdicts"].items()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List
 
-from absl import logging
+import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
@@ -12,6 +12,8 @@ from tfx.utils import io_utils, path_utils
 
 from components.tfx_utils import from_json_param, set_properties, single
 from components.trainer import training
+
+log = logging.getLogger(__name__)
 
 
 def _check_schema(schema_uri: str, keys: List[str]) -> None:
@@ -78,7 +80,7 @@ class Executor(base_executor.BaseExecutor):
                 "num_float_layers": len(result.float_layers),
             },
         )
-        logging.info(
+        log.info(
             "QATTrainer: float accuracy %.4f, QAT accuracy %s, layers left float: %s",
             result.float_accuracy, result.qat_accuracy, result.float_layers,
         )

@@ -1,0 +1,81 @@
+"""What a run produced, read back from ML Metadata: for the end of `make run` and tests."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+SUCCESS_STATES = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
+
+
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def _value(v):
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else None
+
+
+def props(artifact) -> Dict[str, object]:
+    return {k: _value(v) for k, v in artifact.custom_properties.items()}
+
+
+def executions(store) -> List[Dict[str, object]]:
+    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    return [
+        {"id": e.id, "component": types[e.type_id], "state": metadata_store_pb2.Execution.State.Name(e.last_known_state),
+         "seconds": (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0}
+        for e in store.get_executions()
+    ]
+
+
+def latest_artifact(store, type_name: str):
+    artifacts = store.get_artifacts_by_type(type_name)
+    return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+
+def summarize(metadata_path: str) -> Optional[str]:
+    """A few lines: selected variant, accuracy and drop, size, latency, pushed version and
+    path, report path. None when the store has no evaluation yet."""
+    if not os.path.exists(metadata_path):
+        return None
+    store = open_store(metadata_path)
+    evaluation = latest_artifact(store, "ModelEvaluation")
+    pushed = latest_artifact(store, "PushedModel")
+    if evaluation is None:
+        return None
+    ev = props(evaluation)
+    lines = []
+    selected = ev.get("selected_variant")
+    float_acc = ev.get("float_accuracy")
+    if selected:
+        lines.append(
+            f"Selected variant : {selected}  accuracy {ev['selected_accuracy']:.4f} "
+            f"(float {float_acc:.4f}, drop {100 * ev['selected_accuracy_drop']:+.2f} pp)"
+        )
+        lines.append(
+            f"Size, latency    : {ev['selected_size_bytes']} bytes, {ev['selected_latency_ms']:.4f} ms median "
+            "per example (host CPU, XNNPACK, 1 thread)"
+        )
+    else:
+        verdicts = json.loads(ev.get("verdicts", "{}"))
+        lines.append("Selected variant : none passed the gate, so nothing was pushed")
+        for name, v in verdicts.items():
+            lines.append(f"  {name}: {'; '.join(v['reasons'])}")
+    if pushed is not None:
+        p = props(pushed)
+        if p.get("pushed") == 1:
+            lines.append(f"Pushed           : version {p['pushed_version']} at {p['pushed_destination']}")
+        else:
+            lines.append(f"Pushed           : no ({p.get('reason', '')})")
+            if p.get("deployed_version_dir"):
+                lines.append(f"Deployed         : {p['deployed_version_dir']}")
+    lines.append(f"Report           : {os.path.join(evaluation.uri, 'report.html')}")
+    return "\n".join(lines)

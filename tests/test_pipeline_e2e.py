@@ -1,0 +1,82 @@
+"""The whole DAG end to end: first through the TFX CLI (`tfx pipeline create` + `tfx run
+create --engine local`), then in-process with LocalDagRunner to prove caching, then with an
+impossible gate to prove nothing is pushed. Real components, real sqlite ML Metadata."""
+import collections
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from tfx import v1 as tfx
+
+from components.pusher.registry import Registry
+from pipeline import summary
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+COMPONENTS = ["CsvExampleGen", "QATTrainer", "RepresentativeDatasetGen", "PostTrainingQuantizer",
+              "TFLiteEvaluator", "QuantizedModelPusher"]
+SMALL = {"QP_PIPELINE_NAME": "e2e-digits", "QP_EPOCHS": "4", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "10",
+         "QP_CALIBRATION_SAMPLES": "100"}
+
+
+def _states(metadata_path):
+    store = summary.open_store(metadata_path)
+    return collections.Counter((e["component"], e["state"]) for e in summary.executions(store))
+
+
+def _latest_props(metadata_path, type_name):
+    store = summary.open_store(metadata_path)
+    return summary.props(summary.latest_artifact(store, type_name))
+
+
+def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
+    env = dict(os.environ, QP_OUTPUT_ROOT=str(tmp_path / "out"), LOCAL_HOME=str(tmp_path / "cli_home"), **SMALL)
+    env.pop("QP_PYTHON", None)
+    tfx_cli = os.path.join(os.path.dirname(sys.executable), "tfx")
+    runner = str(REPO_ROOT / "pipeline" / "local_runner.py")
+    subprocess.run([tfx_cli, "pipeline", "create", "--engine", "local", "--pipeline_path", runner],
+                   env=env, cwd=tmp_path, check=True, capture_output=True)
+    run = subprocess.run([tfx_cli, "run", "create", "--engine", "local", "--pipeline_name", "e2e-digits"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Selected variant :" in run.stdout and "Pushed           : version 1" in run.stdout
+
+    config = PipelineConfig.from_env({k: v for k, v in env.items() if k.startswith("QP_")})
+    states = _states(config.metadata_path)
+    for component in COMPONENTS:
+        assert states[(component, "COMPLETE")] == 1, states
+    registry = Registry(config.push_destination, config.served_model_name)
+    assert registry.versions() == [1] and registry.verify(1) == []
+    evaluation = _latest_props(config.metadata_path, "ModelEvaluation")
+    assert registry.manifest(1)["variant"] == evaluation["selected_variant"]
+    store = summary.open_store(config.metadata_path)
+    report = os.path.join(summary.latest_artifact(store, "ModelEvaluation").uri, "report.html")
+    assert evaluation["selected_variant"] in open(report).read()
+
+    # Second run, unchanged: the data, training, calibration and quantization are cached.
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+    states = _states(config.metadata_path)
+    for component in ("CsvExampleGen", "QATTrainer", "RepresentativeDatasetGen", "PostTrainingQuantizer"):
+        assert states[(component, "CACHED")] == 1, states
+    pushed = _latest_props(config.metadata_path, "PushedModel")
+    assert pushed["pushed"] == 0 and "already holds the same model" in pushed["reason"]
+    assert registry.versions() == [1]
+    assert len(store.get_contexts_by_type("pipeline_run")) == 2
+
+    # Third run with an impossible gate: nothing is pushed, and the reasons say why.
+    strict = PipelineConfig.from_env({k: v for k, v in env.items() if k.startswith("QP_")}, max_accuracy_drop=-1.0)
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(strict))
+    blessing = _latest_props(config.metadata_path, "ModelBlessing")
+    assert blessing["blessed"] == 0
+    verdicts = json.loads(blessing["verdicts"])
+    assert all(not v["passed"] for v in verdicts.values())
+    assert any("> max_accuracy_drop -1.0000" in r for v in verdicts.values() for r in v["reasons"])
+    pushed = _latest_props(config.metadata_path, "PushedModel")
+    assert pushed["pushed"] == 0 and "did not bless" in pushed["reason"]
+    assert registry.versions() == [1] and registry.latest() == 1
+    assert "none passed the gate" in summary.summarize(config.metadata_path)
