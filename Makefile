@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::DeprecationWarning
 export PYTHONPATH := $(ROOT)
 
-.PHONY: setup run test lock data clean
+.PHONY: setup run test lock data clean kubeflow
 
 setup: $(STAMP)
 
@@ -43,6 +43,12 @@ test: $(STAMP)
 # Regenerate the lock from the working venv (after changing pyproject.toml on purpose).
 lock: $(PY)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v -E '^(tfx-quantization-pipeline)' > $(ROOT)/constraints.txt
+
+# Kubeflow Pipelines v2: compile to kubeflow/build/pipeline.yaml (see kubeflow/README.md).
+KF_IMAGE ?= tfx-quantization:latest
+KF_PIPELINE_ROOT ?= gs://YOUR_BUCKET/tfx-quantization/pipeline_root
+kubeflow: $(STAMP)
+	cd $(ROOT) && $(PY) -m kubeflow.runner --image "$(KF_IMAGE)" --pipeline-root "$(KF_PIPELINE_ROOT)"
 
 data: $(STAMP)
 	$(PY) $(ROOT)/data/export_digits.py

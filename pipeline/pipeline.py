@@ -108,11 +108,13 @@ def create_components(config: PipelineConfig) -> list:
     return [gen, trainer, calibration, quantizer, deployed, evaluator, pusher]
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
-    if metadata_connection_config is None:
-        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path
-        )
+def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.dsl.Pipeline:
+    """The DAG. local_metadata: an sqlite ML Metadata store at config.metadata_path (the
+    local orchestrator); False for orchestrators that keep metadata themselves (Kubeflow)."""
+    metadata_connection_config = (
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+        if local_metadata else None
+    )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

@@ -41,9 +41,14 @@ def plots(result, out_dir: str) -> Dict[str, str]:
     out = {}
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    placed = []
     for n in names:
-        ax.scatter(ev[n]["size_bytes"] / 1024, ev[n][metric], color=_colour(result, n), s=50)
-        ax.annotate(n, (ev[n]["size_bytes"] / 1024, ev[n][metric]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        point = (ev[n]["size_bytes"] / 1024, ev[n][metric])
+        ax.scatter(*point, color=_colour(result, n), s=50)
+        # Stack the labels of points that (nearly) coincide instead of overprinting them.
+        stacked = sum(1 for p in placed if abs(p[0] - point[0]) < 3 and abs(p[1] - point[1]) < 1e-3)
+        placed.append(point)
+        ax.annotate(n, point, textcoords="offset points", xytext=(6, 4 - 11 * stacked), fontsize=8)
     ax.axhline(result["float_model"][metric], color="grey", ls="--", lw=1, label="float model")
     ax.set_xlabel("model size (KiB)")
     ax.set_ylabel(metric)
