@@ -183,6 +183,8 @@ def test_size_latency_min_accuracy_and_non_finite_bounds():
     assert any("latency 2 ms > max_latency_ms 1" in r for r in reasons)
     assert any("< min_accuracy 0.9500" in r for r in reasons)
     assert not gate.judge(figures, 0.9, gate.GateConfig())["b"]["passed"]
+    missing = gate.judge({"c": {"accuracy": 0.9, "size_bytes": 1}}, 0.9, gate.GateConfig(max_latency_ms=1.0))
+    assert missing["c"]["reasons"] == ["latency None ms > max_latency_ms 1"]
     with pytest.raises(ValueError, match="the gate needs an accuracy bound"):
         gate.GateConfig(max_accuracy_drop=None).validate()
 

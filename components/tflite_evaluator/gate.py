@@ -108,7 +108,8 @@ def judge(
             if cfg.max_latency_ms is not None:
                 latency = fig.get("latency_ms_median")
                 if not _finite(latency) or not latency <= cfg.max_latency_ms:
-                    reasons.append(f"latency {latency:.4g} ms > max_latency_ms {cfg.max_latency_ms:g}")
+                    shown = f"{latency:.4g}" if _finite(latency) else str(latency)
+                    reasons.append(f"latency {shown} ms > max_latency_ms {cfg.max_latency_ms:g}")
         if name == "float32" and not cfg.allow_float32:
             reasons.append("float32 is the unquantized baseline; set allow_float32 to make it eligible")
         verdicts[name] = {"passed": not reasons, "reasons": reasons or ["all bounds hold"]}
