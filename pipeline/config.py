@@ -70,6 +70,13 @@ class PipelineConfig:
     # Quantization (PostTrainingQuantizer). Empty list: every variant the inputs allow.
     variants: List[str] = dataclasses.field(default_factory=list)
     integer_io_type: str = "int8"
+    # selective_integer (accuracy-aware search): validation data comes from this split of
+    # the ExampleGen output, never from the gate's eval split; the search's accuracy bound
+    # is max_accuracy_drop.
+    selective_validation_split: str = "train"
+    validation_samples: int = 1000
+    max_float_layers: int = 8
+    max_search_steps: int = 8
 
     # Gate and selection (TFLiteEvaluator). None disables a bound.
     max_accuracy_drop: Optional[float] = 0.01

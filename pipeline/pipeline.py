@@ -75,6 +75,12 @@ def create_components(config: PipelineConfig) -> list:
         representative_dataset=calibration.outputs["representative_dataset"],
         variants=config.variants or None,
         integer_io_type=config.integer_io_type,
+        validation_examples=examples,
+        validation_split=config.selective_validation_split,
+        validation_samples=config.validation_samples,
+        selective_max_drop=config.max_accuracy_drop if config.max_accuracy_drop is not None else 0.01,
+        max_float_layers=config.max_float_layers,
+        max_search_steps=config.max_search_steps,
     )
     # What is deployed now, according to the last Pusher run (pushed or not): the evaluator
     # re-evaluates it on this run's eval split and refuses a regression against it.

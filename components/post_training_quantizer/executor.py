@@ -11,10 +11,25 @@ from tfx.utils import path_utils
 
 from components.post_training_quantizer import quantize
 from components.quantization import data
+from components.quantization.selective import SearchBudget
 from components.representative_dataset_gen.sampling import CALIBRATION_SPLIT
 from components.tfx_utils import from_json_param, set_properties, single
 
 log = logging.getLogger(__name__)
+# The split the TFLiteEvaluator's gate uses; the selective search must never see it.
+GATE_SPLIT = "eval"
+
+
+def check_validation_split(split: str) -> None:
+    if split == GATE_SPLIT:
+        raise ValueError(
+            f"validation_split={split!r} is the split the evaluator's gate uses: searching on it would leak "
+            "the gate's data into the model choice; use 'train' or a dedicated validation split"
+        )
+
+
+def _number(value, default: float) -> float:
+    return default if value is None else float(value)
 
 
 class Executor(base_executor.BaseExecutor):
@@ -28,6 +43,7 @@ class Executor(base_executor.BaseExecutor):
         model = single(input_dict, "model")
         qat_model = single(input_dict, "qat_model", optional=True)
         calibration = single(input_dict, "representative_dataset", optional=True)
+        validation = single(input_dict, "validation_examples", optional=True)
         output = single(output_dict, "quantized_models")
 
         calibration_files = None
@@ -35,6 +51,14 @@ class Executor(base_executor.BaseExecutor):
             splits = artifact_utils.decode_split_names(calibration.split_names)
             split = CALIBRATION_SPLIT if CALIBRATION_SPLIT in splits else splits[0]
             calibration_files = data.split_files(artifact_utils.get_split_uri([calibration], split))
+        validation_files = None
+        if validation is not None:
+            split = exec_properties.get("validation_split") or "train"
+            check_validation_split(split)
+            splits = artifact_utils.decode_split_names(validation.split_names)
+            if split not in splits:
+                raise ValueError(f"validation_split {split!r} is not in the validation examples (they have {splits})")
+            validation_files = data.split_files(artifact_utils.get_split_uri([validation], split))
         sources = {"model_uri": model.uri, "model_id": str(model.id)}
         if qat_model is not None:
             sources.update(qat_model_uri=qat_model.uri, qat_model_id=str(qat_model.id))
@@ -50,6 +74,14 @@ class Executor(base_executor.BaseExecutor):
             io_type=exec_properties.get("integer_io_type") or "int8",
             max_calibration_samples=exec_properties.get("max_calibration_samples") or None,
             source_uris=sources,
+            validation_files=validation_files,
+            validation_samples=int(exec_properties.get("validation_samples") or 1000),
+            selective_budget=SearchBudget(
+                max_drop=_number(exec_properties.get("selective_max_drop"), 0.01),
+                max_float_layers=int(exec_properties.get("max_float_layers") or 8),
+                max_steps=int(exec_properties.get("max_search_steps") or 8),
+            ),
+            selective_integer_io=bool(exec_properties.get("selective_integer_io") or 0),
         )
         variants = manifest["variants"]
         built = [n for n, v in variants.items() if v["status"] == quantize.OK]

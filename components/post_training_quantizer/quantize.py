@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.fsutil import staged_dir, write_json_atomic
-from components.quantization import convert, data
+from components.quantization import convert, data, selective
 from components.quantization.model_spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,25 @@ def check_saved_model(path: str, what: str) -> None:
         ) from None
 
 
-def plan(requested: Optional[Sequence[str]]) -> List[str]:
-    return convert.check_variant_names(requested) if requested else list(convert.VARIANTS)
+def plan(requested: Optional[Sequence[str]], has_validation: bool = False) -> List[str]:
+    """The requested variants, or every variant; selective_integer by default only when
+    validation data is given."""
+    if requested:
+        return convert.check_variant_names(requested)
+    return list(convert.ALL_VARIANTS if has_validation else convert.VARIANTS)
+
+
+def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, float_model_dir: str):
+    """Up to `limit` validation examples, and the float model's accuracy on them."""
+    import itertools
+
+    records = list(itertools.islice(data.iter_serialized(files), limit))
+    if not records:
+        raise ValueError(f"validation files {files} hold no examples")
+    x, y = data.parse_numpy(records, spec)
+    serving = tf.saved_model.load(float_model_dir).signatures["serving_default"]
+    probs = serving(**{spec.input_name: tf.constant(x)})[spec.output_name].numpy()
+    return x, y, float(np.mean(np.argmax(probs, axis=-1) == y))
 
 
 def quantize_all(
@@ -55,9 +72,16 @@ def quantize_all(
     io_type: str = "int8",
     max_calibration_samples: Optional[int] = None,
     source_uris: Optional[Dict[str, str]] = None,
+    validation_files: Optional[List[str]] = None,
+    validation_samples: int = 1000,
+    selective_budget: Optional[selective.SearchBudget] = None,
+    selective_integer_io: bool = False,
 ) -> Dict[str, object]:
-    """Converts, validates and writes every variant into out_dir; returns the manifest."""
-    names = plan(variants)
+    """Converts, validates and writes every variant into out_dir; returns the manifest.
+
+    validation_files: examples for the selective_integer search (never the gate's eval split).
+    """
+    names = plan(variants, has_validation=bool(validation_files))
     explicit = bool(variants)
     convert.check_io_type(io_type)
     check_saved_model(float_model_dir, "float model")
@@ -74,11 +98,18 @@ def quantize_all(
             raise ValueError(f"calibration files {calibration_files} hold no examples")
         example = first[0][0]
 
+    validation = None
+    if validation_files and convert.SELECTIVE_INTEGER in names:
+        validation = _validation_arrays(validation_files, spec, validation_samples, float_model_dir)
+    search = dict(budget=selective_budget or selective.SearchBudget(), validation=validation,
+                  io_type=io_type if selective_integer_io else None)
+
     entries: Dict[str, Dict[str, object]] = {}
     with staged_dir(out_dir) as staging:
         for i, name in enumerate(names, 1):
             log.info("Variant %d/%d: %s", i, len(names), name)
-            entries[name] = _build_one(name, float_model_dir, qat_model_dir, calibration, io_type, example, staging)
+            entries[name] = _build_one(name, float_model_dir, qat_model_dir, calibration, io_type, example, staging,
+                                       search)
         float_size = entries.get(convert.FLOAT32, {}).get("size_bytes")
         for entry in entries.values():
             if float_size and entry.get("size_bytes"):
@@ -91,6 +122,7 @@ def quantize_all(
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "sources": dict(source_uris or {}, float_model=float_model_dir, qat_model=qat_model_dir or ""),
             "calibration": {"files": list(calibration_files or []), "max_samples": max_calibration_samples},
+            "validation": {"files": list(validation_files or []), "max_samples": validation_samples},
         }
         built = [n for n, e in entries.items() if e["status"] == OK]
         failed = {n: e["reason"] for n, e in entries.items() if e["status"] != OK}
@@ -103,7 +135,7 @@ def quantize_all(
     return manifest
 
 
-def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging: Path) -> Dict[str, object]:
+def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging: Path, search) -> Dict[str, object]:
     source = "qat_model" if name in convert.NEEDS_QAT_MODEL else "model"
     entry: Dict[str, object] = {
         "name": name,
@@ -115,8 +147,28 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
         return dict(entry, status=FAILED, reason="no qat_model input: the QAT variant needs the Trainer's qat_model")
     if name in convert.NEEDS_CALIBRATION and calibration is None:
         return dict(entry, status=FAILED, reason="no calibration data: pass the representative_dataset input")
+    extra: Dict[str, object] = {}
+    if name == convert.SELECTIVE_INTEGER:
+        if calibration is None:
+            return dict(entry, status=FAILED, reason="no calibration data: pass the representative_dataset input")
+        if search["validation"] is None:
+            return dict(entry, status=FAILED,
+                        reason="no validation data: pass validation_examples (a split other than the gate's eval)")
+        entry["converter_settings"]["inference_input_type"] = search["io_type"] or "float32"
+        entry["converter_settings"]["inference_output_type"] = search["io_type"] or "float32"
     try:
-        content = convert.convert(name, qat_dir if source == "qat_model" else float_dir, calibration, io_type)
+        if name == convert.SELECTIVE_INTEGER:
+            x_val, y_val, float_acc = search["validation"]
+            content, record = selective.search(float_dir, calibration, x_val, y_val, float_acc, search["budget"],
+                                               search["io_type"])
+            extra["selective"] = record
+            if content is None:
+                best = record["best_step"]
+                return dict(entry, status=FAILED, selective=record, reason=(
+                    f"no model within the budget passed: best validation drop {best['accuracy_drop']:.4f} with "
+                    f"{best['num_float_layers']} float layer(s), allowed {search['budget'].max_drop}"))
+        else:
+            content = convert.convert(name, qat_dir if source == "qat_model" else float_dir, calibration, io_type)
         info = convert.validate(name, content, example)
     except Exception as e:  # noqa: BLE001 - recorded per variant; the stage decides below
         log.warning("Variant %s failed: %s", name, e)
@@ -126,7 +178,7 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
     (folder / MODEL_FILE).write_bytes(content)
     return dict(
         entry, status=OK, reason="", file=f"{name}/{MODEL_FILE}", size_bytes=len(content),
-        sha256=convert.sha256(content), **info,
+        sha256=convert.sha256(content), **info, **extra,
     )
 
 

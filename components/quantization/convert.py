@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 FLOAT32, DYNAMIC_RANGE, FLOAT16 = "float32", "dynamic_range", "float16"
 FULL_INTEGER, INTEGER_ONLY, QAT_INT8 = "full_integer", "integer_only", "qat_int8"
 VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8)
+# Built by the accuracy-aware search in selective.py (needs validation data).
+SELECTIVE_INTEGER = "selective_integer"
+ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,)
 NEEDS_CALIBRATION = frozenset({FULL_INTEGER, INTEGER_ONLY})
 NEEDS_QAT_MODEL = frozenset({QAT_INT8})
 INTEGER_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
@@ -33,6 +36,7 @@ DEVICE_CLASS = {
     FULL_INTEGER: "CPU, with float fallback and float I/O",
     INTEGER_ONLY: "Edge TPU, microcontrollers, NPUs (integer I/O, no float ops)",
     QAT_INT8: "as integer_only, from the quantization-aware model",
+    SELECTIVE_INTEGER: "CPU: integer except the few most sensitive layers, kept float",
 }
 INTEGER_ONLY_VARIANTS = frozenset({INTEGER_ONLY, QAT_INT8})
 
@@ -41,9 +45,9 @@ RepresentativeDataset = Callable[[], Iterable[List[np.ndarray]]]
 
 def check_variant_names(names: Iterable[str]) -> List[str]:
     names = list(names)
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n not in ALL_VARIANTS]
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}: valid variants are {list(VARIANTS)}")
+        raise ValueError(f"unknown variant(s) {unknown}: valid variants are {list(ALL_VARIANTS)}")
     return names
 
 
@@ -63,8 +67,10 @@ def converter_settings(variant: str, io_type: str = "int8") -> Dict[str, object]
         s["optimizations"] = ["DEFAULT"]
     if variant == FLOAT16:
         s["supported_types"] = ["float16"]
-    if variant in NEEDS_CALIBRATION:
+    if variant in NEEDS_CALIBRATION or variant == SELECTIVE_INTEGER:
         s["representative_dataset"] = True
+    if variant == SELECTIVE_INTEGER:
+        s["denylisted_nodes"] = "the layers listed under selective.float_layers"
     if variant in INTEGER_ONLY_VARIANTS:
         s["supported_ops"] = ["TFLITE_BUILTINS_INT8"]
         s["inference_input_type"] = s["inference_output_type"] = io_type

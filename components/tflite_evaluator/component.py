@@ -69,7 +69,7 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
     ):
         cfg = gate.GateConfig(max_accuracy_drop, max_relative_drop, max_model_bytes, max_latency_ms,
                               min_accuracy, allow_float32, selection, metric)
-        cfg.validate(list(convert.VARIANTS) + ["selective_integer"])
+        cfg.validate(list(convert.ALL_VARIANTS))
         super().__init__(
             spec=TFLiteEvaluatorSpec(
                 examples=examples, model=model, quantized_models=quantized_models, baseline=baseline,

@@ -147,6 +147,8 @@ def evaluate_models(
             "num_eval_examples": labels["n"],
             "manifest": {n: {k: e.get(k) for k in ("size_bytes", "sha256", "file", "status", "reason")}
                          for n, e in manifest["variants"].items()},
+            # The accuracy-aware search's per-layer errors and steps, for the report.
+            "selective": manifest["variants"].get("selective_integer", {}).get("selective"),
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
         os.unlink(staging / "counts.json")

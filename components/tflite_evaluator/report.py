@@ -81,6 +81,39 @@ def plots(result, out_dir: str) -> Dict[str, str]:
     return out
 
 
+def selective_section(result, out_dir: str) -> str:
+    """Per-layer error table and accuracy vs number of float layers, when the search ran."""
+    record = result.get("selective")
+    if not record:
+        return ""
+    steps = sorted(record["steps"], key=lambda s: s["num_float_layers"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.plot([s["num_float_layers"] for s in steps], [s["validation_accuracy"] for s in steps], "o-", color="tab:blue",
+            label="selective_integer (validation)")
+    ref = record["float_accuracy_on_validation"]
+    ax.axhline(ref, color="grey", ls="--", lw=1, label="float model (validation)")
+    ax.axhline(ref - record["budget"]["max_drop"], color="red", ls="--", lw=1, label="allowed drop")
+    ax.set_xlabel("layers kept float")
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy-aware search: accuracy vs float layers")
+    ax.legend(fontsize=8)
+    image = _save(fig, out_dir, "selective_search.png")
+    chosen = set(record.get("float_layers") or [])
+    rows = "".join(
+        f"<tr{' class=selected' if r['tensor_name'] in chosen else ''}><td>{i}</td><td>{html.escape(r['op_name'])}</td>"
+        f"<td>{html.escape(r['tensor_name'][:90])}</td><td>{_fmt(r['rmse_over_scale'], '{:.4g}')}</td>"
+        f"<td>{_fmt(r['mean_squared_error'], '{:.4g}')}</td><td>{_fmt(r['scale'], '{:.4g}')}</td></tr>"
+        for i, r in enumerate(record["layer_errors"][:20], 1)
+    )
+    outcome = (f"kept {len(chosen)} layer(s) float (highlighted)" if record.get("float_layers") is not None
+               else "no model passed within the budget")
+    return f"""<h2>Selective integer quantization</h2>
+<p>Layers ranked by quantization error (RMSE / scale) from the QuantizationDebugger; the search
+{outcome}, measured on {record['num_validation_examples']} validation examples (not the eval split).</p>
+<table><tr><th>rank</th><th>op</th><th>tensor</th><th>RMSE/scale</th><th>MSE</th><th>scale</th></tr>{rows}</table>
+<figure><img alt="selective_search.png" src="data:image/png;base64,{image}"></figure>"""
+
+
 def _fmt(x, spec="{:.4f}") -> str:
     if x is None:
         return "–"
@@ -143,6 +176,7 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 32em; }}
 {result['evaluation']['latency_runs']} runs after warm-up. Host figures, not device figures.</p>
 <h2>Gate</h2><ul>{thresholds}</ul>
 <h2>Plots</h2>{figs}
+{selective_section(result, out_dir)}
 <p class="note">Generated {html.escape(result['created_at'])} with TensorFlow {html.escape(result['host']['tensorflow_version'])}.</p>
 </body></html>
 """

@@ -1,0 +1,158 @@
+"""Accuracy-aware selective integer quantization.
+
+QuantizationDebugger gives per-layer error statistics of the full-integer model (each op's
+int8 output against the float op on the same inputs). Layers are ranked by RMSE/scale
+(the error in units of the tensor's quantization step; MSE breaks ties). The search keeps
+the k worst layers float (denylisted) for k = 0, then 1, 2, 4, … (doubling up to
+max_float_layers), measuring accuracy on a validation sample, then bisects back to the
+smallest k that passes. It stops when max_steps conversions are spent. The validation
+sample must not be the gate's eval split: the caller passes it in.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+# The function QuantizationDebugger itself quantizes with; called directly so the search
+# calibrates once and can keep integer input/output types (the debugger forces float I/O).
+from tensorflow.lite.python import convert as _tflite_convert
+
+from components.quantization import convert
+from components.quantization.runner import TFLiteRunner, accuracy
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class SearchBudget:
+    max_drop: float = 0.01  # absolute accuracy drop against the float model allowed
+    max_float_layers: int = 8
+    max_steps: int = 8  # conversions (each one calibrates and runs the validation sample)
+
+    def validate(self) -> None:
+        if self.max_float_layers < 1 or self.max_steps < 1:
+            raise ValueError("max_float_layers and max_steps must be at least 1")
+
+
+def _converter(saved_model_dir: str, calibration, io_type: Optional[str]):
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration
+    if io_type:
+        # Integer I/O with float fallback for the layers kept float.
+        converter.inference_input_type = convert.INTEGER_IO_TYPES[io_type]
+        converter.inference_output_type = convert.INTEGER_IO_TYPES[io_type]
+    return converter
+
+
+def layer_errors(saved_model_dir: str, calibration) -> List[Dict[str, object]]:
+    """Per-layer error statistics of full-integer quantization, worst first."""
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=_converter(saved_model_dir, calibration, None), debug_dataset=calibration)
+    debugger.run()
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    rows = []
+    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+        mse, scale = float(r["mean_squared_error"]), float(r["scale"])
+        rows.append({
+            "tensor_name": r["tensor_name"], "op_name": r["op_name"],
+            "mean_squared_error": mse, "scale": scale,
+            "rmse_over_scale": math.sqrt(mse) / scale if scale > 0 else math.inf,
+            "max_abs_error": float(r["max_abs_error"]),
+        })
+    rows.sort(key=lambda r: (-r["rmse_over_scale"], -r["mean_squared_error"]))
+    return rows
+
+
+def calibrate(saved_model_dir: str, calibration) -> bytes:
+    """The float model with activation ranges recorded from the calibration data."""
+    converter = _converter(saved_model_dir, calibration, None)
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    return converter.convert()
+
+
+def quantize_calibrated(calibrated: bytes, denylist: List[str], io_type: Optional[str]) -> bytes:
+    """Full-integer quantization of a calibrated model with `denylist` kept float."""
+    io = convert.INTEGER_IO_TYPES[io_type] if io_type else tf.float32
+    return _tflite_convert.mlir_quantize(
+        calibrated, input_data_type=io, output_data_type=io, denylisted_nodes=list(denylist) or None)
+
+
+def integer_op_fraction(model_content: bytes) -> float:
+    info = convert.describe(model_content)
+    return 1.0 - sum(info["float_ops"].values()) / info["num_ops"] if info["num_ops"] else 0.0
+
+
+def search(
+    saved_model_dir: str,
+    calibration: Callable,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    float_accuracy: float,
+    budget: SearchBudget = SearchBudget(),
+    io_type: Optional[str] = None,
+) -> Tuple[Optional[bytes], Dict[str, object]]:
+    """(model bytes or None, record). The record lists layer errors, every step, and the
+    float layers of the result; None when no model passed within the budget."""
+    budget.validate()
+    ranked = layer_errors(saved_model_dir, calibration)
+    calibrated = calibrate(saved_model_dir, calibration)
+    limit = min(budget.max_float_layers, len(ranked))
+    steps: List[Dict[str, object]] = []
+    models: Dict[int, bytes] = {}
+
+    def try_k(k: int) -> bool:
+        denylist = [r["tensor_name"] for r in ranked[:k]]
+        content = quantize_calibrated(calibrated, denylist, io_type)
+        acc = accuracy(TFLiteRunner(content).predict(x_val), y_val)
+        drop = float_accuracy - acc
+        passed = drop <= budget.max_drop + 1e-9
+        steps.append({"num_float_layers": k, "float_layers": denylist, "validation_accuracy": acc,
+                      "accuracy_drop": drop, "passed": passed})
+        log.info("selective search: %d float layer(s): validation accuracy %.4f (drop %.4f) %s",
+                 k, acc, drop, "passes" if passed else "fails")
+        models[k] = content
+        return passed
+
+    best: Optional[int] = 0 if try_k(0) else None
+    low, k = 0, 1
+    while best is None and len(steps) < budget.max_steps and k <= limit:
+        if try_k(k):
+            best = k
+        else:
+            low = k
+        k = min(2 * k, limit) if k < limit else limit + 1
+    # Bisect between the last failing and the first passing k for the fewest float layers.
+    while best is not None and best - low > 1 and len(steps) < budget.max_steps:
+        mid = (low + best) // 2
+        if try_k(mid):
+            best = mid
+        else:
+            low = mid
+    record = {
+        "ranking_metric": "rmse_over_scale",
+        "layer_errors": ranked,
+        "steps": steps,
+        "float_accuracy_on_validation": float_accuracy,
+        "budget": dataclasses.asdict(budget),
+        "num_validation_examples": int(len(y_val)),
+    }
+    if best is None:
+        closest = min(steps, key=lambda s: s["accuracy_drop"])
+        record.update(float_layers=None, best_step=closest)
+        return None, record
+    record.update(float_layers=steps_for(steps, best)["float_layers"],
+                  integer_op_fraction=integer_op_fraction(models[best]))
+    return models[best], record
+
+
+def steps_for(steps: List[Dict[str, object]], k: int) -> Dict[str, object]:
+    return next(s for s in steps if s["num_float_layers"] == k)

@@ -1,0 +1,131 @@
+"""selective_integer: on a model where plain full-integer quantization collapses, the
+accuracy-aware search keeps a few layers float and passes the gate; the eval split is
+never used in the search."""
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tf_keras as keras
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from components.post_training_quantizer import quantize
+from components.post_training_quantizer.executor import check_validation_split
+from components.quantization import data
+from components.quantization.model_spec import ModelSpec
+from components.quantization.selective import SearchBudget
+from components.tflite_evaluator import evaluate, gate
+from components.trainer.training import save_serving_model
+
+ONE_WORKER = lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def outlier_model(tmp_path_factory, trained_digits):
+    """The trained digits CNN with one dead hidden unit whose outgoing weights are 1e4.
+
+    In float the unit is always 0 (ReLU of -1), so predictions do not change. Quantized,
+    the huge weights set the int8 scale of the classifier's kernel, and every real weight
+    rounds to zero: full-integer quantization collapses. Keeping that one layer float fixes it.
+    """
+    spec = ModelSpec.read(trained_digits["float"])
+    trained = keras.models.load_model(trained_digits["float"])
+    layers = [l for l in trained.layers if not isinstance(l, keras.layers.InputLayer)]
+    hidden, head = layers[-2], layers[-1]
+    inputs = keras.Input(tuple(spec.input_shape), name=spec.input_name)
+    x = inputs
+    copies = []
+    for layer in layers[:-2]:
+        copy = layer.__class__.from_config(layer.get_config())
+        x = copy(x)
+        copies.append((copy, layer))
+    x = keras.layers.Dense(hidden.units + 1, activation="relu", name="hidden")(x)
+    outputs = keras.layers.Dense(spec.num_classes, activation="softmax", name=spec.output_name)(x)
+    model = keras.Model(inputs, outputs)
+    for copy, layer in copies:
+        copy.set_weights(layer.get_weights())
+    k1, b1 = hidden.get_weights()
+    model.get_layer("hidden").set_weights([np.concatenate([k1, np.zeros((k1.shape[0], 1))], 1),
+                                           np.concatenate([b1, [-1.0]])])
+    k2, b2 = head.get_weights()
+    model.get_layer(spec.output_name).set_weights([np.concatenate([k2, np.full((1, k2.shape[1]), 1e4)], 0), b2])
+    out = tmp_path_factory.mktemp("outlier") / "model"
+    save_serving_model(model, out, spec)
+    return str(out)
+
+
+def _quantize(out, model_dir, calibration, validation_split_dir, **kwargs):
+    return quantize.quantize_all(
+        model_dir, str(out), variants=["float32", "full_integer", "selective_integer"],
+        calibration_files=data.split_files(f"{calibration}/Split-calibration"),
+        validation_files=data.split_files(validation_split_dir), validation_samples=400, **kwargs)
+
+
+def test_selective_passes_where_full_integer_fails_with_few_float_layers(tmp_path, outlier_model, digits_calibration,
+                                                                          digits_examples):
+    train_dir, eval_dir = f"{digits_examples.uri}/Split-train", f"{digits_examples.uri}/Split-eval"
+    manifest = _quantize(tmp_path / "q", outlier_model, digits_calibration, train_dir)
+    entry = manifest["variants"]["selective_integer"]
+    assert entry["status"] == "ok", entry.get("reason")
+    record = entry["selective"]
+    assert 1 <= len(record["float_layers"]) <= 2
+    assert any("probabilities" in name for name in record["float_layers"])
+    assert record["layer_errors"][0]["op_name"] == "FULLY_CONNECTED"
+    assert record["steps"][0]["num_float_layers"] == 0 and not record["steps"][0]["passed"]
+    assert 0.5 < record["integer_op_fraction"] < 1.0
+    # The search saw only the train split, never the eval split the gate uses.
+    assert manifest["validation"]["files"] and all("Split-train" in f for f in manifest["validation"]["files"])
+    assert not any("Split-eval" in f for f in manifest["validation"]["files"])
+
+    result = evaluate.evaluate_models(eval_dir, outlier_model, str(tmp_path / "q"), str(tmp_path / "ev"),
+                                      evaluate.EvalParams(gate=gate.GateConfig(max_accuracy_drop=0.01),
+                                                          latency_runs=5), ONE_WORKER)
+    full, sel = result["variants"]["full_integer"], result["variants"]["selective_integer"]
+    assert full["accuracy_drop"] > 0.5 and not result["verdicts"]["full_integer"]["passed"]
+    assert sel["accuracy_drop"] <= 0.01 and result["verdicts"]["selective_integer"]["passed"]
+    assert result["selected_variant"] == "selective_integer"
+    page = open(tmp_path / "ev" / "report.html").read()
+    assert "Selective integer quantization" in page and "RMSE / scale" in page
+    assert os.path.exists(tmp_path / "ev" / "selective_search.png")
+
+
+def test_integer_io_configuration(tmp_path, outlier_model, digits_calibration, digits_examples):
+    manifest = _quantize(tmp_path / "q", outlier_model, digits_calibration, f"{digits_examples.uri}/Split-train",
+                         selective_integer_io=True, io_type="int8")
+    entry = manifest["variants"]["selective_integer"]
+    assert entry["status"] == "ok", entry.get("reason")
+    assert entry["inputs"][0]["dtype"] == "int8" and entry["outputs"][0]["dtype"] == "int8"
+    assert entry["selective"]["steps"][-1]["passed"]
+
+
+def test_budget_spent_reports_failure_with_the_best_figures(tmp_path, outlier_model, digits_calibration,
+                                                            digits_examples):
+    from components.quantization import selective
+
+    spec = ModelSpec.read(outlier_model)
+    calibration = data.representative_dataset(data.split_files(f"{digits_calibration}/Split-calibration"), spec)
+    x, y = data.parse_numpy(list(data.iter_serialized(data.split_files(f"{digits_examples.uri}/Split-train")))[:200],
+                            spec)
+    content, record = selective.search(outlier_model, calibration, x, y, 1.0,
+                                       SearchBudget(max_drop=-1.0, max_float_layers=2, max_steps=3))
+    assert content is None and record["float_layers"] is None
+    assert [s["num_float_layers"] for s in record["steps"]] == [0, 1, 2]
+    assert record["best_step"]["accuracy_drop"] == min(s["accuracy_drop"] for s in record["steps"])
+    # Asked for explicitly, the failed variant fails the stage, with the best figures reached.
+    with pytest.raises(quantize.QuantizationError, match="selective_integer.*best validation drop .* float layer"):
+        quantize.quantize_all(
+            outlier_model, str(tmp_path / "q"), variants=["float32", "selective_integer"],
+            calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"),
+            validation_files=data.split_files(f"{digits_examples.uri}/Split-train"), validation_samples=200,
+            selective_budget=SearchBudget(max_drop=-1.0, max_float_layers=1, max_steps=2))
+    assert not (tmp_path / "q").exists()
+
+
+def test_the_gate_split_cannot_be_the_search_split():
+    with pytest.raises(ValueError, match="is the split the evaluator's gate uses"):
+        check_validation_split("eval")
+
+
+def test_selective_is_default_only_with_validation_data():
+    assert "selective_integer" not in quantize.plan(None)
+    assert "selective_integer" in quantize.plan(None, has_validation=True)
