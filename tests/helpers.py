@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import os
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, List, Optional
 
-import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
+
+from components.quantization.data import to_example, write_split  # noqa: F401  (re-exported for tests)
 
 from tests.conftest import REPO_ROOT
 
@@ -20,30 +20,6 @@ PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
 def digits_rows() -> List[dict]:
     with DIGITS_CSV.open(newline="") as f:
         return [{k: int(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def to_example(row: dict) -> tf.train.Example:
-    feats = {}
-    for key, value in row.items():
-        if isinstance(value, (list, tuple)):
-            kind = tf.train.Feature(float_list=tf.train.FloatList(value=value)) if any(
-                isinstance(v, float) for v in value) else tf.train.Feature(int64_list=tf.train.Int64List(value=value))
-        elif isinstance(value, float):
-            kind = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-        else:
-            kind = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-        feats[key] = kind
-    return tf.train.Example(features=tf.train.Features(feature=feats))
-
-
-def write_split(folder: Path, examples: Iterable[tf.train.Example], shards: int = 2) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    examples = list(examples)
-    for s in range(shards):
-        path = folder / f"data_tfrecord-{s:05d}-of-{shards:05d}.gz"
-        with tf.io.TFRecordWriter(str(path), options="GZIP") as w:
-            for ex in examples[s::shards]:
-                w.write(ex.SerializeToString())
 
 
 def write_examples(

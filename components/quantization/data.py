@@ -136,3 +136,31 @@ def representative_dataset(files: List[str], spec: ModelSpec, max_samples: Optio
             raise ValueError(f"calibration files {files} hold no examples")
 
     return generate
+
+
+def to_example(row: dict) -> tf.train.Example:
+    """A tf.Example from {key: int | float | list of them}; floats become float_list."""
+    feats = {}
+    for key, value in row.items():
+        values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+        if any(isinstance(v, (float, np.floating)) for v in values):
+            feats[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+        else:
+            feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    return tf.train.Example(features=tf.train.Features(feature=feats))
+
+
+def write_split(folder: str | Path, examples, shards: int = 2, compress: bool = True) -> List[str]:
+    """Writes serialized tf.Examples (or Example protos) into `shards` TFRecord files, as
+    TFX's ExampleGen lays out one split (gzipped by default). Returns the file paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [e if isinstance(e, bytes) else e.SerializeToString() for e in examples]
+    paths = []
+    for s in range(shards):
+        path = folder / f"data_tfrecord-{s:05d}-of-{shards:05d}{'.gz' if compress else ''}"
+        with tf.io.TFRecordWriter(str(path), options="GZIP" if compress else None) as writer:
+            for record in records[s::shards]:
+                writer.write(record)
+        paths.append(str(path))
+    return paths

@@ -69,7 +69,8 @@ class Predict(beam.DoFn):
 
         self._spec = ModelSpec.from_json(self._spec_json)
         self._runners = {n: TFLiteRunner(p, num_threads=self._threads) for n, p in self._paths.items()}
-        self._float = tf.saved_model.load(self._float_dir).signatures["serving_default"]
+        # The float reference is optional (benchmarks evaluate a TFLite model alone).
+        self._float = tf.saved_model.load(self._float_dir).signatures["serving_default"] if self._float_dir else None
         self._tf = tf
 
     def process(self, batch: List[bytes]):
@@ -82,10 +83,13 @@ class Predict(beam.DoFn):
         x, y = x[valid], y[valid]
         if not len(y):
             return
-        outputs = {FLOAT_MODEL: self._float(**{spec.input_name: self._tf.constant(x)})[spec.output_name].numpy()}
+        outputs = {}
+        if self._float is not None:
+            outputs[FLOAT_MODEL] = self._float(**{spec.input_name: self._tf.constant(x)})[spec.output_name].numpy()
         for name, runner in self._runners.items():
             outputs[name] = runner.predict(x)
-        float_top1 = np.argmax(outputs[FLOAT_MODEL], axis=-1)
+        reference = outputs[FLOAT_MODEL] if self._float is not None else next(iter(outputs.values()))
+        float_top1 = np.argmax(reference, axis=-1)
         for name, probs in outputs.items():
             yield name, batch_counts(probs, y, float_top1, self._k, c)
 
@@ -94,7 +98,7 @@ def build_evaluation(
     pipeline: beam.Pipeline,
     eval_pattern: str,
     tflite_models: Dict[str, str],
-    float_model_dir: str,
+    float_model_dir: Optional[str],
     spec_json: str,
     output_path: str,
     num_threads: int = 1,
