@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::DeprecationWarning
 export PYTHONPATH := $(ROOT)
 
-.PHONY: setup run test lock data clean kubeflow
+.PHONY: setup run test bench lock data clean kubeflow
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	cd $(ROOT) && $(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks: rewrites BENCHMARKS.md and bench/plots/ (about 20-30 minutes on 2 cores).
+bench: $(STAMP)
+	cd $(ROOT) && $(PY) -m bench.run
 
 # Regenerate the lock from the working venv (after changing pyproject.toml on purpose).
 lock: $(PY)

@@ -1,0 +1,36 @@
+"""One evaluator run in a process of its own, for the scale table:
+python -m bench.scale_worker EVAL_FILE TFLITE_FILE WORKERS OUT_JSON
+Prints nothing; writes {seconds, peak_rss_mb, accuracy} to OUT_JSON."""
+import json
+import resource
+import sys
+import time
+
+import components  # noqa: F401
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from components.quantization.model_spec import ModelSpec
+from components.tflite_evaluator import evaluation
+
+
+def main(eval_file, tflite, workers, out):
+    workers = int(workers)
+    args = ["--direct_num_workers=1"] if workers == 1 else [
+        "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    spec = ModelSpec(["image"], [8, 8, 1], "label", 10, feature_dtype="float32")
+    start = time.perf_counter()
+    counts = evaluation.run_evaluation(
+        lambda: beam.Pipeline(options=PipelineOptions(args)), eval_pattern=eval_file,
+        tflite_models={"model": tflite}, float_model_dir=None, spec_json=spec.to_json(),
+        output_path=out + ".counts")
+    seconds = time.perf_counter() - start
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    with open(out, "w") as f:
+        json.dump({"seconds": seconds, "peak_rss_mb": peak_kb / 1024,
+                   "accuracy": counts["model"]["top1"] / counts["model"]["n"], "n": counts["model"]["n"]}, f)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
