@@ -29,7 +29,6 @@ IMAGE_PROJECT_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this project
 DEFAULTS = {
     "data_root": f"{IMAGE_PROJECT_ROOT}/data/digits",
     "push_destination": "/mnt/models",
-    "beam_pipeline_args": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
 }
 
 

@@ -37,13 +37,11 @@ class PipelineConfig:
     output_root: str = str(REPO_ROOT / "local_outputs")
     pipeline_root: str = ""  # default: <output_root>/pipeline_root
     metadata_path: str = ""  # default: <output_root>/metadata.sqlite
-    # Beam: DirectRunner in multi-processing mode with two workers by default.
-    beam_pipeline_args: List[str] = dataclasses.field(
-        default_factory=lambda: [
-            "--direct_running_mode=multi_processing",
-            "--direct_num_workers=2",
-        ]
-    )
+    # Beam: DirectRunner with one in-process worker. On 2 cores, two multi-processing
+    # workers were slower at every size measured (BENCHMARKS.md, section 3: worker start-up
+    # outweighs the parallelism); pass
+    # '["--direct_running_mode=multi_processing", "--direct_num_workers=2"]' on bigger machines.
+    beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: ["--direct_num_workers=1"])
     enable_cache: bool = True
 
     # Model and training (QATTrainer).

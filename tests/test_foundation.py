@@ -96,11 +96,11 @@ def test_config_reads_environment_overrides():
 
     config = PipelineConfig.from_env(
         {"QP_PIPELINE_NAME": "p", "QP_ENABLE_CACHE": "false",
-         "QP_BEAM_PIPELINE_ARGS": '["--direct_num_workers=1"]', "QP_OUTPUT_ROOT": "/tmp/o"}
+         "QP_BEAM_PIPELINE_ARGS": '["--direct_num_workers=3"]', "QP_OUTPUT_ROOT": "/tmp/o"}
     )
     assert config.pipeline_name == "p"
     assert config.enable_cache is False
-    assert config.beam_pipeline_args == ["--direct_num_workers=1"]
+    assert config.beam_pipeline_args == ["--direct_num_workers=3"]
     assert config.metadata_path == "/tmp/o/metadata.sqlite"
 
 

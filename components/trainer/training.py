@@ -172,41 +172,29 @@ def train(
     if not isinstance(model, keras.Model):
         raise ValueError(f"the model builder returned {type(model).__name__}, not a tf_keras.Model")
 
-    def datasets(steps):
-        train_ds = data.make_dataset(
-            train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=bool(steps)
+    def fit(m: keras.Model, phase: str, lr: float, epochs: int, steps: int) -> float:
+        """Compiles, trains and evaluates one phase; returns its eval accuracy."""
+        _compile(m, lr)
+        train_ds = data.make_dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=bool(steps))
+        eval_ds = data.make_dataset(eval_files, spec, cfg.batch_size)
+        log.info("%s training of %s for %d epochs", phase, m.name, epochs)
+        m.fit(
+            train_ds, validation_data=eval_ds, epochs=epochs, steps_per_epoch=steps or None, verbose=0,
+            callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, phase)), _ProgressLog(phase, epochs)],
         )
-        return train_ds, data.make_dataset(eval_files, spec, cfg.batch_size)
+        acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+        _check_finite(acc, phase)
+        return acc
 
-    train_ds, eval_ds = datasets(cfg.steps_per_epoch)
-    _compile(model, cfg.learning_rate)
-    log.info("Training float model %s for %d epochs", model.name, cfg.epochs)
-    model.fit(
-        train_ds, validation_data=eval_ds, epochs=cfg.epochs,
-        steps_per_epoch=cfg.steps_per_epoch or None, verbose=0,
-        callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, "float")), _ProgressLog("float", cfg.epochs)],
-    )
-    float_acc = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
-    _check_finite(float_acc, "float")
+    float_acc = fit(model, "float", cfg.learning_rate, cfg.epochs, cfg.steps_per_epoch)
     save_serving_model(model, float_out, spec)
     log.info("Float model: eval accuracy %.4f, saved to %s", float_acc, float_out)
-
     if not qat_out:
         return TrainResult(spec, float_acc, None, [])
 
     qat_model, left_float = quantization_aware_copy(model)
-    _compile(qat_model, cfg.qat_learning_rate)
-    train_ds, eval_ds = datasets(cfg.qat_steps_per_epoch)
-    log.info("Quantization-aware fine-tuning for %d epochs", cfg.qat_epochs)
-    qat_model.fit(
-        train_ds, validation_data=eval_ds, epochs=cfg.qat_epochs,
-        steps_per_epoch=cfg.qat_steps_per_epoch or None, verbose=0,
-        callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, "qat")), _ProgressLog("qat", cfg.qat_epochs)],
-    )
-    qat_acc = float(qat_model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
-    _check_finite(qat_acc, "QAT")
-    qat_spec = dataclasses.replace(spec, float_layers=left_float)
-    save_serving_model(qat_model, qat_out, qat_spec)
+    qat_acc = fit(qat_model, "qat", cfg.qat_learning_rate, cfg.qat_epochs, cfg.qat_steps_per_epoch)
+    save_serving_model(qat_model, qat_out, dataclasses.replace(spec, float_layers=left_float))
     Path(qat_out, FLOAT_LAYERS_FILENAME).write_text(json.dumps(left_float, indent=2))
     log.info("QAT model: eval accuracy %.4f, saved to %s", qat_acc, qat_out)
     return TrainResult(spec, float_acc, qat_acc, left_float)
