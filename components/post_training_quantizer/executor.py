@@ -1,9 +1,9 @@
 """Thin executor: resolves the models and calibration split, calls quantize_all."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List
 
-import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils

@@ -1,11 +1,11 @@
 """Thin executor in the shape of TFX's Pusher: CheckBlessing, push, mark pushed or not."""
 from __future__ import annotations
 
+import logging
 import json
 import os
 from typing import Any, Dict, List
 
-import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 

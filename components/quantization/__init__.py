@@ -1,5 +1,8 @@
 """The pure library behind the components: no TFX imports here.
 
 model_spec  the input/label contract written next to every model
-data        tf.Example files -> model inputs (trainer, calibration, evaluator share it)
+data        tf.Example files -> model inputs; calibration generator; example writers
+convert     TFLite variants: converter settings, conversion, description, validation
+runner      the interpreter: batching, round-then-clip int8 input, latency timing
+selective   accuracy-aware selective integer quantization (selective_integer)
 """

@@ -1,9 +1,9 @@
 """Thin Beam executor: resolves the split, runs the sampling transforms, records stats."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List
 
-import logging
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils

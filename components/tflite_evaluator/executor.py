@@ -1,11 +1,11 @@
 """Thin Beam executor: resolves artifacts, calls evaluate_models, writes the blessing."""
 from __future__ import annotations
 
+import logging
 import json
 import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import logging
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils

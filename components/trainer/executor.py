@@ -1,10 +1,10 @@
 """Thin executor: resolves artifacts, calls training.train, records properties."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, List
 
-import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
