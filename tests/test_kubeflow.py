@@ -22,7 +22,7 @@ EXPECTED_DEPS = {
     "latest_pushed_model_resolver": set(),
     "QATTrainer": {"CsvExampleGen"},
     "RepresentativeDatasetGen": {"CsvExampleGen"},
-    "PostTrainingQuantizer": {"QATTrainer", "RepresentativeDatasetGen"},
+    "PostTrainingQuantizer": {"CsvExampleGen", "QATTrainer", "RepresentativeDatasetGen"},  # validation data
     "TFLiteEvaluator": {"CsvExampleGen", "QATTrainer", "PostTrainingQuantizer", "latest_pushed_model_resolver"},
     "QuantizedModelPusher": {"PostTrainingQuantizer", "TFLiteEvaluator"},
 }
