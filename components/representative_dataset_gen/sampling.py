@@ -17,6 +17,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import components  # noqa: F401
@@ -76,8 +77,6 @@ class _Inspect(beam.DoFn):
         self._seed, self._label_key = seed, label_key
 
     def process(self, record: bytes):
-        import tensorflow as tf
-
         feats = tf.train.Example.FromString(record).features.feature
         for name, feat in feats.items():
             if feat.WhichOneof("kind") == "float_list" and not all(math.isfinite(v) for v in feat.float_list.value):
@@ -94,8 +93,6 @@ class _Inspect(beam.DoFn):
 
 
 def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped: int, params: dict) -> None:
-    import tensorflow as tf
-
     chosen = sorted(chosen)
     split_dir = os.path.join(out_dir, f"Split-{CALIBRATION_SPLIT}")
     tf.io.gfile.makedirs(split_dir)
@@ -173,8 +170,6 @@ def precheck_split(split_dir: str, label_key: Optional[str], strategy: str) -> s
     if first is None:
         raise ValueError(f"the split in {split_dir} is empty: there is nothing to sample")
     if strategy == STRATIFIED:
-        import tensorflow as tf
-
         feats = tf.train.Example.FromString(first).features.feature
         if label_key not in feats:
             raise ValueError(

@@ -64,9 +64,11 @@ class Predict(beam.DoFn):
         import components  # noqa: F401  (Keras 2 switch in the worker)
         import tensorflow as tf
 
+        from components.quantization import data
         from components.quantization.model_spec import ModelSpec
         from components.quantization.runner import TFLiteRunner
 
+        self._data = data
         self._spec = ModelSpec.from_json(self._spec_json)
         self._runners = {n: TFLiteRunner(p, num_threads=self._threads) for n, p in self._paths.items()}
         # The float reference is optional (benchmarks evaluate a TFLite model alone).
@@ -74,10 +76,8 @@ class Predict(beam.DoFn):
         self._tf = tf
 
     def process(self, batch: List[bytes]):
-        from components.quantization import data
-
         spec, c = self._spec, self._spec.num_classes
-        x, y = data.parse_numpy(batch, spec)
+        x, y = self._data.parse_numpy(batch, spec)
         valid = (y >= 0) & (y < c)
         yield LABELS, {"n": np.int64(len(y)), "invalid": np.int64((~valid).sum())}
         x, y = x[valid], y[valid]
