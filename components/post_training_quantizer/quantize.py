@@ -30,11 +30,12 @@ class QuantizationError(RuntimeError):
     """Raised when no variant was built or an explicitly requested one failed."""
 
 
-def check_saved_model(path: str, what: str) -> None:
+def check_saved_model(path: str, what: str):
+    """Loads the SavedModel and returns its serving signature, or raises a clear ValueError."""
     if not path or not os.path.isdir(path):
         raise ValueError(f"{what} SavedModel folder {path!r} does not exist")
     try:
-        tf.saved_model.load(path).signatures["serving_default"]
+        return tf.saved_model.load(path).signatures["serving_default"]
     except Exception as e:  # noqa: BLE001 - any load failure means the same thing here
         raise ValueError(
             f"{what} SavedModel at {path} cannot be loaded ({type(e).__name__}: {str(e)[:300]}); "
@@ -50,7 +51,7 @@ def plan(requested: Optional[Sequence[str]], has_validation: bool = False) -> Li
     return list(convert.ALL_VARIANTS if has_validation else convert.VARIANTS)
 
 
-def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, float_model_dir: str):
+def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, serving):
     """Up to `limit` validation examples, and the float model's accuracy on them."""
     import itertools
 
@@ -58,7 +59,6 @@ def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, float_mode
     if not records:
         raise ValueError(f"validation files {files} hold no examples")
     x, y = data.parse_numpy(records, spec)
-    serving = tf.saved_model.load(float_model_dir).signatures["serving_default"]
     probs = serving(**{spec.input_name: tf.constant(x)})[spec.output_name].numpy()
     return x, y, float(np.mean(np.argmax(probs, axis=-1) == y))
 
@@ -84,7 +84,7 @@ def quantize_all(
     names = plan(variants, has_validation=bool(validation_files))
     explicit = bool(variants)
     convert.check_io_type(io_type)
-    check_saved_model(float_model_dir, "float model")
+    float_serving = check_saved_model(float_model_dir, "float model")
     if qat_model_dir:
         check_saved_model(qat_model_dir, "QAT model")
     spec = ModelSpec.read(float_model_dir)
@@ -100,7 +100,7 @@ def quantize_all(
 
     validation = None
     if validation_files and convert.SELECTIVE_INTEGER in names:
-        validation = _validation_arrays(validation_files, spec, validation_samples, float_model_dir)
+        validation = _validation_arrays(validation_files, spec, validation_samples, float_serving)
     search = dict(budget=selective_budget or selective.SearchBudget(), validation=validation,
                   io_type=io_type if selective_integer_io else None)
 
