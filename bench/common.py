@@ -9,9 +9,9 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from components.quantization import data
+from pipeline.config import DIGITS_PIXEL_KEYS as PIXEL_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
-PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
 
 
 def digits_rows() -> List[dict]:

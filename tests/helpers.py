@@ -2,7 +2,6 @@
 (gzipped TFRecords of tf.Examples, int64 features, Split-train / Split-eval folders)."""
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -11,15 +10,9 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components.quantization.data import to_example, write_split  # noqa: F401  (re-exported for tests)
 
-from tests.conftest import REPO_ROOT
 
-DIGITS_CSV = REPO_ROOT / "data" / "digits" / "digits.csv"
-PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
-
-
-def digits_rows() -> List[dict]:
-    with DIGITS_CSV.open(newline="") as f:
-        return [{k: int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+# One home for the digits rows and column names: the benchmarks' data helpers and the config.
+from bench.common import PIXEL_KEYS, digits_rows  # noqa: E402,F401
 
 
 def write_examples(
