@@ -37,7 +37,7 @@ from components.models import mobilenet_v2  # noqa: E402
 from components.post_training_quantizer.quantize import quantize_all, read_manifest  # noqa: E402
 from components.quantization import data  # noqa: E402
 from components.quantization.model_spec import ModelSpec  # noqa: E402
-from components.quantization.runner import TFLiteRunner, accuracy  # noqa: E402
+from components.quantization.interpreter import TFLiteRunner, accuracy  # noqa: E402
 from components.representative_dataset_gen.sampling import run_sampling  # noqa: E402
 from components.tflite_evaluator import evaluate, evaluation, gate  # noqa: E402
 from components.trainer import training  # noqa: E402

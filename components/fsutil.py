@@ -1,49 +1,202 @@
-"""Files appear complete or not at all: stage in a hidden sibling folder, then rename."""
+"""One home for file IO on artifact URIs: local paths, s3:// and gs:// alike.
+
+Every read and write goes through TensorFlow's file API (tf.io.gfile), so the same code
+works on a local disk and on object storage. What "appears complete or not at all" means
+differs: on a local disk a file or folder is written beside its final name and renamed
+into place; object stores have no rename, but one object is written whole, so a file is
+written in one put and a folder's files are uploaded with its commit file (e.g. the
+manifest) last. Readers of a folder look for the commit file.
+
+TensorFlow is imported on first use, so `python -m pipeline.config` stays fast.
+"""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import posixpath
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Sequence
+
+
+def gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def is_remote(uri: str | Path) -> bool:
+    """True for object-store URIs (s3://, gs://, ...), False for local paths."""
+    return "://" in str(uri)
+
+
+def join(base: str | Path, *parts: str) -> str:
+    base = str(base)
+    return posixpath.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+
+
+def exists(uri: str | Path) -> bool:
+    return gfile().exists(str(uri))
+
+
+def isdir(uri: str | Path) -> bool:
+    return gfile().isdir(str(uri))
+
+
+def listdir(uri: str | Path) -> List[str]:
+    """Entry names of a folder (no trailing slashes), sorted; [] when it does not exist."""
+    if not gfile().isdir(str(uri)):
+        return []
+    return sorted(name.rstrip("/") for name in gfile().listdir(str(uri)))
+
+
+def makedirs(uri: str | Path) -> None:
+    gfile().makedirs(str(uri))
+    if not is_remote(uri):
+        os.chmod(str(uri), 0o755)
+
+
+def read_bytes(uri: str | Path) -> bytes:
+    with gfile().GFile(str(uri), "rb") as f:
+        return f.read()
+
+
+def read_text(uri: str | Path) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def read_json(uri: str | Path):
+    return json.loads(read_text(uri))
+
+
+def sha256_bytes(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def sha256_file(uri: str | Path) -> str:
+    h = hashlib.sha256()
+    with gfile().GFile(str(uri), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def size(uri: str | Path) -> int:
+    return int(gfile().stat(str(uri)).length)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(uri: str | Path, content: bytes) -> None:
+    """The file at `uri` holds `content` whole, or keeps what it held before.
+
+    Local: written to a hidden sibling, fsynced, made 0644 (readable by a serving process
+    running as another user) and renamed over the target. Object store: one put.
+    """
+    uri = str(uri)
+    if is_remote(uri):
+        with gfile().GFile(uri, "wb") as f:
+            f.write(content)
+        return
+    folder = os.path.dirname(os.path.abspath(uri))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(uri)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, uri)
+        _fsync_dir(folder)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def to_json(obj) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True).encode("utf-8")
+
+
+def write_json_atomic(uri: str | Path, obj) -> None:
+    write_bytes_atomic(uri, to_json(obj))
+
+
+def _local_files(root: Path) -> List[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def upload_tree(local: Path, remote: str, commit_last: Sequence[str] = ()) -> None:
+    """Copies a local folder's files to `remote`, the `commit_last` names (relative paths)
+    after every other file, so a reader that waits for them sees a complete folder."""
+    files = _local_files(local)
+    rel = [p.relative_to(local).as_posix() for p in files]
+    order = sorted(range(len(files)), key=lambda i: (rel[i] in commit_last, rel[i]))
+    for i in order:
+        target = join(remote, rel[i])
+        gfile().makedirs(posixpath.dirname(target))
+        gfile().copy(str(files[i]), target, overwrite=True)
 
 
 @contextlib.contextmanager
-def staged_dir(final: str | Path) -> Iterator[Path]:
-    """Yields an empty hidden folder beside `final`; on success its entries are moved into
-    `final` (created if needed; it must hold nothing they would overwrite). On error the
-    staging folder is removed and `final` is left as it was."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+def staged_dir(final: str | Path, commit_last: Sequence[str] = ()) -> Iterator[Path]:
+    """Yields an empty local folder to write into; on success its entries appear in `final`.
+
+    Local `final`: the staging folder is a hidden sibling, renamed into place (or its
+    entries renamed in, when `final` exists; they may not overwrite anything there).
+    Object-store `final`: the staging folder is a local temporary folder whose files are
+    uploaded on success, `commit_last` last. On error nothing is written to `final`.
+    """
+    final_s = str(final)
+    if is_remote(final_s):
+        staging = Path(tempfile.mkdtemp(prefix="qp-staging-"))
+        try:
+            yield staging
+            clashes = [p.name for p in staging.iterdir() if exists(join(final_s, p.name))]
+            if clashes:
+                raise FileExistsError(f"{final_s} already holds {clashes}: refusing to overwrite")
+            upload_tree(staging, final_s, commit_last)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return
+    final_p = Path(final_s)
+    final_p.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final_p.name}.staging-", dir=final_p.parent))
     try:
         yield staging
-        if not final.exists():
-            os.rename(staging, final)
+        # Readable by a serving process running as another user; durable before the rename.
+        for p in sorted(staging.rglob("*"), reverse=True) + [staging]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+            else:
+                _fsync_dir(str(p))
+        if not final_p.exists():
+            os.rename(staging, final_p)
+            _fsync_dir(str(final_p.parent))
             return
-        clashes = [p.name for p in staging.iterdir() if (final / p.name).exists()]
+        clashes = [p.name for p in staging.iterdir() if (final_p / p.name).exists()]
         if clashes:
-            raise FileExistsError(f"{final} already holds {clashes}: refusing to overwrite")
+            raise FileExistsError(f"{final_p} already holds {clashes}: refusing to overwrite")
         for entry in sorted(staging.iterdir()):
-            os.rename(entry, final / entry.name)
+            os.rename(entry, final_p / entry.name)
         staging.rmdir()
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Writes JSON to a temp file in the same folder, fsyncs, and renames it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def remove_tree(uri: str | Path) -> None:
+    if gfile().exists(str(uri)):
+        gfile().rmtree(str(uri))

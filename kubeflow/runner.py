@@ -20,23 +20,28 @@ import components  # noqa: F401
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.dag import create_pipeline
 
 HERE = Path(__file__).resolve().parent
 BUILD_DIR = HERE / "build"
 OUTPUT_FILE = "pipeline.yaml"
 IMAGE_PROJECT_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this project
-DEFAULTS = {
-    "data_root": f"{IMAGE_PROJECT_ROOT}/data/digits",
-    "push_destination": "/mnt/models",
-}
+DATA_ROOT = f"{IMAGE_PROJECT_ROOT}/data/digits"
+PUSH_DESTINATION = "/mnt/models"
 
 
 def kubeflow_config(pipeline_root: str, environ=None) -> PipelineConfig:
-    """Defaults for the container, then QP_* variables, then the pipeline root."""
+    """The container's data root and push destination unless QP_* settings name others,
+    then the pipeline root."""
     environ = dict(os.environ if environ is None else environ)
-    overrides = {k: v for k, v in DEFAULTS.items() if f"QP_{k.upper()}" not in environ}
-    return PipelineConfig.from_env(environ, pipeline_root=pipeline_root, **overrides)
+    config = PipelineConfig.from_env(environ, pipeline_root=pipeline_root)
+    defaults = PipelineConfig.from_env({}, pipeline_root=pipeline_root)
+    overrides = {}
+    if config.data_root == defaults.data_root:
+        overrides["data_root"] = DATA_ROOT
+    if config.push.destination == defaults.push.destination:
+        overrides["push"] = {"destination": PUSH_DESTINATION}
+    return PipelineConfig.from_env(environ, pipeline_root=pipeline_root, **overrides) if overrides else config
 
 
 def compile_pipeline(

@@ -1,190 +1,310 @@
-"""Every setting of the pipeline in one place.
+"""The pipeline's configuration: where things are, plus one settings model per stage.
 
-Defaults run the digits job from a fresh clone. Each field can be overridden with an
-environment variable named QP_<FIELD> (for example QP_PIPELINE_NAME=my-pipeline,
-QP_BEAM_PIPELINE_ARGS='["--direct_num_workers=1"]'). Lists and dicts are given as JSON;
-numbers and booleans as their usual spelling. Unknown QP_ variables are an error, so a typo
-never silently falls back to a default.
+`PipelineConfig` composes the stages' settings (components/settings.py) and restates none
+of their fields. Values come, later ones winning, from:
+  1. the defaults (they run the digits job from a fresh clone);
+  2. a YAML or JSON file named by QP_CONFIG, holding the same tree, e.g.
+         pipeline_name: my-pipeline
+         gate: {max_accuracy_drop: 0.02, selection: fastest}
+  3. QP_* environment variables:
+       QP_<FIELD>             a pipeline-level field (QP_PIPELINE_NAME, QP_OUTPUT_ROOT, ...)
+       QP_<STAGE>__<FIELD>    one stage's field (QP_GATE__MAX_ACCURACY_DROP, QP_TRAIN__EPOCHS)
+       QP_<FIELD>             shorthand for a stage field: sets it in every stage that has a
+                              field of that name (QP_MAX_ACCURACY_DROP, QP_LABEL_KEY, QP_SEED)
+     Lists, dicts, numbers, booleans and null are read as JSON; text fields take the raw text.
+     An unknown QP_ name is an error, so a typo never silently falls back to a default.
+  4. explicit keyword overrides (tests, the Kubeflow compiler).
+Every value is validated when the configuration is built, before any stage runs.
+
+    python -m pipeline.config              the effective configuration
+    python -m pipeline.config gate.metric  one value (pipeline_name, train.epochs, ...)
+    python -m pipeline.config --help       every setting, its variable, default and meaning
 """
 from __future__ import annotations
 
-import dataclasses
+import argparse
+import difflib
 import json
 import os
 import sys
 import typing
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components import contracts, fsutil
+from components.settings import (
+    DEFAULT_MAX_ACCURACY_DROP, DIGITS_PIXEL_KEYS, CalibrationSettings, GateSettings, PushSettings,
+    QuantizeSettings, SettingsError, TrainSettings, describe_errors,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "QP_"
-# Variables with the prefix that are not settings (the Makefile's interpreter override).
-_NON_SETTING_VARS = {"QP_PYTHON"}
+CONFIG_FILE_VAR = "QP_CONFIG"
+VERBOSE_VAR = "QP_VERBOSE"  # read by pipeline/logs.py
+# QP_ variables that are not settings: the Makefile's interpreter, the config file, logging.
+NON_SETTING_VARS = {"QP_PYTHON", CONFIG_FILE_VAR, VERBOSE_VAR}
+NESTED = "__"
 
-DIGITS_PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
+__all__ = ["PipelineConfig", "DIGITS_PIXEL_KEYS", "REPO_ROOT", "SettingsError"]
 
 
-@dataclasses.dataclass
-class PipelineConfig:
-    # Where things are.
-    pipeline_name: str = "digits-quantization"
-    data_root: str = str(REPO_ROOT / "data" / "digits")
-    # 'csv' (CsvExampleGen) or 'tfrecord' (ImportExampleGen over tf.Example records).
-    data_format: str = "csv"
-    # File pattern under data_root; use e.g. 'span-{SPAN}/*' so scheduled runs pick up
-    # the newest span folder.
-    input_pattern: str = "*"
-    output_root: str = str(REPO_ROOT / "local_outputs")
-    pipeline_root: str = ""  # default: <output_root>/pipeline_root
-    metadata_path: str = ""  # default: <output_root>/metadata.sqlite
-    # Beam: DirectRunner with one in-process worker. On 2 cores, two multi-processing
-    # workers were slower at every size measured (BENCHMARKS.md, section 3: worker start-up
-    # outweighs the parallelism); pass
-    # '["--direct_running_mode=multi_processing", "--direct_num_workers=2"]' on bigger machines.
-    beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: ["--direct_num_workers=1"])
-    enable_cache: bool = True
+class PipelineConfig(BaseModel):
+    """Where things are, and the settings of each stage."""
 
-    # Model and training (QATTrainer).
-    feature_keys: List[str] = dataclasses.field(default_factory=lambda: list(DIGITS_PIXEL_KEYS))
-    input_shape: List[int] = dataclasses.field(default_factory=lambda: [8, 8, 1])
-    label_key: str = "label"
-    num_classes: int = 10
-    model: str = "digits_cnn"  # built-in: digits_cnn, mobilenet_v2
-    module_file: str = ""  # a user module with build_model(); overrides `model`
-    model_kwargs: Dict[str, object] = dataclasses.field(default_factory=dict)
-    epochs: int = 10
-    steps_per_epoch: int = 0
-    qat_epochs: int = 2
-    qat_steps_per_epoch: int = 0
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    qat_learning_rate: float = 1e-4
-    seed: int = 42
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    # Calibration (RepresentativeDatasetGen).
-    calibration_samples: int = 200
-    calibration_strategy: str = "stratified"
+    pipeline_name: str = Field("digits-quantization", min_length=1, description="the TFX pipeline's name")
+    data_root: str = Field(str(REPO_ROOT / "data" / "digits"), min_length=1, description="folder ExampleGen reads")
+    data_format: Literal["csv", "tfrecord"] = Field(
+        "csv", description="csv (CSV files with a header) or tfrecord (tf.Example records)")
+    input_pattern: str = Field("*", min_length=1,
+                               description="file pattern under data_root; 'span-{SPAN}/*' picks the newest span")
+    output_root: str = Field(str(REPO_ROOT / "local_outputs"), min_length=1,
+                             description="default home of pipeline_root, metadata and the registry")
+    pipeline_root: str = Field("", description="'': <output_root>/pipeline_root")
+    metadata_path: str = Field("", description="sqlite ML Metadata; '': <output_root>/metadata.sqlite")
+    # One in-process worker: on 2 cores two multi-processing workers were slower at every
+    # size measured (BENCHMARKS.md, section 3).
+    beam_pipeline_args: List[str] = Field(default_factory=lambda: ["--direct_num_workers=1"],
+                                          description="Beam pipeline options (a JSON list)")
+    enable_cache: bool = Field(True, description="reuse the outputs of unchanged stages")
 
-    # Quantization (PostTrainingQuantizer). Empty list: every variant the inputs allow.
-    variants: List[str] = dataclasses.field(default_factory=list)
-    integer_io_type: str = "int8"
-    # selective_integer (accuracy-aware search): validation data comes from this split of
-    # the ExampleGen output, never from the gate's eval split; the search's accuracy bound
-    # is max_accuracy_drop.
-    selective_validation_split: str = "train"
-    validation_samples: int = 1000
-    max_float_layers: int = 8
-    max_search_steps: int = 8
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
+    quantize: QuantizeSettings = Field(default_factory=QuantizeSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
 
-    # Gate and selection (TFLiteEvaluator). None disables a bound.
-    max_accuracy_drop: Optional[float] = 0.01
-    max_relative_drop: Optional[float] = None
-    max_model_bytes: Optional[int] = None
-    max_latency_ms: Optional[float] = None
-    min_accuracy: Optional[float] = None
-    allow_float32: bool = False
-    selection: str = "smallest"  # smallest, fastest, or a JSON list of variant names
-    metric: str = "accuracy"
-    latency_runs: int = 50
-    num_threads: int = 1
-
-    # Deployment (Pusher).
-    push_destination: str = ""  # default: <output_root>/serving
-    served_model_name: str = "digits"
-
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> "PipelineConfig":
+        """Fills what defaults to another setting, then checks rules across stages."""
         if not self.pipeline_root:
-            self.pipeline_root = str(Path(self.output_root) / "pipeline_root")
+            self.pipeline_root = fsutil.join(self.output_root, "pipeline_root")
         if not self.metadata_path:
-            self.metadata_path = str(Path(self.output_root) / "metadata.sqlite")
-        if not self.push_destination:
-            self.push_destination = str(Path(self.output_root) / "serving")
-        self.validate()
-
-    def validate(self) -> None:
-        if self.data_format not in ("csv", "tfrecord"):
+            self.metadata_path = fsutil.join(self.output_root, "metadata.sqlite")
+        if not self.push.destination:
+            self.push.destination = fsutil.join(self.output_root, "serving")
+        if not self.calibration.label_key:
+            self.calibration.label_key = self.train.label_key
+        if self.calibration.seed is None:
+            self.calibration.seed = self.train.seed
+        if self.quantize.search_max_drop is None:
+            bound = self.gate.max_accuracy_drop
+            self.quantize.search_max_drop = DEFAULT_MAX_ACCURACY_DROP if bound is None else bound
+        if self.quantize.validation_split == self.gate.eval_split:
             raise ValueError(
-                f"data_format={self.data_format!r} is not supported: use 'csv' "
-                "(a folder of CSV files with a header) or 'tfrecord' (tf.Example records)."
-            )
-        if not self.pipeline_name:
-            raise ValueError("pipeline_name is empty: set QP_PIPELINE_NAME to a name.")
-        if self.calibration_strategy not in ("uniform", "stratified"):
-            raise ValueError(
-                f"calibration_strategy={self.calibration_strategy!r}: use 'uniform' or 'stratified'"
-            )
-
-    @property
-    def selection_policy(self):
-        """'smallest', 'fastest', or the list given as JSON in `selection`."""
-        text = self.selection.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"selection={self.selection!r} is not a JSON list: {e}") from None
-        return text
+                f"quantize.validation_split and gate.eval_split are both {self.gate.eval_split!r}: the selective search "
+                "would choose on the gate's data; give the search another split")
+        if isinstance(self.gate.selection, list) and self.quantize.variants:
+            never = [n for n in self.gate.selection if n not in self.quantize.variants]
+            if never:
+                raise ValueError(
+                    f"gate.selection names {never}, which quantize.variants {self.quantize.variants} never builds: "
+                    "add them to quantize.variants or drop them from gate.selection")
+        return self
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "PipelineConfig":
-        """Defaults, then QP_* environment variables, then explicit keyword overrides."""
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "PipelineConfig":
+        """Defaults, then the QP_CONFIG file, then QP_* variables, then keyword overrides
+        (a section may be given as a dict of its fields or as a settings object)."""
         environ = os.environ if environ is None else environ
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
-        values: Dict[str, object] = {}
-        for var, raw in environ.items():
-            if not var.startswith(ENV_PREFIX) or var in _NON_SETTING_VARS:
+        tree: Dict[str, Any] = {}
+        path = environ.get(CONFIG_FILE_VAR, "")
+        if path:
+            tree = read_config_file(path)
+        for var, raw in sorted(environ.items()):
+            if not var.startswith(ENV_PREFIX) or var in NON_SETTING_VARS:
                 continue
-            name = var[len(ENV_PREFIX):].lower()
-            if name not in fields:
-                raise ValueError(
-                    f"{var} is not a pipeline setting. Known settings: "
-                    + ", ".join(ENV_PREFIX + n.upper() for n in fields)
-                )
-            values[name] = _parse(var, raw, hints[name])
-        values.update(overrides)
-        return cls(**values)
+            for loc in env_targets(var):
+                _set(tree, loc, parse_env_value(var, raw, _annotation(loc)))
+        for key, value in overrides.items():
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            if isinstance(value, dict) and isinstance(tree.get(key), dict):
+                value = {**tree[key], **value}
+            tree[key] = value
+        return cls.build(tree)
 
-    def to_dict(self) -> Dict[str, object]:
-        return dataclasses.asdict(self)
+    @classmethod
+    def build(cls, tree: Dict[str, Any]) -> "PipelineConfig":
+        try:
+            return cls.model_validate(tree)
+        except ValidationError as e:
+            raise SettingsError(f"bad configuration: {describe_errors(e, setting_name)}") from None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return self.model_dump()
+
+    def get(self, dotted: str) -> Any:
+        """A value by its dotted path (`gate.metric`) or by its flat name (`pipeline_name`)."""
+        locs = [tuple(dotted.split("."))] if "." in dotted else [(dotted,)] if dotted in _top_fields() else \
+            _flat_targets(dotted)
+        if not locs:
+            raise SettingsError(f"{dotted!r} is not a setting: see python -m pipeline.config --help")
+        value: Any = self
+        for part in locs[0]:
+            if not isinstance(value, BaseModel) or part not in type(value).model_fields:
+                raise SettingsError(f"{dotted!r} is not a setting: see python -m pipeline.config --help")
+            value = getattr(value, part)
+        return value
 
 
-def _parse(var: str, raw: str, hint) -> object:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union and type(None) in args:  # Optional[X]
-        if raw.strip().lower() in ("", "none", "null"):
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin = typing.get_origin(hint)
+# ---- the names of settings ---------------------------------------------------------------
+def _sections() -> Dict[str, type]:
+    return {name: f.annotation for name, f in PipelineConfig.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
+
+
+def _top_fields() -> List[str]:
+    return [n for n in PipelineConfig.model_fields if n not in _sections()]
+
+
+def _flat_targets(field: str) -> List[Tuple[str, ...]]:
+    return [(s, field) for s, model in _sections().items() if field in model.model_fields]
+
+
+def env_name(loc: Tuple[str, ...]) -> str:
+    return ENV_PREFIX + NESTED.join(p.upper() for p in loc)
+
+
+def setting_name(loc: List[str]) -> str:
+    """`gate.max_accuracy_drop (QP_GATE__MAX_ACCURACY_DROP)` for an error message."""
+    return f"{'.'.join(loc)} ({env_name(tuple(loc))})"
+
+
+def all_env_names() -> List[str]:
+    names = [env_name((f,)) for f in _top_fields()]
+    for section, model in _sections().items():
+        names += [env_name((section, f)) for f in model.model_fields]
+    return names
+
+
+def env_targets(var: str) -> List[Tuple[str, ...]]:
+    """The settings a QP_ variable sets; a SettingsError naming close matches when none."""
+    name = var[len(ENV_PREFIX):].lower()
+    sections = _sections()
+    if NESTED in name:
+        section, _, field = name.partition(NESTED)
+        if section in sections and field in sections[section].model_fields:
+            return [(section, field)]
+    elif name in _top_fields():
+        return [(name,)]
+    elif _flat_targets(name):
+        return _flat_targets(name)
+    close = difflib.get_close_matches(var, all_env_names() + [env_name((f,)) for s in sections.values()
+                                                               for f in s.model_fields], n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise SettingsError(f"{var} is not a pipeline setting.{hint} Every setting: python -m pipeline.config --help")
+
+
+def _annotation(loc: Tuple[str, ...]):
+    model: type = PipelineConfig
+    for part in loc[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[loc[-1]].annotation
+
+
+def _is_text(annotation) -> bool:
+    if annotation is str:
+        return True
+    return typing.get_origin(annotation) is Literal and all(isinstance(a, str) for a in typing.get_args(annotation))
+
+
+def parse_env_value(var: str, raw: str, annotation) -> Any:
+    """Text fields take the raw text; anything else is read as JSON (numbers, true/false,
+    null, lists, dicts), falling back to the text for pydantic to judge."""
+    args = typing.get_args(annotation)
+    optional = typing.get_origin(annotation) is typing.Union and type(None) in args
+    if optional and raw.strip().lower() in ("", "none", "null"):
+        return None
+    if _is_text(annotation):
+        return raw
     try:
-        if hint is bool:
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true/false")
-        if hint is int:
-            return int(raw)
-        if hint is float:
-            return float(raw)
-        if hint is str:
-            return raw
-        if origin in (list, dict):
-            value = json.loads(raw)
-            if not isinstance(value, origin):
-                raise ValueError(f"expected a JSON {origin.__name__}")
-            return value
-    except (ValueError, json.JSONDecodeError) as e:
-        raise ValueError(f"{var}={raw!r} cannot be read as {hint}: {e}") from None
-    raise TypeError(f"no parser for {var} of type {hint}")
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _set(tree: Dict[str, Any], loc: Tuple[str, ...], value: Any) -> None:
+    for part in loc[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[loc[-1]] = value
+
+
+def read_config_file(path: str) -> Dict[str, Any]:
+    """A YAML or JSON configuration file holding (part of) the PipelineConfig tree."""
+    if not fsutil.exists(path):
+        raise SettingsError(f"{CONFIG_FILE_VAR}={path}: the file does not exist")
+    try:
+        tree = yaml.safe_load(fsutil.read_text(path))
+    except yaml.YAMLError as e:
+        raise SettingsError(f"{CONFIG_FILE_VAR}={path} is not valid YAML or JSON: {e}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise SettingsError(f"{CONFIG_FILE_VAR}={path} must hold a mapping of settings, not {type(tree).__name__}")
+    return tree
+
+
+# ---- the command line --------------------------------------------------------------------
+def settings_help() -> str:
+    """Every setting: its variable(s), default and meaning, grouped by stage."""
+    lines = ["pipeline:"]
+    for name in _top_fields():
+        f = PipelineConfig.model_fields[name]
+        lines.append(f"  {env_name((name,)):<34} {_short(f.get_default(call_default_factory=True))}  "
+                     f"{f.description or ''}")
+    counts: Dict[str, int] = {}
+    for model in _sections().values():
+        for f in model.model_fields:
+            counts[f] = counts.get(f, 0) + 1
+    for section, model in _sections().items():
+        lines.append(f"{section} ({model.__name__}: {(model.__doc__ or '').strip().splitlines()[0]}):")
+        for name, f in model.model_fields.items():
+            alias = f" or {env_name((name,))}" if name not in _top_fields() else ""
+            shared = " [shorthand sets every stage's]" if alias and counts[name] > 1 else ""
+            lines.append(f"  {env_name((section, name)) + alias:<34} "
+                         f"{_short(f.get_default(call_default_factory=True))}  {f.description or ''}{shared}")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def compact_json(obj: Any) -> str:
+    """JSON with every list of scalars on one line (64 pixel names are one line, not 64)."""
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        inner = ",\n".join(f"{json.dumps(k)}: {compact_json(v)}" for k, v in obj.items())
+        return "{\n" + "\n".join("  " + line for line in inner.splitlines()) + "\n}"
+    return json.dumps(obj)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.config", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print the effective configuration, or one value of it.",
+        epilog=(__doc__.split("\n\n", 1)[1].split("    python -m")[0] + "\n" + settings_help()))
+    parser.add_argument("setting", nargs="?", help="print only this value: a dotted path (gate.metric) or a flat name")
+    args = parser.parse_args(argv)
+    try:
+        config = PipelineConfig.from_env()
+        if args.setting:
+            value = config.get(args.setting)
+            print(value if isinstance(value, str) else json.dumps(value))
+        else:
+            print(compact_json(config.to_dict()))
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    # `python -m pipeline.config [field]`: print the effective configuration or one field.
-    config = PipelineConfig.from_env()
-    if len(sys.argv) > 1:
-        print(getattr(config, sys.argv[1]))
-    else:
-        print(json.dumps(config.to_dict(), indent=2))
+    sys.exit(main())

@@ -4,24 +4,18 @@ Works three ways:
   tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
   tfx run create --engine local --pipeline_name digits-quantization
   python pipeline/local_runner.py        (or python -m pipeline.local_runner)
-Settings come from pipeline/config.py and QP_* environment variables.
+Settings come from pipeline/config.py: QP_CONFIG (a YAML/JSON file) and QP_* variables.
+Run as a script, this file's folder (pipeline/) is first on sys.path; nothing in it shadows
+the `pipeline` package (the DAG factory is pipeline/dag.py), which comes from the project
+root (PYTHONPATH, as the Makefile sets it, or the editable install).
 """
-import sys
-from pathlib import Path
+import os
 
-# Run as a script (which is how `tfx run create` runs it), this file's folder comes first
-# on sys.path, and pipeline/pipeline.py would shadow the `pipeline` package.
-_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "pipeline"]
-sys.path.insert(0, str(_ROOT))
+from tfx import v1 as tfx
 
-import os  # noqa: E402
-
-from tfx import v1 as tfx  # noqa: E402
-
-from pipeline import logs, summary  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline import logs, summary
+from pipeline.config import PipelineConfig
+from pipeline.dag import create_pipeline
 
 
 def _execution_count(metadata_path: str) -> int:

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-SUCCESS_STATES = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
+from components import contracts
 
 
 def open_store(metadata_path: str) -> metadata_store.MetadataStore:
@@ -53,29 +53,29 @@ def summarize(metadata_path: str) -> Optional[str]:
         return None
     ev = props(evaluation)
     lines = []
-    selected = ev.get("selected_variant")
-    float_acc = ev.get("float_accuracy")
+    selected = ev.get(contracts.SELECTED_VARIANT)
+    float_acc = ev.get(contracts.FLOAT_ACCURACY)
     if selected:
         lines.append(
-            f"Selected variant : {selected}  accuracy {ev['selected_accuracy']:.4f} "
-            f"(float {float_acc:.4f}, drop {100 * ev['selected_accuracy_drop']:+.2f} pp)"
+            f"Selected variant : {selected}  accuracy {ev[contracts.SELECTED_ACCURACY]:.4f} "
+            f"(float {float_acc:.4f}, drop {100 * ev[contracts.SELECTED_ACCURACY_DROP]:+.2f} pp)"
         )
         lines.append(
-            f"Size, latency    : {ev['selected_size_bytes']} bytes, {ev['selected_latency_ms']:.4f} ms median "
-            "per example (host CPU, XNNPACK, 1 thread)"
+            f"Size, latency    : {ev[contracts.SELECTED_SIZE_BYTES]} bytes, {ev[contracts.SELECTED_LATENCY_MS]:.4f} ms "
+            "median per example (host CPU, XNNPACK, 1 thread)"
         )
     else:
-        verdicts = json.loads(ev.get("verdicts", "{}"))
+        verdicts = json.loads(ev.get(contracts.VERDICTS, "{}"))
         lines.append("Selected variant : none passed the gate, so nothing was pushed")
         for name, v in verdicts.items():
             lines.append(f"  {name}: {'; '.join(v['reasons'])}")
     if pushed is not None:
         p = props(pushed)
-        if p.get("pushed") == 1:
-            lines.append(f"Pushed           : version {p['pushed_version']} at {p['pushed_destination']}")
+        if p.get(contracts.PUSHED) == 1:
+            lines.append(f"Pushed           : version {p[contracts.PUSHED_VERSION]} at {p[contracts.PUSHED_DESTINATION]}")
         else:
-            lines.append(f"Pushed           : no ({p.get('reason', '')})")
-            if p.get("deployed_version_dir"):
-                lines.append(f"Deployed         : {p['deployed_version_dir']}")
-    lines.append(f"Report           : {os.path.join(evaluation.uri, 'report.html')}")
+            lines.append(f"Pushed           : no ({p.get(contracts.REASON, '')})")
+            if p.get(contracts.DEPLOYED_VERSION_DIR):
+                lines.append(f"Deployed         : {p[contracts.DEPLOYED_VERSION_DIR]}")
+    lines.append(f"Report           : {os.path.join(evaluation.uri, contracts.REPORT_FILE)}")
     return "\n".join(lines)

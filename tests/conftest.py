@@ -23,11 +23,12 @@ def digits_examples(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_digits(tmp_path_factory, digits_examples):
     """Float and QAT digits CNNs, trained once per session through the trainer library."""
+    from components.settings import TrainSettings
     from components.trainer import training
     from tests.helpers import PIXEL_KEYS
 
     out = tmp_path_factory.mktemp("trained_digits")
-    cfg = training.TrainConfig(
+    cfg = TrainSettings(
         feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label", num_classes=10,
         epochs=6, qat_epochs=1, seed=7,
     )
@@ -46,20 +47,22 @@ def trained_digits(tmp_path_factory, digits_examples):
 def digits_calibration(tmp_path_factory, digits_examples):
     """A 100-example stratified calibration sample of the digits train split."""
     from components.representative_dataset_gen import sampling
+    from components.settings import CalibrationSettings
 
     out = tmp_path_factory.mktemp("calibration")
-    sampling.run_sampling(f"{digits_examples.uri}/Split-train", str(out), 100, sampling.STRATIFIED, "label", 0)
+    sampling.run_sampling(f"{digits_examples.uri}/Split-train", str(out),
+                          CalibrationSettings(num_samples=100, strategy="stratified", label_key="label", seed=0))
     return str(out)
 
 
 @pytest.fixture(scope="session")
 def digits_quantized(tmp_path_factory, trained_digits, digits_calibration):
     """All six TFLite variants of the session's digits models."""
-    from components.post_training_quantizer import quantize
+    from components.post_training_quantizer import build
     from components.quantization import data
 
     out = tmp_path_factory.mktemp("quantized") / "out"
-    quantize.quantize_all(
+    build.quantize_all(
         trained_digits["float"], str(out), qat_model_dir=trained_digits["qat"],
         calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"),
     )

@@ -89,32 +89,3 @@ def test_setup_without_python310_stops_with_a_clear_message(tmp_path):
     assert "no Python 3.10 interpreter found" in result.stderr
     assert "QP_PYTHON" in result.stderr and "pyenv install" in result.stderr
     assert not venv.exists(), "nothing may be half-created"
-
-
-def test_config_reads_environment_overrides():
-    from pipeline.config import PipelineConfig
-
-    config = PipelineConfig.from_env(
-        {"QP_PIPELINE_NAME": "p", "QP_ENABLE_CACHE": "false",
-         "QP_BEAM_PIPELINE_ARGS": '["--direct_num_workers=3"]', "QP_OUTPUT_ROOT": "/tmp/o"}
-    )
-    assert config.pipeline_name == "p"
-    assert config.enable_cache is False
-    assert config.beam_pipeline_args == ["--direct_num_workers=3"]
-    assert config.metadata_path == "/tmp/o/metadata.sqlite"
-
-
-@pytest.mark.parametrize(
-    "env, message",
-    [
-        ({"QP_PIPELNE_NAME": "x"}, "QP_PIPELNE_NAME is not a pipeline setting"),
-        ({"QP_ENABLE_CACHE": "maybe"}, "QP_ENABLE_CACHE='maybe' cannot be read"),
-        ({"QP_BEAM_PIPELINE_ARGS": "--x"}, "QP_BEAM_PIPELINE_ARGS='--x' cannot be read"),
-        ({"QP_DATA_FORMAT": "parquet"}, "data_format='parquet' is not supported"),
-    ],
-)
-def test_config_rejects_bad_settings(env, message):
-    from pipeline.config import PipelineConfig
-
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        PipelineConfig.from_env(env)

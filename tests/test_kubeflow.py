@@ -12,7 +12,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components.post_training_quantizer.quantize import read_manifest
+from components.contracts import read_manifest
 from kubeflow import runner, schedule
 from tests.conftest import REPO_ROOT
 
@@ -65,9 +65,13 @@ def test_container_paths_and_settings_come_through(spec):
     def constant(task, name):
         return spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]
 
-    assert constant("QATTrainer", "epochs") == {"intValue": "3"}
+    def settings(task):
+        return json.loads(constant(task, "settings")["stringValue"])
+
+    assert settings("QATTrainer")["epochs"] == 3
+    assert settings("TFLiteEvaluator")["latency_runs"] == 5
     assert constant("CsvExampleGen", "input_base") == {"stringValue": "/pipeline/data/digits"}
-    assert constant("QuantizedModelPusher", "push_destination") == {"stringValue": "/mnt/models"}
+    assert settings("QuantizedModelPusher")["destination"] == "/mnt/models"
 
 
 def test_compile_rejects_a_local_pipeline_root(tmp_path):

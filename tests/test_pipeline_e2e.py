@@ -13,7 +13,7 @@ from tfx import v1 as tfx
 from components.pusher.registry import Registry
 from pipeline import summary
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.dag import create_pipeline
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 COMPONENTS = ["CsvExampleGen", "QATTrainer", "RepresentativeDatasetGen", "PostTrainingQuantizer",
               "TFLiteEvaluator", "QuantizedModelPusher"]
 SMALL = {"QP_PIPELINE_NAME": "e2e-digits", "QP_EPOCHS": "4", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "10",
-         "QP_CALIBRATION_SAMPLES": "100"}
+         "QP_CALIBRATION__NUM_SAMPLES": "100"}
 
 
 def _states(metadata_path):
@@ -50,7 +50,7 @@ def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     states = _states(config.metadata_path)
     for component in COMPONENTS:
         assert states[(component, "COMPLETE")] == 1, states
-    registry = Registry(config.push_destination, config.served_model_name)
+    registry = Registry(config.push.destination, config.push.model_name)
     assert registry.versions() == [1] and registry.verify(1) == []
     evaluation = _latest_props(config.metadata_path, "ModelEvaluation")
     assert registry.manifest(1)["variant"] == evaluation["selected_variant"]
@@ -69,13 +69,13 @@ def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     assert len(store.get_contexts_by_type("pipeline_run")) == 2
 
     # Third run with an impossible gate: nothing is pushed, and the reasons say why.
-    strict = PipelineConfig.from_env({k: v for k, v in env.items() if k.startswith("QP_")}, max_accuracy_drop=-1.0)
+    strict = PipelineConfig.from_env({k: v for k, v in env.items() if k.startswith("QP_")}, gate={"max_model_bytes": 1})
     tfx.orchestration.LocalDagRunner().run(create_pipeline(strict))
     blessing = _latest_props(config.metadata_path, "ModelBlessing")
     assert blessing["blessed"] == 0
     verdicts = json.loads(blessing["verdicts"])
     assert all(not v["passed"] for v in verdicts.values())
-    assert any("> max_accuracy_drop -1.0000" in r for v in verdicts.values() for r in v["reasons"])
+    assert all(any("> max_model_bytes 1" in r for r in v["reasons"]) for v in verdicts.values())
     pushed = _latest_props(config.metadata_path, "PushedModel")
     assert pushed["pushed"] == 0 and "did not bless" in pushed["reason"]
     assert registry.versions() == [1] and registry.latest() == 1

@@ -8,11 +8,13 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from components.post_training_quantizer import quantize
+from components import contracts
+from components.post_training_quantizer import build
 from components.post_training_quantizer.component import PostTrainingQuantizer
 from components.post_training_quantizer.executor import Executor
 from components.quantization import convert, data
 from components.quantization.model_spec import ModelSpec
+from components.settings import QuantizeSettings
 from components.trainer.training import save_serving_model
 from tests.helpers import artifact, write_split
 
@@ -37,10 +39,8 @@ def _run(tmp_path, trained, calibration_uri=None, qat=True, **props):
         inputs["qat_model"] = [_model(trained["qat_model_uri"])]
     if calibration_uri:
         inputs["representative_dataset"] = [_calibration_artifact(calibration_uri)]
-    params = dict(variants=None, integer_io_type="int8", max_calibration_samples=None)
-    params.update(props)
-    Executor().Do(inputs, {"quantized_models": [out]}, params)
-    return out, quantize.read_manifest(out.uri)
+    Executor().Do(inputs, {"quantized_models": [out]}, {"settings": json.dumps(props)})
+    return out, contracts.read_manifest(out.uri)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_int8_variants_are_a_quarter_to_two_fifths_of_float32(digits_variants):
 
 
 def test_uint8_io(tmp_path, trained_digits, digits_calibration):
-    _, manifest = _run(tmp_path, trained_digits, digits_calibration, variants='["integer_only"]',
+    _, manifest = _run(tmp_path, trained_digits, digits_calibration, variants=["integer_only"],
                        integer_io_type="uint8")
     v = manifest["variants"]["integer_only"]
     assert v["inputs"][0]["dtype"] == "uint8" and v["outputs"][0]["dtype"] == "uint8"
@@ -116,8 +116,8 @@ def test_without_calibration_integer_variants_fail_with_reason_others_build(tmp_
 
 
 def test_explicitly_requested_variant_that_fails_fails_the_stage_and_leaves_nothing(tmp_path, trained_digits):
-    with pytest.raises(quantize.QuantizationError, match="requested variant\\(s\\) failed.*no calibration data"):
-        _run(tmp_path, trained_digits, variants='["float32", "integer_only"]')
+    with pytest.raises(build.QuantizationError, match="requested variant\\(s\\) failed.*no calibration data"):
+        _run(tmp_path, trained_digits, variants=["float32", "integer_only"])
     assert os.listdir(tmp_path / "quantized") == []
     assert [p for p in os.listdir(tmp_path) if "staging" in p] == []
 
@@ -127,9 +127,11 @@ def test_unknown_variant_lists_the_valid_ones():
 
     ch = channel_utils.as_channel([standard_artifacts.Model()])
     with pytest.raises(ValueError, match=r"unknown variant\(s\) \['int4'\]: valid variants are \['float32', "):
-        PostTrainingQuantizer(model=ch, variants=["float32", "int4"])
-    with pytest.raises(ValueError, match="integer I/O type 'int16' is not supported"):
-        PostTrainingQuantizer(model=ch, integer_io_type="int16")
+        PostTrainingQuantizer(model=ch, settings=QuantizeSettings.build(variants=["float32", "int4"]))
+    with pytest.raises(ValueError, match="integer_io_type = 'int16': Input should be 'int8' or 'uint8'"):
+        QuantizeSettings.build(integer_io_type="int16")
+    component = PostTrainingQuantizer(model=ch, settings=QuantizeSettings(max_search_steps=3))
+    assert QuantizeSettings.from_json(component.exec_properties["settings"]).max_search_steps == 3
 
 
 def test_corrupted_saved_model_is_a_clear_error_and_leaves_no_content(tmp_path, trained_digits):
@@ -141,7 +143,7 @@ def test_corrupted_saved_model_is_a_clear_error_and_leaves_no_content(tmp_path, 
     out = artifact(standard_artifacts.Model, tmp_path / "quantized")
     with pytest.raises(ValueError, match="float model SavedModel at .* cannot be loaded"):
         Executor().Do({"model": [_model(tmp_path / "broken")]}, {"quantized_models": [out]},
-                      dict(variants=None, integer_io_type="int8"))
+                      {"settings": QuantizeSettings().to_json()})
     assert os.listdir(out.uri) == []
 
 
@@ -165,7 +167,7 @@ def test_mobilenet_v2_style_model_produces_all_variants(tmp_path):
             "image": tf.train.Feature(float_list=tf.train.FloatList(value=rng.uniform(0, 1, 32 * 32 * 3))),
             "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))})))
     write_split(tmp_path / "cal" / "Split-calibration", examples, shards=1)
-    manifest = quantize.quantize_all(
+    manifest = build.quantize_all(
         str(tmp_path / "f"), str(tmp_path / "out"), qat_model_dir=str(tmp_path / "f"),
         calibration_files=data.split_files(tmp_path / "cal" / "Split-calibration"),
     )

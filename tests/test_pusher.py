@@ -10,11 +10,13 @@ import time
 import pytest
 from tfx.types import standard_artifacts
 
-from components.post_training_quantizer.quantize import read_manifest
+from components.contracts import LATEST_FILE, read_manifest
+from components.fsutil import sha256_file as file_sha256
 from components.pusher import __main__ as cli
 from components.pusher.component import QuantizedModelPusher
 from components.pusher.executor import Executor
-from components.pusher.registry import LATEST_FILE, Registry, file_sha256
+from components.pusher.registry import LOCK_FILE, Registry
+from components.settings import PushSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers import artifact
 
@@ -33,7 +35,7 @@ def _push(tmp_path, quantized_dir, blessed, variant, dest, tag="p"):
     q.id = 11
     out = artifact(standard_artifacts.PushedModel, tmp_path / f"pushed_{tag}")
     Executor().Do({"quantized_models": [q], "blessing": [_blessing(tmp_path, blessed, variant, f"b_{tag}")]},
-                  {"pushed_model": [out]}, {"push_destination": str(dest), "model_name": "digits"})
+                  {"pushed_model": [out]}, {"settings": PushSettings(destination=str(dest), model_name="digits").to_json()})
     return out
 
 
@@ -139,7 +141,7 @@ def test_killing_a_pusher_at_random_moments_never_leaves_a_partial_version(tmp_p
     version, created = registry.push(files[0] if registry.manifest(registry.latest())["sha256"] != file_sha256(
         files[0]) else files[1], {"variant": "after"})
     assert created and version == max(registry.versions())
-    assert [p for p in os.listdir(dest / "digits") if p.startswith(".staging-")] == []
+    assert [p for p in os.listdir(dest / "digits") if p.startswith(".")] == [LOCK_FILE]
 
 
 CONCURRENT = """
@@ -170,8 +172,9 @@ def test_bad_destinations_are_rejected_early():
     from tfx.types import channel_utils
 
     ch = lambda t: channel_utils.as_channel([t()])  # noqa: E731
+    with pytest.raises(ValueError, match="destination is empty"):
+        QuantizedModelPusher(ch(standard_artifacts.Model), ch(standard_artifacts.ModelBlessing), PushSettings())
     with pytest.raises(ValueError, match="is not a local path"):
-        QuantizedModelPusher(ch(standard_artifacts.Model), ch(standard_artifacts.ModelBlessing),
-                             push_destination="gs://bucket/models", model_name="digits")
+        Registry("gs://bucket/models", "digits")
     with pytest.raises(ValueError, match="must be a plain folder name"):
         Registry("/tmp", "../escape")

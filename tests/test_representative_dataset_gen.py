@@ -8,18 +8,24 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
+from components import contracts
 from components.quantization import convert, data
 from components.quantization.model_spec import ModelSpec
 from components.representative_dataset_gen import sampling
 from components.representative_dataset_gen.component import RepresentativeDatasetGen
 from components.representative_dataset_gen.executor import Executor
+from components.settings import CalibrationSettings
 from tests.helpers import artifact, digits_rows, write_examples
 
 TWO_WORKERS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
+def _cal(num_samples, strategy="uniform", label_key="", seed=0):
+    return CalibrationSettings(num_samples=num_samples, strategy=strategy, label_key=label_key, seed=seed)
+
+
 def _sample_bytes(out_dir):
-    with open(f"{out_dir}/Split-calibration/{sampling.OUTPUT_FILE}", "rb") as f:
+    with open(f"{out_dir}/Split-calibration/{contracts.CALIBRATION_FILE}", "rb") as f:
         return f.read()
 
 
@@ -35,9 +41,9 @@ def train_split(digits_examples):
 
 
 def test_same_seed_same_bytes_different_seed_different_sample(tmp_path, train_split):
-    a = sampling.run_sampling(train_split, str(tmp_path / "a"), 50, seed=1)
-    sampling.run_sampling(train_split, str(tmp_path / "b"), 50, seed=1)
-    sampling.run_sampling(train_split, str(tmp_path / "c"), 50, seed=2)
+    a = sampling.run_sampling(train_split, str(tmp_path / "a"), _cal(50, seed=1))
+    sampling.run_sampling(train_split, str(tmp_path / "b"), _cal(50, seed=1))
+    sampling.run_sampling(train_split, str(tmp_path / "c"), _cal(50, seed=2))
     assert a["num_samples_taken"] == 50
     assert _sample_bytes(tmp_path / "a") == _sample_bytes(tmp_path / "b")
     records = lambda d: set(data.iter_serialized(data.split_files(f"{d}/Split-calibration")))  # noqa: E731
@@ -45,14 +51,14 @@ def test_same_seed_same_bytes_different_seed_different_sample(tmp_path, train_sp
 
 
 def test_two_workers_give_the_same_bytes_as_one(tmp_path, train_split):
-    sampling.run_sampling(train_split, str(tmp_path / "one"), 120, sampling.STRATIFIED, "label", 9,
+    sampling.run_sampling(train_split, str(tmp_path / "one"), _cal(120, "stratified", "label", 9),
                           ["--direct_num_workers=1"])
-    sampling.run_sampling(train_split, str(tmp_path / "two"), 120, sampling.STRATIFIED, "label", 9, TWO_WORKERS)
+    sampling.run_sampling(train_split, str(tmp_path / "two"), _cal(120, "stratified", "label", 9), TWO_WORKERS)
     assert _sample_bytes(tmp_path / "one") == _sample_bytes(tmp_path / "two")
 
 
 def test_stratified_counts_follow_class_frequencies(tmp_path, train_split):
-    stats = sampling.run_sampling(train_split, str(tmp_path / "s"), 200, sampling.STRATIFIED, "label", 3)
+    stats = sampling.run_sampling(train_split, str(tmp_path / "s"), _cal(200, "stratified", "label", 3))
     split_counts = Counter(
         tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0]
         for r in data.iter_serialized(data.split_files(train_split))
@@ -80,7 +86,7 @@ def stratified_sum(q):
 def test_more_samples_than_examples_takes_all_and_warns(tmp_path, caplog):
     examples = write_examples(tmp_path / "ex", rows=digits_rows()[:30])
     with caplog.at_level(logging.WARNING):
-        stats = sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), 500)
+        stats = sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), _cal(500))
     assert stats["num_samples_taken"] == 20
     assert "num_samples=500 is larger than the split (20 usable examples)" in caplog.text
 
@@ -90,7 +96,7 @@ def test_non_finite_examples_are_dropped_and_counted(tmp_path):
     rows[4]["x"] = [float("nan"), 1.0]  # rows 1, 2, 4, 5, 7, ... go to train (13 rows)
     rows[7]["x"] = [float("inf"), 1.0]
     examples = write_examples(tmp_path / "ex", rows=rows, splits=("train",))
-    stats = sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), 100)
+    stats = sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), _cal(100))
     assert stats["num_dropped_non_finite"] == 2 and stats["num_samples_taken"] == 11
 
 
@@ -98,14 +104,15 @@ def test_all_non_finite_fails(tmp_path):
     rows = [{"x": [float("nan")], "label": 0} for _ in range(4)]
     examples = write_examples(tmp_path / "ex", rows=rows, splits=("train",))
     with pytest.raises(ValueError, match=r"no example is left to sample: 2 example\(s\) were dropped"):
-        sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), 10)
+        sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), _cal(10))
 
 
 def _run_executor(tmp_path, examples, **props):
     out = artifact(standard_artifacts.Examples, tmp_path / "out")
-    params = dict(split="train", num_samples=40, strategy="uniform", label_key=None, seed=0)
-    params.update(props)
-    Executor().Do({"examples": [examples]}, {"representative_dataset": [out]}, params)
+    settings = dict(source_split="train", num_samples=40, strategy="uniform", label_key="", seed=0)
+    settings.update(props)
+    Executor().Do({"examples": [examples]}, {"representative_dataset": [out]},
+                  {"settings": __import__("json").dumps(settings)})
     return out
 
 
@@ -122,11 +129,11 @@ def test_executor_writes_a_calibration_split_with_properties(tmp_path, digits_ex
 @pytest.mark.parametrize(
     "props, rows, message",
     [
-        (dict(split="validation"), None, "split 'validation' is not in the examples"),
+        (dict(source_split="validation"), None, "have no 'validation' split"),
         (dict(strategy="stratified", label_key="digit"), None, "label_key 'digit' is not a feature"),
-        (dict(strategy="stratified"), None, "strategy='stratified' needs label_key"),
+        (dict(strategy="stratified"), None, "strategy 'stratified' needs label_key"),
         (dict(), [], "is empty: there is nothing to sample"),
-        (dict(strategy="random"), None, "strategy='random' is not one of"),
+        (dict(strategy="random"), None, "strategy = 'random': Input should be 'uniform' or 'stratified'"),
     ],
 )
 def test_bad_input_names_the_problem(tmp_path, props, rows, message):
@@ -139,12 +146,14 @@ def test_component_rejects_bad_parameters_early():
     from tfx.types import channel_utils
 
     ch = channel_utils.as_channel([standard_artifacts.Examples()])
-    with pytest.raises(ValueError, match="num_samples=0 must be at least 1"):
-        RepresentativeDatasetGen(examples=ch, num_samples=0)
+    with pytest.raises(ValueError, match="num_samples = 0: Input should be greater than or equal to 1"):
+        RepresentativeDatasetGen(examples=ch, settings=CalibrationSettings.build(num_samples=0))
+    with pytest.raises(ValueError, match="strategy 'stratified' needs label_key"):
+        RepresentativeDatasetGen(examples=ch, settings=CalibrationSettings(strategy="stratified"))
 
 
 def test_generator_feeds_a_full_integer_conversion(tmp_path, train_split, trained_digits):
-    sampling.run_sampling(train_split, str(tmp_path / "cal"), 64, seed=0)
+    sampling.run_sampling(train_split, str(tmp_path / "cal"), _cal(64, seed=0))
     spec = ModelSpec.read(trained_digits["float"])
     gen = data.representative_dataset(data.split_files(f"{tmp_path / 'cal'}/Split-calibration"), spec)
     samples = list(gen())

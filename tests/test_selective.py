@@ -9,12 +9,11 @@ import pytest
 import tf_keras as keras
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.post_training_quantizer import quantize
-from components.post_training_quantizer.executor import check_validation_split
+from components.post_training_quantizer import build
 from components.quantization import data
 from components.quantization.model_spec import ModelSpec
-from components.quantization.selective import SearchBudget
-from components.tflite_evaluator import evaluate, gate
+from components.settings import GateSettings, QuantizeSettings, SettingsError
+from components.tflite_evaluator import evaluate
 from components.trainer.training import save_serving_model
 
 ONE_WORKER = lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))  # noqa: E731
@@ -54,11 +53,13 @@ def outlier_model(tmp_path_factory, trained_digits):
     return str(out)
 
 
-def _quantize(out, model_dir, calibration, validation_split_dir, **kwargs):
-    return quantize.quantize_all(
-        model_dir, str(out), variants=["float32", "full_integer", "selective_integer"],
+def _quantize(out, model_dir, calibration, validation_split_dir, **settings):
+    return build.quantize_all(
+        model_dir, str(out),
+        QuantizeSettings(variants=["float32", "full_integer", "selective_integer"], validation_samples=400,
+                         **settings),
         calibration_files=data.split_files(f"{calibration}/Split-calibration"),
-        validation_files=data.split_files(validation_split_dir), validation_samples=400, **kwargs)
+        validation_files=data.split_files(validation_split_dir))
 
 
 def test_selective_passes_where_full_integer_fails_with_few_float_layers(tmp_path, outlier_model, digits_calibration,
@@ -78,8 +79,7 @@ def test_selective_passes_where_full_integer_fails_with_few_float_layers(tmp_pat
     assert not any("Split-eval" in f for f in manifest["validation"]["files"])
 
     result = evaluate.evaluate_models(eval_dir, outlier_model, str(tmp_path / "q"), str(tmp_path / "ev"),
-                                      evaluate.EvalParams(gate=gate.GateConfig(max_accuracy_drop=0.01),
-                                                          latency_runs=5), ONE_WORKER)
+                                      GateSettings(max_accuracy_drop=0.01, latency_runs=5), ONE_WORKER)
     full, sel = result["variants"]["full_integer"], result["variants"]["selective_integer"]
     assert full["accuracy_drop"] > 0.5 and not result["verdicts"]["full_integer"]["passed"]
     assert sel["accuracy_drop"] <= 0.01 and result["verdicts"]["selective_integer"]["passed"]
@@ -91,41 +91,65 @@ def test_selective_passes_where_full_integer_fails_with_few_float_layers(tmp_pat
 
 def test_integer_io_configuration(tmp_path, outlier_model, digits_calibration, digits_examples):
     manifest = _quantize(tmp_path / "q", outlier_model, digits_calibration, f"{digits_examples.uri}/Split-train",
-                         selective_integer_io=True, io_type="int8")
+                         selective_integer_io=True, integer_io_type="int8")
     entry = manifest["variants"]["selective_integer"]
     assert entry["status"] == "ok", entry.get("reason")
     assert entry["inputs"][0]["dtype"] == "int8" and entry["outputs"][0]["dtype"] == "int8"
     assert entry["selective"]["steps"][-1]["passed"]
 
 
-def test_budget_spent_reports_failure_with_the_best_figures(tmp_path, outlier_model, digits_calibration,
-                                                            digits_examples):
-    from components.quantization import selective
-
+def _search_inputs(outlier_model, digits_calibration, digits_examples):
     spec = ModelSpec.read(outlier_model)
     calibration = data.representative_dataset(data.split_files(f"{digits_calibration}/Split-calibration"), spec)
     x, y = data.parse_numpy(list(data.iter_serialized(data.split_files(f"{digits_examples.uri}/Split-train")))[:200],
                             spec)
-    content, record = selective.search(outlier_model, calibration, x, y, 1.0,
-                                       SearchBudget(max_drop=-1.0, max_float_layers=2, max_steps=3))
+    return calibration, x, y
+
+
+# A float accuracy of 2.0 can never be reached, so every step of the search fails.
+UNREACHABLE = 2.0
+
+
+def test_budget_spent_reports_failure_with_the_best_figures(tmp_path, outlier_model, digits_calibration,
+                                                            digits_examples):
+    from components.quantization import selective
+
+    calibration, x, y = _search_inputs(outlier_model, digits_calibration, digits_examples)
+    content, record = selective.search(outlier_model, calibration, x, y, UNREACHABLE,
+                                       QuantizeSettings(search_max_drop=0.0, max_float_layers=2, max_search_steps=8))
     assert content is None and record["float_layers"] is None
     assert [s["num_float_layers"] for s in record["steps"]] == [0, 1, 2]
     assert record["best_step"]["accuracy_drop"] == min(s["accuracy_drop"] for s in record["steps"])
     # Asked for explicitly, the failed variant fails the stage, with the best figures reached.
-    with pytest.raises(quantize.QuantizationError, match="selective_integer.*best validation drop .* float layer"):
-        quantize.quantize_all(
-            outlier_model, str(tmp_path / "q"), variants=["float32", "selective_integer"],
+    with pytest.raises(build.QuantizationError, match="selective_integer.*best validation drop .* float layer"):
+        build.quantize_all(
+            outlier_model, str(tmp_path / "q"),
+            # One step: all-integer, which collapses on this model.
+            QuantizeSettings(variants=["float32", "selective_integer"], validation_samples=200,
+                             max_float_layers=1, max_search_steps=1),
             calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"),
-            validation_files=data.split_files(f"{digits_examples.uri}/Split-train"), validation_samples=200,
-            selective_budget=SearchBudget(max_drop=-1.0, max_float_layers=1, max_steps=2))
+            validation_files=data.split_files(f"{digits_examples.uri}/Split-train"))
     assert not (tmp_path / "q").exists()
 
 
+@pytest.mark.parametrize("max_steps", [1, 2, 3])
+def test_search_spends_at_most_max_search_steps_conversions(outlier_model, digits_calibration, digits_examples,
+                                                            max_steps):
+    from components.quantization import selective
+
+    calibration, x, y = _search_inputs(outlier_model, digits_calibration, digits_examples)
+    # Room for 8 float layers: only the step budget can stop the failing search.
+    _, record = selective.search(outlier_model, calibration, x, y, UNREACHABLE,
+                                 QuantizeSettings(search_max_drop=0.0, max_float_layers=8, max_search_steps=max_steps))
+    assert len(record["steps"]) == max_steps
+    assert [s["num_float_layers"] for s in record["steps"]] == [0, 1, 2][:max_steps]
+
+
 def test_the_gate_split_cannot_be_the_search_split():
-    with pytest.raises(ValueError, match="is the split the evaluator's gate uses"):
-        check_validation_split("eval")
+    with pytest.raises(SettingsError, match="is the split the evaluator's gate uses"):
+        QuantizeSettings.build(validation_split="eval")
 
 
 def test_selective_is_default_only_with_validation_data():
-    assert "selective_integer" not in quantize.plan(None)
-    assert "selective_integer" in quantize.plan(None, has_validation=True)
+    assert "selective_integer" not in build.plan([])
+    assert "selective_integer" in build.plan([], has_validation=True)

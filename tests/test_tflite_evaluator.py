@@ -12,11 +12,13 @@ import tf_keras as keras
 from apache_beam.options.pipeline_options import PipelineOptions
 from tfx.types import standard_artifacts
 
-from components.post_training_quantizer import quantize
+from components import contracts
+from components.post_training_quantizer import build
 from components.quantization import data
 from components.quantization.model_spec import ModelSpec
-from components.quantization.runner import TFLiteRunner, accuracy
-from components.quantization.runner import quantize as quantize_values
+from components.quantization.interpreter import TFLiteRunner, accuracy
+from components.quantization.interpreter import quantize as quantize_values
+from components.settings import GateSettings, QuantizeSettings, TrainSettings
 from components.tflite_evaluator import evaluate, gate
 from components.tflite_evaluator.component import TFLiteEvaluator
 from components.tflite_evaluator.executor import Executor
@@ -33,7 +35,7 @@ def _eval_dir(examples):
 
 
 def _params(**gate_kwargs):
-    return evaluate.EvalParams(gate=gate.GateConfig(**gate_kwargs), latency_runs=10, latency_warmup=2)
+    return GateSettings(**dict(dict(latency_runs=10, latency_warmup=2), **gate_kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def test_beam_accuracy_equals_a_plain_interpreter_loop(evaluated, digits_example
     result, _ = evaluated
     spec = ModelSpec.read(trained_digits["float"])
     x, y = data.parse_numpy(list(data.iter_serialized(data.split_files(_eval_dir(digits_examples)))), spec)
-    manifest = quantize.read_manifest(digits_quantized)
+    manifest = contracts.read_manifest(digits_quantized)
     for name, entry in manifest["variants"].items():
         runner = TFLiteRunner(os.path.join(digits_quantized, entry["file"]))
         probs = np.concatenate([runner.predict(x[i:i + 1]) for i in range(len(x))])
@@ -127,7 +129,7 @@ def test_input_quantization_rounds_then_clips():
 
 
 def test_runner_clips_out_of_range_inputs_on_a_real_int8_model(digits_quantized):
-    manifest = quantize.read_manifest(digits_quantized)
+    manifest = contracts.read_manifest(digits_quantized)
     runner = TFLiteRunner(os.path.join(digits_quantized, manifest["variants"]["integer_only"]["file"]))
     scale, zero_point = runner.input["quantization"]
     x = np.full((1, 8, 8, 1), 1e6, np.float32)
@@ -144,7 +146,7 @@ def damaged_quantized(tmp_path_factory, trained_digits, digits_calibration):
     model = keras.models.load_model(trained_digits["float"])
     model.set_weights([np.zeros_like(w) for w in model.get_weights()])
     save_serving_model(model, root / "model", spec)
-    quantize.quantize_all(str(root / "model"), str(root / "q"), variants=["float32", "full_integer"],
+    build.quantize_all(str(root / "model"), str(root / "q"), QuantizeSettings(variants=["float32", "full_integer"]),
                           calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"))
     return str(root / "q")
 
@@ -162,14 +164,14 @@ def test_gate_blocks_a_damaged_model_with_the_reason(tmp_path, digits_examples, 
 
 def test_absolute_bound_is_inclusive_and_relative_is_relative_to_the_float_metric():
     figures = {"a": {"accuracy": 0.48, "size_bytes": 1}}
-    abs_only = gate.GateConfig(max_accuracy_drop=0.02)
+    abs_only = GateSettings(max_accuracy_drop=0.02)
     assert gate.judge(figures, 0.50, abs_only)["a"]["passed"]  # drop 0.02 <= 0.02
     assert not gate.judge(figures, 0.5001, abs_only)["a"]["passed"]
-    rel_only = gate.GateConfig(max_accuracy_drop=None, max_relative_drop=0.04)
+    rel_only = GateSettings(max_accuracy_drop=None, max_relative_drop=0.04)
     assert gate.judge(figures, 0.50, rel_only)["a"]["passed"]  # 0.02 / 0.50 = 0.04
-    verdict = gate.judge(figures, 0.50, gate.GateConfig(max_accuracy_drop=None, max_relative_drop=0.039))["a"]
+    verdict = gate.judge(figures, 0.50, GateSettings(max_accuracy_drop=None, max_relative_drop=0.039))["a"]
     assert not verdict["passed"] and "relative accuracy drop vs float model 0.0400" in verdict["reasons"][0]
-    both = gate.GateConfig(max_accuracy_drop=0.01, max_relative_drop=0.05)
+    both = GateSettings(max_accuracy_drop=0.01, max_relative_drop=0.05)
     assert gate.judge(figures, 0.50, both)["a"]["reasons"] == [
         "accuracy drop vs float model 0.0200 > max_accuracy_drop 0.0100"]
 
@@ -177,29 +179,30 @@ def test_absolute_bound_is_inclusive_and_relative_is_relative_to_the_float_metri
 def test_size_latency_min_accuracy_and_non_finite_bounds():
     figures = {"a": {"accuracy": 0.9, "size_bytes": 1000, "latency_ms_median": 2.0},
                "b": {"accuracy": float("nan"), "size_bytes": 10, "latency_ms_median": 0.1}}
-    cfg = gate.GateConfig(max_model_bytes=999, max_latency_ms=1.0, min_accuracy=0.95)
+    cfg = GateSettings(max_model_bytes=999, max_latency_ms=1.0, min_accuracy=0.95)
     reasons = gate.judge(figures, 0.9, cfg)["a"]["reasons"]
     assert any("size 1000 bytes > max_model_bytes 999" in r for r in reasons)
     assert any("latency 2 ms > max_latency_ms 1" in r for r in reasons)
     assert any("< min_accuracy 0.9500" in r for r in reasons)
-    assert not gate.judge(figures, 0.9, gate.GateConfig())["b"]["passed"]
-    missing = gate.judge({"c": {"accuracy": 0.9, "size_bytes": 1}}, 0.9, gate.GateConfig(max_latency_ms=1.0))
+    assert not gate.judge(figures, 0.9, GateSettings())["b"]["passed"]
+    missing = gate.judge({"c": {"accuracy": 0.9, "size_bytes": 1}}, 0.9, GateSettings(max_latency_ms=1.0))
     assert missing["c"]["reasons"] == ["latency None ms > max_latency_ms 1"]
     with pytest.raises(ValueError, match="the gate needs an accuracy bound"):
-        gate.GateConfig(max_accuracy_drop=None).validate()
+        GateSettings(max_accuracy_drop=None)
 
 
 def test_selection_policies():
-    figures = {"small_slow": {"accuracy": 0.9, "size_bytes": 10, "latency_ms_median": 5.0},
-               "big_fast": {"accuracy": 0.9, "size_bytes": 100, "latency_ms_median": 1.0},
-               "failing": {"accuracy": 0.1, "size_bytes": 1, "latency_ms_median": 0.1}}
-    verdicts = gate.judge(figures, 0.9, gate.GateConfig())
-    assert gate.select(figures, verdicts, gate.GateConfig(selection="smallest")) == "small_slow"
-    assert gate.select(figures, verdicts, gate.GateConfig(selection="fastest")) == "big_fast"
-    assert gate.select(figures, verdicts, gate.GateConfig(selection=["failing", "big_fast", "small_slow"])) == "big_fast"
-    assert gate.select(figures, verdicts, gate.GateConfig(selection=["failing"])) is None
-    with pytest.raises(ValueError, match="selection='biggest'"):
-        gate.GateConfig(selection="biggest").validate()
+    small_slow, big_fast, failing = "integer_only", "float16", "dynamic_range"
+    figures = {small_slow: {"accuracy": 0.9, "size_bytes": 10, "latency_ms_median": 5.0},
+               big_fast: {"accuracy": 0.9, "size_bytes": 100, "latency_ms_median": 1.0},
+               failing: {"accuracy": 0.1, "size_bytes": 1, "latency_ms_median": 0.1}}
+    verdicts = gate.judge(figures, 0.9, GateSettings())
+    assert gate.select(figures, verdicts, GateSettings(selection="smallest")) == small_slow
+    assert gate.select(figures, verdicts, GateSettings(selection="fastest")) == big_fast
+    assert gate.select(figures, verdicts, GateSettings(selection=[failing, big_fast, small_slow])) == big_fast
+    assert gate.select(figures, verdicts, GateSettings(selection=[failing])) is None
+    with pytest.raises(ValueError, match="selection = 'biggest'"):
+        GateSettings.build(selection="biggest")
 
 
 def test_no_regression_against_the_deployed_baseline(tmp_path, digits_examples, trained_digits, digits_quantized):
@@ -211,9 +214,9 @@ def test_no_regression_against_the_deployed_baseline(tmp_path, digits_examples, 
     weak = training.train(
         f"{digits_examples.uri}/Split-train", _eval_dir(digits_examples), str(tmp_path / "weak"), None,
         str(tmp_path / "logs"),
-        training.TrainConfig(PIXEL_KEYS, [8, 8, 1], "label", 10, epochs=1, steps_per_epoch=4, seed=0),
+        TrainSettings(feature_keys=PIXEL_KEYS, epochs=1, steps_per_epoch=4, seed=0),
     )
-    quantize.quantize_all(str(tmp_path / "weak"), str(tmp_path / "wq"), variants=["float32", "dynamic_range"])
+    build.quantize_all(str(tmp_path / "weak"), str(tmp_path / "wq"), QuantizeSettings(variants=["float32", "dynamic_range"]))
     deployed = os.path.join(digits_quantized, "integer_only", "model.tflite")
     kwargs = dict(params=_params(max_accuracy_drop=0.05), pipeline_factory=ONE_WORKER)
     without = evaluate.evaluate_models(_eval_dir(digits_examples), str(tmp_path / "weak"), str(tmp_path / "wq"),
@@ -235,9 +238,8 @@ def test_executor_writes_blessing_and_evaluation(tmp_path, digits_examples, trai
     quantized.uri = digits_quantized
     ev = artifact(standard_artifacts.ModelEvaluation, tmp_path / "evaluation")
     blessing = artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
-    props = dict(max_accuracy_drop=0.01, max_relative_drop=None, max_model_bytes=None, max_latency_ms=None,
-                 min_accuracy=None, allow_float32=0, selection='["qat_int8", "integer_only"]', metric="accuracy",
-                 top_k=3, latency_runs=5, num_threads=1, batch_size=128, split="eval")
+    props = {"settings": GateSettings(selection=["qat_int8", "integer_only"], top_k=3, latency_runs=5,
+                                      eval_batch_size=128).to_json()}
     Executor().Do({"examples": [digits_examples], "model": [model], "quantized_models": [quantized]},
                   {"evaluation": [ev], "blessing": [blessing]}, props)
     selected = blessing.get_string_custom_property("selected_variant")
@@ -245,8 +247,8 @@ def test_executor_writes_blessing_and_evaluation(tmp_path, digits_examples, trai
     assert os.path.exists(tmp_path / "blessing" / "BLESSED")
     assert selected in ("qat_int8", "integer_only")
     verdicts = json.loads(blessing.get_string_custom_property("verdicts"))
-    assert set(verdicts) == set(quantize.read_manifest(digits_quantized)["variants"])
-    metrics = evaluate.read_metrics(ev.uri)
+    assert set(verdicts) == set(contracts.read_manifest(digits_quantized)["variants"])
+    metrics = contracts.read_metrics(ev.uri)
     assert metrics["float_model"]["top_k"] == 3
     assert ev.get_int_custom_property("selected_size_bytes") == metrics["variants"][selected]["size_bytes"]
 
@@ -289,6 +291,9 @@ def test_component_validates_the_gate_early():
     from tfx.types import channel_utils
 
     ch = lambda t: channel_utils.as_channel([t()])  # noqa: E731
-    with pytest.raises(ValueError, match=r"selection names unknown variant\(s\) \['int4'\]"):
+    with pytest.raises(ValueError, match=r"selection = \['int4'\]: unknown variant\(s\) \['int4'\]"):
         TFLiteEvaluator(examples=ch(standard_artifacts.Examples), model=ch(standard_artifacts.Model),
-                        quantized_models=ch(standard_artifacts.Model), selection=["int4"])
+                        quantized_models=ch(standard_artifacts.Model), settings=GateSettings.build(selection=["int4"]))
+    component = TFLiteEvaluator(examples=ch(standard_artifacts.Examples), model=ch(standard_artifacts.Model),
+                                quantized_models=ch(standard_artifacts.Model), settings=GateSettings(max_model_bytes=7))
+    assert GateSettings.from_json(component.exec_properties["settings"]).max_model_bytes == 7

@@ -13,8 +13,9 @@ from tfx.utils import path_utils
 
 from components.quantization import convert, data
 from components.quantization.model_spec import ModelSpec
-from components.quantization.runner import TFLiteRunner, accuracy
-from components.tfx_utils import to_json_param
+from components.quantization.interpreter import TFLiteRunner, accuracy
+from components import contracts
+from components.settings import TrainSettings
 from components.trainer import training
 from components.trainer.component import QATTrainer
 from components.trainer.executor import Executor
@@ -22,14 +23,11 @@ from tests.helpers import PIXEL_KEYS, artifact, write_examples
 
 
 def _props(**overrides):
-    props = dict(
-        model_name="digits_cnn", module_file=None, model_kwargs="{}",
-        feature_keys=to_json_param(PIXEL_KEYS), input_shape="[8, 8, 1]", label_key="label",
-        num_classes=10, epochs=5, steps_per_epoch=0, qat_epochs=1, qat_steps_per_epoch=0,
-        batch_size=32, learning_rate=1e-3, qat_learning_rate=1e-4, seed=1,
-    )
-    props.update(overrides)
-    return props
+    """The executor's parameters: TrainSettings as JSON, written by hand so that bad values
+    reach the executor's own decoding."""
+    settings = dict(feature_keys=PIXEL_KEYS, epochs=5, qat_epochs=1, seed=1)
+    settings.update(overrides)
+    return {"settings": json.dumps(settings)}
 
 
 def _run_executor(tmp_path, examples, **overrides):
@@ -108,7 +106,7 @@ def test_selective_qat_leaves_unsupported_layers_float_and_lists_them(tmp_path, 
     out = _run_executor(tmp_path, digits_examples, module_file=str(module), epochs=2, qat_epochs=1)
     assert json.loads(out["qat_model"].get_string_custom_property("float_layers")) == ["rescale", "doubler"]
     qat_dir = path_utils.serving_model_dir(out["qat_model"].uri)
-    with open(os.path.join(qat_dir, training.FLOAT_LAYERS_FILENAME)) as f:
+    with open(os.path.join(qat_dir, contracts.QAT_FLOAT_LAYERS_FILE)) as f:
         assert json.load(f) == ["rescale", "doubler"]
     assert ModelSpec.read(qat_dir).float_layers == ["rescale", "doubler"]
     assert out["qat_model"].get_float_custom_property("eval_accuracy") > 0.8
@@ -153,7 +151,7 @@ def test_mobilenet_v2_style_model_trains_and_qat_wraps(digits_examples):
 
 
 def test_same_seed_gives_same_metrics(tmp_path, digits_examples):
-    cfg = training.TrainConfig(
+    cfg = TrainSettings(
         feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label", num_classes=10,
         epochs=1, steps_per_epoch=15, qat_epochs=1, qat_steps_per_epoch=5, seed=3,
     )
@@ -180,14 +178,15 @@ def image_examples(tmp_path_factory):
     "overrides, message",
     [
         (dict(label_key="digit"), "label key 'digit' is not a feature of the examples"),
-        (dict(feature_keys='["image"]', input_shape="[8, 8, 2]"),
+        (dict(feature_keys=["image"], input_shape=[8, 8, 2]),
          "feature 'image' holds 64 values per example, but the declared input shape needs 128"),
-        (dict(model_name="resnet9000"), "unknown built-in model 'resnet9000'"),
-        (dict(feature_keys='["image"]', label_key="image"), "label_key 'image' is also listed"),
+        (dict(model="resnet9000"), "model 'resnet9000' is not a built-in model"),
+        (dict(feature_keys=["image"], label_key="image"), "label_key 'image' is also listed"),
+        (dict(epochs=0), "epochs = 0: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_parameters_name_the_problem(tmp_path, image_examples, overrides, message):
-    overrides.setdefault("feature_keys", '["image"]')
+    overrides.setdefault("feature_keys", ["image"])
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
         _run_executor(tmp_path, image_examples, **overrides)
 
@@ -209,9 +208,8 @@ def test_component_checks_arguments_early():
     from tfx.types import channel_utils
 
     examples = channel_utils.as_channel([standard_artifacts.Examples()])
-    with pytest.raises(ValueError, match="unknown built-in model 'nope'"):
-        QATTrainer(examples=examples, feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label",
-                   num_classes=10, model_name="nope")
-    component = QATTrainer(examples=examples, feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1],
-                           label_key="label", num_classes=10)
+    with pytest.raises(ValueError, match="model 'nope' is not a built-in model"):
+        QATTrainer(examples=examples, settings=TrainSettings.build(model="nope"))
+    component = QATTrainer(examples=examples, settings=TrainSettings(epochs=3))
     assert set(component.outputs) == {"model", "qat_model", "model_run"}
+    assert TrainSettings.from_json(component.exec_properties["settings"]).epochs == 3

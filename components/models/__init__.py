@@ -12,6 +12,8 @@ from typing import Callable, Dict
 import components  # noqa: F401
 import tf_keras as keras
 
+from components.contracts import BUILTIN_MODELS
+
 BUILDER_FN = "build_model"
 
 
@@ -63,6 +65,8 @@ def mobilenet_v2(
 
 
 BUILTIN: Dict[str, Callable] = {"digits_cnn": digits_cnn, "mobilenet_v2": mobilenet_v2}
+# The settings validate model names against contracts.BUILTIN_MODELS without importing Keras.
+assert tuple(BUILTIN) == BUILTIN_MODELS, "contracts.BUILTIN_MODELS must list the builders above"
 
 
 def get_builder(model_name: str = "", module_file: str = "") -> Callable:

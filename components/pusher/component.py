@@ -9,14 +9,11 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.pusher import executor
-from components.pusher.registry import Registry
+from components.settings import PushSettings
 
 
 class QuantizedModelPusherSpec(ComponentSpec):
-    PARAMETERS = {
-        "push_destination": ExecutionParameter(type=str),
-        "model_name": ExecutionParameter(type=str),
-    }
+    PARAMETERS = {"settings": ExecutionParameter(type=str)}  # PushSettings as JSON
     INPUTS = {
         "quantized_models": ChannelParameter(type=standard_artifacts.Model),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
@@ -26,7 +23,7 @@ class QuantizedModelPusherSpec(ComponentSpec):
 
 
 class QuantizedModelPusher(base_component.BaseComponent):
-    """Pushes only a blessed variant, atomically, to <push_destination>/<model_name>/<version>/."""
+    """Pushes only a blessed variant, atomically, to <destination>/<model_name>/<version>/."""
 
     SPEC_CLASS = QuantizedModelPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
@@ -35,15 +32,11 @@ class QuantizedModelPusher(base_component.BaseComponent):
         self,
         quantized_models: types.BaseChannel,
         blessing: types.BaseChannel,
-        push_destination: str,
-        model_name: str,
+        settings: PushSettings,
         evaluation: Optional[types.BaseChannel] = None,
     ):
-        Registry(push_destination, model_name)  # validates both early
-        super().__init__(
-            spec=QuantizedModelPusherSpec(
-                quantized_models=quantized_models, blessing=blessing, evaluation=evaluation,
-                push_destination=push_destination, model_name=model_name,
-                pushed_model=types.Channel(type=standard_artifacts.PushedModel),
-            )
-        )
+        settings.check_complete()
+        super().__init__(spec=QuantizedModelPusherSpec(
+            quantized_models=quantized_models, blessing=blessing, evaluation=evaluation,
+            settings=settings.to_json(), pushed_model=types.Channel(type=standard_artifacts.PushedModel),
+        ))

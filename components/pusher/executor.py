@@ -2,24 +2,22 @@
 from __future__ import annotations
 
 import logging
-import json
-import os
 from typing import Any, Dict, List
 
 from tfx import types
 from tfx.dsl.components.base import base_executor
 
+from components import contracts
 from components.pusher import push
-from components.tfx_utils import set_properties, single
-from components.tflite_evaluator.evaluate import METRICS_FILE
+from components.settings import PushSettings
+from components.tfx_utils import get_property, set_properties, single
 
 log = logging.getLogger(__name__)
 
 
 class Executor(base_executor.BaseExecutor):
     def CheckBlessing(self, input_dict: Dict[str, List[types.Artifact]]) -> bool:
-        blessing = single(input_dict, "blessing")
-        return blessing.has_custom_property("blessed") and blessing.get_int_custom_property("blessed") == 1
+        return get_property(single(input_dict, "blessing"), contracts.BLESSED) == 1
 
     def _lineage(self, input_dict) -> Dict[str, Any]:
         lineage = {}
@@ -28,9 +26,9 @@ class Executor(base_executor.BaseExecutor):
             if artifact is not None:
                 lineage[f"{key}_id"] = artifact.id
                 lineage[f"{key}_uri"] = artifact.uri
-        blessing = single(input_dict, "blessing")
-        if blessing.has_custom_property("current_model_id"):
-            lineage["float_model_id"] = blessing.get_int_custom_property("current_model_id")
+        float_model_id = get_property(single(input_dict, "blessing"), contracts.CURRENT_MODEL_ID)
+        if float_model_id is not None:
+            lineage["float_model_id"] = float_model_id
         if self._context is not None:
             info = self._context.pipeline_info
             lineage["pipeline_name"] = info.id if info is not None else ""
@@ -44,22 +42,15 @@ class Executor(base_executor.BaseExecutor):
         exec_properties: Dict[str, Any],
     ) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
+        settings = PushSettings.from_json(exec_properties["settings"])
         pushed_model = single(output_dict, "pushed_model")
-        blessing = single(input_dict, "blessing")
         evaluation = single(input_dict, "evaluation", optional=True)
-        metrics = {}
-        if evaluation is not None and os.path.exists(os.path.join(evaluation.uri, METRICS_FILE)):
-            with open(os.path.join(evaluation.uri, METRICS_FILE)) as f:
-                metrics = json.load(f)
-        selected = blessing.get_string_custom_property("selected_variant") if blessing.has_custom_property(
-            "selected_variant") else ""
         result = push.push_selected(
             quantized_dir=single(input_dict, "quantized_models").uri,
             blessed=self.CheckBlessing(input_dict),
-            selected_variant=selected,
-            destination=exec_properties["push_destination"],
-            model_name=exec_properties["model_name"],
-            evaluation_metrics=metrics,
+            selected_variant=get_property(single(input_dict, "blessing"), contracts.SELECTED_VARIANT, ""),
+            settings=settings,
+            evaluation_metrics=contracts.read_metrics(evaluation.uri) if evaluation is not None else {},
             lineage=self._lineage(input_dict),
         )
         if result["pushed"]:
@@ -69,15 +60,16 @@ class Executor(base_executor.BaseExecutor):
 
     def _MarkPushed(self, pushed_model: types.Artifact, result: Dict[str, Any]) -> None:
         set_properties(pushed_model, {
-            "pushed": 1, "pushed_destination": result["version_dir"], "pushed_version": str(result["version"]),
-            "deployed_version_dir": result["deployed_version_dir"], "reason": result["reason"],
+            contracts.PUSHED: 1, contracts.PUSHED_DESTINATION: result["version_dir"],
+            contracts.PUSHED_VERSION: str(result["version"]),
+            contracts.DEPLOYED_VERSION_DIR: result["deployed_version_dir"], contracts.REASON: result["reason"],
         })
         log.info("Pusher: %s", result["reason"])
 
     def _MarkNotPushed(self, pushed_model: types.Artifact, result: Dict[str, Any]) -> None:
         set_properties(pushed_model, {
-            "pushed": 0, "deployed_version_dir": result["deployed_version_dir"], "reason": result["reason"],
-            "pushed_version": str(result.get("version", "")),
+            contracts.PUSHED: 0, contracts.DEPLOYED_VERSION_DIR: result["deployed_version_dir"],
+            contracts.REASON: result["reason"], contracts.PUSHED_VERSION: str(result.get("version", "")),
         })
         if result.get("version"):  # blessed, but LATEST already holds the same bytes
             log.info("Pusher: nothing new to push: %s", result["reason"])

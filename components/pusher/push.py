@@ -3,12 +3,12 @@ publish the selected variant to the registry."""
 from __future__ import annotations
 
 import logging
-import os
 import platform
 from typing import Dict, Optional
 
-from components.post_training_quantizer.quantize import read_manifest
+from components import contracts
 from components.pusher.registry import Registry
+from components.settings import PushSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,35 +29,34 @@ def push_selected(
     quantized_dir: str,
     blessed: bool,
     selected_variant: str,
-    destination: str,
-    model_name: str,
+    settings: PushSettings,
     evaluation_metrics: Optional[Dict] = None,
     lineage: Optional[Dict] = None,
 ) -> Dict:
-    """Returns {'pushed': bool, 'reason', 'version', 'version_dir', 'created', 'deployed_version_dir'}."""
-    registry = Registry(destination, model_name)
+    """Returns {'pushed': bool, 'reason', 'version', 'version_dir', 'deployed_version_dir'}."""
+    settings.check_complete()
+    registry = Registry(settings.destination, settings.model_name)
     latest = registry.latest()
     deployed = str(registry.version_dir(latest)) if latest is not None else ""
     if not blessed:
         return {"pushed": False, "reason": "the evaluation did not bless any variant", "deployed_version_dir": deployed}
-    manifest = read_manifest(quantized_dir)
-    entry = manifest["variants"].get(selected_variant)
-    if not entry or entry.get("status") != "ok":
-        raise ValueError(f"selected variant {selected_variant!r} is not a built variant of {quantized_dir}")
+    manifest = contracts.read_manifest(quantized_dir)
+    model_path = contracts.variant_path(quantized_dir, manifest, selected_variant)
+    entry = manifest["variants"][selected_variant]
     metrics = evaluation_metrics or {}
     push_manifest = {
-        "model_name": model_name,
+        "model_name": settings.model_name,
         "variant": selected_variant,
         "metrics": metrics.get("variants", {}).get(selected_variant, {}),
         "float_model_metrics": metrics.get("float_model", {}),
-        "gate_thresholds": metrics.get("thresholds", {}),
+        "gate_settings": metrics.get("settings", {}),
         "verdict": metrics.get("verdicts", {}).get(selected_variant, {}),
         "model": {k: entry.get(k) for k in ("inputs", "outputs", "converter_settings", "device_class", "op_counts")},
         "model_spec": manifest.get("model_spec", {}),
         "lineage": dict(lineage or {}),
         "library_versions": library_versions(),
     }
-    version, created = registry.push(os.path.join(quantized_dir, entry["file"]), push_manifest)
+    version, created = registry.push(model_path, push_manifest)
     version_dir = str(registry.version_dir(version))
     if created:
         log.info("Pushed %s as version %d: %s", selected_variant, version, version_dir)
@@ -66,4 +65,4 @@ def push_selected(
         log.info("Version %d already holds these bytes: nothing new pushed", version)
         reason = f"version {version} already holds the same model (sha256): nothing new pushed"
     return {"pushed": created, "reason": reason, "version": version, "version_dir": version_dir,
-            "created": created, "deployed_version_dir": version_dir}
+            "deployed_version_dir": version_dir}

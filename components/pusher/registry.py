@@ -6,9 +6,9 @@
     <base>/<model_name>/LATEST          the current version number, one line
     <base>/<model_name>/.lock           serializes writers (fcntl.flock)
 
-A version is staged in a hidden folder (.staging-*), written with fsync, and renamed into
-place only when complete; LATEST is replaced with os.replace. A crash at any moment leaves
-either no new version or a complete one, and LATEST naming a complete version. Writers
+A version is staged in a hidden sibling folder, written with fsync, and renamed into place
+only when complete; LATEST is replaced atomically (components/fsutil.py). A crash at any
+moment leaves either no new version or a complete one, and LATEST naming a complete version. Writers
 hold an exclusive lock from choosing the version number to updating LATEST, so concurrent
 pushers never share or lose a version. Readers need no lock. Local (POSIX) filesystems.
 """
@@ -17,42 +17,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-MODEL_FILE = "model.tflite"
-MANIFEST_FILE = "manifest.json"
-LATEST_FILE = "LATEST"
+from components import fsutil
+from components.contracts import LATEST_FILE, MANIFEST_FILE, MODEL_FILE
+from components.settings import PushSettings
+
 LOCK_FILE = ".lock"
-STAGING_PREFIX = ".staging-"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, content: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class Registry:
@@ -63,8 +37,7 @@ class Registry:
                 f"push destination {base!r} is not a local path: atomic versioning needs POSIX rename "
                 "and file locks; push to a local or mounted filesystem (e.g. a gcsfuse mount)"
             )
-        if not model_name or "/" in model_name or model_name.startswith("."):
-            raise ValueError(f"model_name {model_name!r} must be a plain folder name")
+        PushSettings.build(destination=base, model_name=model_name)  # the name's rules live there
         self.root = Path(base) / model_name
 
     # ---- reading -------------------------------------------------------------------
@@ -104,7 +77,7 @@ class Registry:
         if not model.exists():
             return [f"{MODEL_FILE} is missing"]
         problems = []
-        size, sha = model.stat().st_size, file_sha256(model)
+        size, sha = model.stat().st_size, fsutil.sha256_file(model)
         if size != manifest.get("size_bytes"):
             problems.append(f"size {size} != manifest size_bytes {manifest.get('size_bytes')}")
         if sha != manifest.get("sha256"):
@@ -142,22 +115,13 @@ class Registry:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _set_latest(self, version: int) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{LATEST_FILE}.", dir=self.root)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{version}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.root / LATEST_FILE)
-            _fsync_dir(self.root)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        fsutil.write_bytes_atomic(self.root / LATEST_FILE, f"{version}\n".encode())
 
     def _remove_stale_staging(self) -> None:
-        # Under the lock no other writer is staging: anything left is from a crash.
+        # Under the lock no other writer is staging: a hidden entry is left from a crash
+        # (a version's staging folder, LATEST's temporary file); the lock file stays.
         for p in self.root.iterdir():
-            if p.name.startswith(STAGING_PREFIX) or p.name.startswith(f".{LATEST_FILE}."):
+            if p.name.startswith(".") and p.name != LOCK_FILE:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def push(self, model_path: str | Path, manifest: Dict) -> Tuple[int, bool]:
@@ -166,28 +130,21 @@ class Registry:
         Returns (version, created). `manifest` is extended with version, sha256, size and
         creation time.
         """
-        content = Path(model_path).read_bytes()
-        sha = hashlib.sha256(content).hexdigest()
+        content = fsutil.read_bytes(model_path)
+        sha = fsutil.sha256_bytes(content)
         with self._locked():
             self._remove_stale_staging()
             latest = self.latest()
             if latest is not None and not self.verify(latest) and self.manifest(latest).get("sha256") == sha:
                 return latest, False
             version = max(self.versions(), default=0) + 1
-            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
-            try:
-                _write_file(staging / MODEL_FILE, content)
-                full = dict(
-                    manifest, version=version, sha256=sha, size_bytes=len(content), model_file=MODEL_FILE,
-                    created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                )
-                _write_file(staging / MANIFEST_FILE, json.dumps(full, indent=2, sort_keys=True).encode())
-                _fsync_dir(staging)
-                os.rename(staging, self.version_dir(version))
-                _fsync_dir(self.root)
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging, ignore_errors=True)
+            full = dict(
+                manifest, version=version, sha256=sha, size_bytes=len(content), model_file=MODEL_FILE,
+                created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            )
+            with fsutil.staged_dir(self.version_dir(version), commit_last=[MANIFEST_FILE]) as staging:
+                (staging / MODEL_FILE).write_bytes(content)
+                (staging / MANIFEST_FILE).write_bytes(fsutil.to_json(full))
             self._set_latest(version)
             return version, True
 

@@ -5,7 +5,6 @@ describe and convert models through this module.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from pathlib import Path
@@ -14,17 +13,14 @@ from typing import Callable, Dict, Iterable, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from components.quantization.runner import TFLiteRunner
+# The variant names are a cross-stage contract; the library re-exports them as its vocabulary.
+from components.contracts import (  # noqa: F401
+    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INTEGER_ONLY, QAT_INT8, SELECTIVE_INTEGER, VARIANTS,
+)
+from components.quantization.interpreter import TFLiteRunner
 
 log = logging.getLogger(__name__)
 
-# Public names: keep them stable.
-FLOAT32, DYNAMIC_RANGE, FLOAT16 = "float32", "dynamic_range", "float16"
-FULL_INTEGER, INTEGER_ONLY, QAT_INT8 = "full_integer", "integer_only", "qat_int8"
-VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8)
-# Built by the accuracy-aware search in selective.py (needs validation data).
-SELECTIVE_INTEGER = "selective_integer"
-ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,)
 NEEDS_CALIBRATION = frozenset({FULL_INTEGER, INTEGER_ONLY})
 NEEDS_QAT_MODEL = frozenset({QAT_INT8})
 INTEGER_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
@@ -43,23 +39,10 @@ INTEGER_ONLY_VARIANTS = frozenset({INTEGER_ONLY, QAT_INT8})
 RepresentativeDataset = Callable[[], Iterable[List[np.ndarray]]]
 
 
-def check_variant_names(names: Iterable[str]) -> List[str]:
-    names = list(names)
-    unknown = [n for n in names if n not in ALL_VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}: valid variants are {list(ALL_VARIANTS)}")
-    return names
-
-
-def check_io_type(io_type: str) -> str:
-    if io_type not in INTEGER_IO_TYPES:
-        raise ValueError(f"integer I/O type {io_type!r} is not supported: use one of {sorted(INTEGER_IO_TYPES)}")
-    return io_type
-
-
 def converter_settings(variant: str, io_type: str = "int8") -> Dict[str, object]:
     """The converter options of a variant, in a form fit for the manifest."""
-    check_variant_names([variant])
+    if variant not in ALL_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: valid variants are {list(ALL_VARIANTS)}")
     s: Dict[str, object] = {"optimizations": [], "supported_ops": ["TFLITE_BUILTINS"],
                             "supported_types": [], "representative_dataset": False,
                             "inference_input_type": "float32", "inference_output_type": "float32"}
@@ -84,7 +67,7 @@ def convert(
     io_type: str = "int8",
 ) -> bytes:
     """Converts a SavedModel into the given variant and returns the flatbuffer bytes."""
-    settings = converter_settings(variant, check_io_type(io_type))
+    settings = converter_settings(variant, io_type)
     if variant in NEEDS_CALIBRATION and representative_dataset is None:
         raise ValueError(f"{variant} needs calibration data: pass a representative dataset")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -148,6 +131,3 @@ def validate(variant: str, model_content: bytes, example: np.ndarray) -> Dict[st
         raise ValueError(f"{variant} is meant to be integer-only but holds float ops: {info['float_ops']}")
     return info
 
-
-def sha256(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()

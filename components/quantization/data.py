@@ -1,7 +1,6 @@
 """tf.Example TFRecords -> model inputs. One home for parsing, shared by every stage."""
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
@@ -9,15 +8,18 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from components import fsutil
 from components.quantization.model_spec import ModelSpec
 
 
 def split_files(split_dir: str | Path) -> List[str]:
-    """The record files of one split folder (TFX writes gzipped TFRecords there)."""
+    """The record files of one split folder (TFX writes gzipped TFRecords there); local
+    paths and object-store URIs alike."""
     split_dir = str(split_dir)
-    if not os.path.isdir(split_dir):
+    if not fsutil.isdir(split_dir):
         raise ValueError(f"split folder {split_dir} does not exist")
-    files = sorted(f for f in glob.glob(os.path.join(split_dir, "*")) if os.path.isfile(f))
+    files = [fsutil.join(split_dir, name) for name in fsutil.listdir(split_dir)]
+    files = [f for f in files if not fsutil.isdir(f)]
     if not files:
         raise ValueError(f"split folder {split_dir} holds no record files")
     return files
@@ -109,10 +111,6 @@ def make_dataset(
         ds = ds.repeat()
     ds = ds.batch(batch_size).map(lambda s: parse_batch(s, spec))
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def count_records(files: List[str]) -> int:
-    return sum(1 for _ in iter_serialized(files))
 
 
 def representative_dataset(files: List[str], spec: ModelSpec, max_samples: Optional[int] = None):

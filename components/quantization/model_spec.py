@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List
 
-SPEC_FILENAME = "model_spec.json"
+from components import fsutil
+from components.contracts import MODEL_SPEC_FILE
+
 DTYPES = ("int64", "float32")
 
 
@@ -74,26 +75,17 @@ class ModelSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def write(self, model_dir: str | Path) -> Path:
-        path = Path(model_dir) / SPEC_FILENAME
-        path.write_text(self.to_json())
+    def write(self, model_dir: str) -> str:
+        path = fsutil.join(model_dir, MODEL_SPEC_FILE)
+        fsutil.write_bytes_atomic(path, self.to_json().encode("utf-8"))
         return path
 
     @classmethod
-    def read(cls, model_dir: str | Path) -> "ModelSpec":
-        path = Path(model_dir) / SPEC_FILENAME
-        if not path.exists():
+    def read(cls, model_dir: str) -> "ModelSpec":
+        path = fsutil.join(model_dir, MODEL_SPEC_FILE)
+        if not fsutil.exists(path):
             raise ValueError(
                 f"{path} is missing: the model was not produced by this project's Trainer. "
-                f"Write a {SPEC_FILENAME} (see components/trainer/README.md) next to the SavedModel."
+                f"Write a {MODEL_SPEC_FILE} (see components/trainer/README.md) next to the SavedModel."
             )
-        return cls.from_json(path.read_text())
-
-
-def find_spec_dir(model_dir: str | Path, candidates: Optional[Sequence[str]] = None) -> Path:
-    """The folder holding model_spec.json: the model dir itself or its serving subfolder."""
-    model_dir = Path(model_dir)
-    for sub in candidates or ("", "Format-Serving"):
-        if (model_dir / sub / SPEC_FILENAME).exists():
-            return model_dir / sub
-    return model_dir
+        return cls.from_json(fsutil.read_text(path))

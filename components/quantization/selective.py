@@ -11,7 +11,6 @@ sample must not be the gate's eval split: the caller passes it in.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import logging
 import math
@@ -24,20 +23,10 @@ import tensorflow as tf
 from tensorflow.lite.python import convert as _tflite_convert
 
 from components.quantization import convert
-from components.quantization.runner import TFLiteRunner, accuracy
+from components.quantization.interpreter import TFLiteRunner, accuracy
+from components.settings import QuantizeSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class SearchBudget:
-    max_drop: float = 0.01  # absolute accuracy drop against the float model allowed
-    max_float_layers: int = 8
-    max_steps: int = 8  # conversions (each one calibrates and runs the validation sample)
-
-    def validate(self) -> None:
-        if self.max_float_layers < 1 or self.max_steps < 1:
-            raise ValueError("max_float_layers and max_steps must be at least 1")
 
 
 def _converter(saved_model_dir: str, calibration, io_type: Optional[str]):
@@ -97,15 +86,20 @@ def search(
     x_val: np.ndarray,
     y_val: np.ndarray,
     float_accuracy: float,
-    budget: SearchBudget = SearchBudget(),
+    settings: QuantizeSettings,
     io_type: Optional[str] = None,
 ) -> Tuple[Optional[bytes], Dict[str, object]]:
     """(model bytes or None, record). The record lists layer errors, every step, and the
-    float layers of the result; None when no model passed within the budget."""
-    budget.validate()
+    float layers of the result; None when no model passed within the budget.
+
+    Budget (from settings): accept an accuracy drop of at most effective_search_max_drop
+    against the float model; keep at most max_float_layers float; spend at most
+    max_search_steps conversions (each calibrated model is quantized and run once).
+    """
+    max_drop, max_steps = settings.effective_search_max_drop, settings.max_search_steps
     ranked = layer_errors(saved_model_dir, calibration)
     calibrated = calibrate(saved_model_dir, calibration)
-    limit = min(budget.max_float_layers, len(ranked))
+    limit = min(settings.max_float_layers, len(ranked))
     steps: List[Dict[str, object]] = []
     models: Dict[int, bytes] = {}
 
@@ -114,7 +108,7 @@ def search(
         content = quantize_calibrated(calibrated, denylist, io_type)
         acc = accuracy(TFLiteRunner(content).predict(x_val), y_val)
         drop = float_accuracy - acc
-        passed = drop <= budget.max_drop + 1e-9
+        passed = drop <= max_drop + 1e-9
         steps.append({"num_float_layers": k, "float_layers": denylist, "validation_accuracy": acc,
                       "accuracy_drop": drop, "passed": passed})
         log.info("selective search: %d float layer(s): validation accuracy %.4f (drop %.4f) %s",
@@ -124,14 +118,14 @@ def search(
 
     best: Optional[int] = 0 if try_k(0) else None
     low, k = 0, 1
-    while best is None and len(steps) < budget.max_steps and k <= limit:
+    while best is None and len(steps) < max_steps and k <= limit:
         if try_k(k):
             best = k
         else:
             low = k
         k = min(2 * k, limit) if k < limit else limit + 1
     # Bisect between the last failing and the first passing k for the fewest float layers.
-    while best is not None and best - low > 1 and len(steps) < budget.max_steps:
+    while best is not None and best - low > 1 and len(steps) < max_steps:
         mid = (low + best) // 2
         if try_k(mid):
             best = mid
@@ -142,7 +136,7 @@ def search(
         "layer_errors": ranked,
         "steps": steps,
         "float_accuracy_on_validation": float_accuracy,
-        "budget": dataclasses.asdict(budget),
+        "budget": {"max_drop": max_drop, "max_float_layers": settings.max_float_layers, "max_steps": max_steps},
         "num_validation_examples": int(len(y_val)),
     }
     if best is None:

@@ -8,8 +8,10 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
+from components import contracts
 from components.representative_dataset_gen import sampling
-from components.tfx_utils import set_properties, single
+from components.settings import CalibrationSettings
+from components.tfx_utils import set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -22,31 +24,25 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         exec_properties: Dict[str, Any],
     ) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
+        settings = CalibrationSettings.from_json(exec_properties["settings"])
+        settings.check_complete()
         examples = single(input_dict, "examples")
         output = single(output_dict, "representative_dataset")
-        split = exec_properties.get("split") or "train"
-        strategy = exec_properties.get("strategy") or sampling.UNIFORM
-        label_key = exec_properties.get("label_key") or None
-        num_samples, seed = int(exec_properties["num_samples"]), int(exec_properties.get("seed") or 0)
-        sampling.check_params(num_samples, strategy, label_key)
-
-        splits = artifact_utils.decode_split_names(examples.split_names)
-        if split not in splits:
-            raise ValueError(f"split {split!r} is not in the examples (they have {splits}): set `split` to one of them")
-        pattern = sampling.precheck_split(artifact_utils.get_split_uri([examples], split), label_key, strategy)
-        log.info("Sampling %d examples from split %r (%s, seed %d)", num_samples, split, strategy, seed)
+        pattern = sampling.precheck_split(split_uri(examples, settings.source_split), settings)
+        log.info("Sampling %d examples from split %r (%s, seed %s)", settings.num_samples, settings.source_split,
+                 settings.strategy, settings.seed)
         with self._make_beam_pipeline() as pipeline:
-            sampling.build_sampling(pipeline, pattern, output.uri, num_samples, strategy, label_key, seed)
+            sampling.build_sampling(pipeline, pattern, output.uri, settings)
         stats = sampling.read_stats(output.uri)
 
-        output.split_names = artifact_utils.encode_split_names([sampling.CALIBRATION_SPLIT])
+        output.split_names = artifact_utils.encode_split_names([contracts.CALIBRATION_SPLIT])
         output.span = examples.span
         set_properties(output, {
             "num_samples": stats["num_samples_taken"],
-            "num_samples_requested": num_samples,
-            "strategy": strategy,
-            "seed": seed,
-            "source_split": split,
+            "num_samples_requested": settings.num_samples,
+            "strategy": settings.strategy,
+            "seed": settings.seed or 0,
+            "source_split": settings.source_split,
             "num_dropped_non_finite": stats["num_dropped_non_finite"],
             "per_class_counts": stats["per_class_samples"] or None,
         })

@@ -9,11 +9,8 @@ key into one gzipped TFRecord file, so the same input and seed give the same byt
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -21,27 +18,17 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import components  # noqa: F401
+from components import contracts, fsutil
 from components.quantization import data
+from components.settings import CalibrationSettings
 
 log = logging.getLogger(__name__)
 UNIFORM, STRATIFIED = "uniform", "stratified"
-STRATEGIES = (UNIFORM, STRATIFIED)
-CALIBRATION_SPLIT = "calibration"
-OUTPUT_FILE = "data_tfrecord-00000-of-00001.gz"
-STATS_FILE = "sampling_stats.json"
-
-
-def check_params(num_samples: int, strategy: str, label_key: Optional[str]) -> None:
-    if num_samples < 1:
-        raise ValueError(f"num_samples={num_samples} must be at least 1")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is not one of {list(STRATEGIES)}")
-    if strategy == STRATIFIED and not label_key:
-        raise ValueError("strategy='stratified' needs label_key: the feature holding the class label")
 
 
 def sample_key(seed: int, record: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(seed.to_bytes(8, "big", signed=True) + record).digest()[:8], "big")
+    """The first 8 bytes of sha256(seed || record), as an integer."""
+    return int(fsutil.sha256_bytes(seed.to_bytes(8, "big", signed=True) + record)[:16], 16)
 
 
 def stratified_quotas(class_counts: Dict[int, int], num_samples: int) -> Dict[int, int]:
@@ -94,9 +81,9 @@ class _Inspect(beam.DoFn):
 
 def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped: int, params: dict) -> None:
     chosen = sorted(chosen)
-    split_dir = os.path.join(out_dir, f"Split-{CALIBRATION_SPLIT}")
+    split_dir = fsutil.join(out_dir, f"Split-{contracts.CALIBRATION_SPLIT}")
     tf.io.gfile.makedirs(split_dir)
-    final = os.path.join(split_dir, OUTPUT_FILE)
+    final = fsutil.join(split_dir, contracts.CALIBRATION_FILE)
     tmp = final + ".tmp"
     with tf.io.TFRecordWriter(tmp, options="GZIP") as writer:
         for _, record in chosen:
@@ -115,21 +102,14 @@ def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped:
         class_counts_in_split={str(k): int(v) for k, v in sorted(class_counts.items())} if params["label_key"] else {},
         per_class_samples={str(k): v for k, v in sorted(per_class.items())},
     )
-    with tf.io.gfile.GFile(os.path.join(out_dir, STATS_FILE), "w") as f:
-        f.write(json.dumps(stats, indent=2, sort_keys=True))
+    fsutil.write_json_atomic(fsutil.join(out_dir, contracts.SAMPLING_STATS_FILE), stats)
 
 
-def build_sampling(
-    pipeline: beam.Pipeline,
-    files_pattern: str,
-    out_dir: str,
-    num_samples: int,
-    strategy: str = UNIFORM,
-    label_key: Optional[str] = None,
-    seed: int = 0,
-) -> None:
+def build_sampling(pipeline: beam.Pipeline, files_pattern: str, out_dir: str, settings: CalibrationSettings) -> None:
     """Adds the sampling transforms to `pipeline`; the result appears in out_dir on run."""
-    check_params(num_samples, strategy, label_key)
+    settings.check_complete()
+    num_samples, strategy, seed = settings.num_samples, settings.strategy, settings.seed or 0
+    label_key = settings.label_key if strategy == STRATIFIED else None
     params = dict(num_samples_requested=num_samples, strategy=strategy, seed=seed, label_key=label_key or "")
     inspected = (
         pipeline
@@ -163,26 +143,25 @@ def build_sampling(
     )
 
 
-def precheck_split(split_dir: str, label_key: Optional[str], strategy: str) -> str:
+def precheck_split(split_dir: str, settings: CalibrationSettings) -> str:
     """Fails early, with the fix, on a missing or empty split or a missing label key."""
     files = data.split_files(split_dir)
     first = next(data.iter_serialized(files), None)
     if first is None:
         raise ValueError(f"the split in {split_dir} is empty: there is nothing to sample")
-    if strategy == STRATIFIED:
+    if settings.strategy == STRATIFIED:
         feats = tf.train.Example.FromString(first).features.feature
-        if label_key not in feats:
+        if settings.label_key not in feats:
             raise ValueError(
-                f"label_key {label_key!r} is not a feature of the examples ({sorted(feats)[:8]} ...): "
+                f"label_key {settings.label_key!r} is not a feature of the examples ({sorted(feats)[:8]} ...): "
                 "name the label feature, or use strategy='uniform'"
             )
-    return os.path.join(split_dir, "*")
+    return fsutil.join(split_dir, "*")
 
 
 def read_stats(out_dir: str) -> dict:
     """The sampling statistics; fails if every example was dropped; warns on a short split."""
-    with open(os.path.join(out_dir, STATS_FILE)) as f:
-        stats = json.load(f)
+    stats = fsutil.read_json(fsutil.join(out_dir, contracts.SAMPLING_STATS_FILE))
     if stats["num_samples_taken"] == 0:
         raise ValueError(
             f"no example is left to sample: {stats['num_dropped_non_finite']} example(s) were dropped "
@@ -201,15 +180,12 @@ def read_stats(out_dir: str) -> dict:
 def run_sampling(
     split_dir: str,
     out_dir: str,
-    num_samples: int = 200,
-    strategy: str = UNIFORM,
-    label_key: Optional[str] = None,
-    seed: int = 0,
+    settings: CalibrationSettings,
     beam_pipeline_args: Optional[Sequence[str]] = None,
 ) -> dict:
     """Samples `split_dir` into `out_dir` on a Beam pipeline of its own; returns the stats."""
-    check_params(num_samples, strategy, label_key)
-    pattern = precheck_split(split_dir, label_key, strategy)
+    settings.check_complete()
+    pattern = precheck_split(split_dir, settings)
     with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args or []))) as p:
-        build_sampling(p, pattern, out_dir, num_samples, strategy, label_key, seed)
+        build_sampling(p, pattern, out_dir, settings)
     return read_stats(out_dir)

@@ -4,42 +4,25 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import math
 import os
-from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from components.fsutil import staged_dir, write_json_atomic
-from components.post_training_quantizer.quantize import OK, read_manifest
+from components import contracts, fsutil
 from components.quantization import data
+from components.quantization.interpreter import TFLiteRunner
 from components.quantization.model_spec import ModelSpec
-from components.quantization.runner import TFLiteRunner
-from components.tflite_evaluator import evaluation, gate, report
+from components.quantization.stats import is_finite
+from components.settings import GateSettings
+from components.tflite_evaluator import beam_pass, gate, report
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
-
-
-@dataclasses.dataclass
-class EvalParams:
-    gate: gate.GateConfig = dataclasses.field(default_factory=gate.GateConfig)
-    top_k: int = 5
-    latency_runs: int = 50
-    latency_warmup: int = 5
-    num_threads: int = 1
-    batch_size: int = 256
-
-    def validate(self) -> None:
-        for name in ("top_k", "latency_runs", "num_threads", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
 
 def _first_input(files, spec: ModelSpec, split_dir: str) -> np.ndarray:
@@ -51,7 +34,7 @@ def _first_input(files, spec: ModelSpec, split_dir: str) -> np.ndarray:
     return x[0]
 
 
-def _prepare(name: str, path: str, spec: ModelSpec, example: np.ndarray, params: EvalParams) -> dict:
+def _prepare(name: str, path: str, spec: ModelSpec, example: np.ndarray, params: GateSettings) -> dict:
     """Loads one TFLite model, checks its input against the examples, times it."""
     runner = TFLiteRunner(path, num_threads=params.num_threads)
     if runner.input_shape != spec.input_shape:
@@ -59,7 +42,7 @@ def _prepare(name: str, path: str, spec: ModelSpec, example: np.ndarray, params:
     timing = runner.time_single_example(example, runs=params.latency_runs, warmup=params.latency_warmup)
     log.info("%s: single-example latency median %.4f ms (p90 %.4f, %d threads)", name,
              timing["latency_ms_median"], timing["latency_ms_p90"], params.num_threads)
-    return dict(timing, size_bytes=os.path.getsize(path))
+    return dict(timing, size_bytes=fsutil.size(path))
 
 
 def evaluate_models(
@@ -67,14 +50,12 @@ def evaluate_models(
     float_model_dir: str,
     quantized_dir: str,
     out_dir: str,
-    params: EvalParams,
+    params: GateSettings,
     pipeline_factory: Callable[[], beam.Pipeline] = beam.Pipeline,
     baseline_tflite: Optional[str] = None,
     baseline_info: Optional[dict] = None,
 ) -> dict:
-    params.validate()
-    manifest = read_manifest(quantized_dir)
-    params.gate.validate(list(manifest["variants"]))
+    manifest = contracts.read_manifest(quantized_dir)
     spec = ModelSpec.read(float_model_dir)
     files = data.split_files(eval_split_dir)
     example = _first_input(files, spec, eval_split_dir)
@@ -82,10 +63,10 @@ def evaluate_models(
     figures: Dict[str, dict] = {}
     tflite: Dict[str, str] = {}
     for name, entry in manifest["variants"].items():
-        if entry["status"] != OK:
+        if entry["status"] != contracts.OK:
             figures[name] = {"error": f"not built: {entry['reason']}"}
             continue
-        path = os.path.join(quantized_dir, entry["file"])
+        path = contracts.variant_path(quantized_dir, manifest, name)
         figures[name] = _prepare(name, path, spec, example, params)
         if "error" not in figures[name]:
             tflite[name] = path
@@ -94,44 +75,44 @@ def evaluate_models(
         raise ValueError(f"no variant can be evaluated: {reasons}")
     baseline_fig = None
     if baseline_tflite:
-        baseline_fig = _prepare(evaluation.BASELINE, baseline_tflite, spec, example, params)
+        baseline_fig = _prepare(beam_pass.BASELINE, baseline_tflite, spec, example, params)
         if "error" in baseline_fig:
             log.warning("Deployed baseline cannot be evaluated on these examples: %s", baseline_fig["error"])
         else:
-            tflite[evaluation.BASELINE] = baseline_tflite
+            tflite[beam_pass.BASELINE] = baseline_tflite
 
-    with staged_dir(out_dir) as staging:
+    with fsutil.staged_dir(out_dir, commit_last=[contracts.METRICS_FILE]) as staging:
         log.info("Evaluating %d TFLite model(s) and the float model over %s", len(tflite), eval_split_dir)
-        counts = evaluation.run_evaluation(
-            pipeline_factory, eval_pattern=os.path.join(eval_split_dir, "*"), tflite_models=tflite,
+        counts = beam_pass.run_evaluation(
+            pipeline_factory, eval_pattern=fsutil.join(eval_split_dir, "*"), tflite_models=tflite,
             float_model_dir=float_model_dir, spec_json=spec.to_json(),
             output_path=str(staging / "counts.json"), num_threads=params.num_threads, top_k=params.top_k,
-            batch_size=params.batch_size,
+            batch_size=params.eval_batch_size,
         )
-        labels = counts.get(evaluation.LABELS, {"n": 0, "invalid": 0})
+        labels = counts.get(beam_pass.LABELS, {"n": 0, "invalid": 0})
         if labels["invalid"]:
             raise ValueError(
                 f"{labels['invalid']} of {labels['n']} eval examples have a label outside 0..{spec.num_classes - 1}: "
                 f"fix the data or num_classes; nothing is blessed on bad labels"
             )
-        metrics = evaluation.metrics_from_counts(counts, params.top_k)
-        float_metrics = metrics.pop(evaluation.FLOAT_MODEL)
+        metrics = beam_pass.metrics_from_counts(counts, params.top_k)
+        float_metrics = metrics.pop(beam_pass.FLOAT_MODEL)
         for name, m in metrics.items():
-            target = baseline_fig if name == evaluation.BASELINE else figures[name]
+            target = baseline_fig if name == beam_pass.BASELINE else figures[name]
             target.update(m)
             if m["non_finite_outputs"]:
                 target["error"] = f"non-finite outputs on {m['non_finite_outputs']} example(s)"
-        metric = params.gate.metric
+        metric = params.metric
         float_value = float_metrics[metric]
         for fig in figures.values():
-            if _is_number(fig.get(metric)) and _is_number(float_value):
+            if is_finite(fig.get(metric)) and is_finite(float_value):
                 fig["accuracy_drop"] = float_value - fig[metric]
                 fig["relative_drop"] = (float_value - fig[metric]) / float_value if float_value else math.nan
         baseline_value = None
         if baseline_fig and "error" not in baseline_fig:
             baseline_value = baseline_fig[metric]
-        verdicts = gate.judge(figures, float_value, params.gate, baseline_value)
-        selected = gate.select(figures, verdicts, params.gate)
+        verdicts = gate.judge(figures, float_value, params, baseline_value)
+        selected = gate.select(figures, verdicts, params)
         result = {
             "blessed": selected is not None,
             "selected_variant": selected,
@@ -140,8 +121,7 @@ def evaluate_models(
             "variants": figures,
             "verdicts": verdicts,
             "baseline": dict(baseline_fig or {}, **(baseline_info or {})) if baseline_tflite else None,
-            "thresholds": dataclasses.asdict(params.gate),
-            "evaluation": {k: v for k, v in dataclasses.asdict(params).items() if k != "gate"},
+            "settings": params.model_dump(),
             "host": {"note": "latency is measured on this host's CPU with XNNPACK, not on a device",
                      "tensorflow_version": tf.__version__, "cpu_count": os.cpu_count()},
             "num_eval_examples": labels["n"],
@@ -152,15 +132,11 @@ def evaluate_models(
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
         os.unlink(staging / "counts.json")
-        write_json_atomic(staging / METRICS_FILE, _jsonable(result))
+        (staging / contracts.METRICS_FILE).write_bytes(fsutil.to_json(_jsonable(result)))
         report.write_report(str(staging), result)
     log.info("Gate: %s", {n: v["passed"] for n, v in verdicts.items()})
     log.info("Selected variant: %s", selected)
     return result
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _jsonable(obj):
@@ -176,8 +152,3 @@ def _jsonable(obj):
         return _jsonable(float(obj))
     return obj
 
-
-def read_metrics(evaluation_dir: str) -> dict:
-    import json
-
-    return json.loads(Path(evaluation_dir, METRICS_FILE).read_text())

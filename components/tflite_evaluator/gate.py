@@ -14,50 +14,17 @@ TOLERANCE (1e-9) for floating-point rounding, so a drop exactly at the bound pas
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional
 
-SMALLEST, FASTEST = "smallest", "fastest"
-METRICS = ("accuracy", "top_k_accuracy")
+from components.contracts import FLOAT32
+from components.quantization.stats import is_finite
+from components.settings import FASTEST, SMALLEST, GateSettings  # noqa: F401  (SMALLEST, FASTEST: policy names)
+
 TOLERANCE = 1e-9
 
 
-@dataclasses.dataclass
-class GateConfig:
-    max_accuracy_drop: Optional[float] = 0.01
-    max_relative_drop: Optional[float] = None
-    max_model_bytes: Optional[int] = None
-    max_latency_ms: Optional[float] = None
-    min_accuracy: Optional[float] = None
-    allow_float32: bool = False
-    # 'smallest', 'fastest', or an ordered list of variant names.
-    selection: Union[str, List[str]] = SMALLEST
-    metric: str = "accuracy"
-
-    def validate(self, known_variants: Sequence[str] = ()) -> None:
-        if self.max_accuracy_drop is None and self.max_relative_drop is None:
-            raise ValueError("set max_accuracy_drop and/or max_relative_drop: the gate needs an accuracy bound")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric={self.metric!r} is not one of {list(METRICS)}")
-        if isinstance(self.selection, str):
-            if self.selection not in (SMALLEST, FASTEST):
-                raise ValueError(
-                    f"selection={self.selection!r}: use 'smallest', 'fastest' or a list of variant names"
-                )
-        else:
-            if not self.selection:
-                raise ValueError("selection is an empty list: name the variants in order of preference")
-            unknown = [n for n in self.selection if known_variants and n not in known_variants]
-            if unknown:
-                raise ValueError(f"selection names unknown variant(s) {unknown}: valid are {list(known_variants)}")
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def _drop_reasons(what: str, reference: float, value: float, cfg: GateConfig) -> List[str]:
+def _drop_reasons(what: str, reference: float, value: float, cfg: GateSettings) -> List[str]:
     reasons = []
     drop = reference - value
     if cfg.max_accuracy_drop is not None and not drop <= cfg.max_accuracy_drop + TOLERANCE:
@@ -74,7 +41,7 @@ def _drop_reasons(what: str, reference: float, value: float, cfg: GateConfig) ->
 def judge(
     variants: Dict[str, dict],
     float_metric: Optional[float],
-    cfg: GateConfig,
+    cfg: GateSettings,
     baseline_metric: Optional[float] = None,
 ) -> Dict[str, dict]:
     """For each variant {name: figures}, {name: {'passed': bool, 'reasons': [...]}}.
@@ -88,35 +55,35 @@ def judge(
         value = fig.get(cfg.metric)
         if fig.get("error"):
             reasons.append(fig["error"])
-        elif not _finite(value):
+        elif not is_finite(value):
             reasons.append(f"{cfg.metric} is missing or not finite ({value})")
-        elif not _finite(float_metric):
+        elif not is_finite(float_metric):
             reasons.append(f"the float model's {cfg.metric} is missing or not finite ({float_metric})")
         else:
             reasons += _drop_reasons("float model", float_metric, value, cfg)
             if cfg.min_accuracy is not None and not value >= cfg.min_accuracy - TOLERANCE:
                 reasons.append(f"{cfg.metric} {value:.4f} < min_accuracy {cfg.min_accuracy:.4f}")
             if baseline_metric is not None:
-                if not _finite(baseline_metric):
+                if not is_finite(baseline_metric):
                     reasons.append(f"the baseline's {cfg.metric} is not finite ({baseline_metric})")
                 else:
                     reasons += _drop_reasons("deployed baseline", baseline_metric, value, cfg)
             if cfg.max_model_bytes is not None:
                 size = fig.get("size_bytes")
-                if not _finite(size) or not size <= cfg.max_model_bytes:
+                if not is_finite(size) or not size <= cfg.max_model_bytes:
                     reasons.append(f"size {size} bytes > max_model_bytes {cfg.max_model_bytes}")
             if cfg.max_latency_ms is not None:
                 latency = fig.get("latency_ms_median")
-                if not _finite(latency) or not latency <= cfg.max_latency_ms:
-                    shown = f"{latency:.4g}" if _finite(latency) else str(latency)
+                if not is_finite(latency) or not latency <= cfg.max_latency_ms:
+                    shown = f"{latency:.4g}" if is_finite(latency) else str(latency)
                     reasons.append(f"latency {shown} ms > max_latency_ms {cfg.max_latency_ms:g}")
-        if name == "float32" and not cfg.allow_float32:
+        if name == FLOAT32 and not cfg.allow_float32:
             reasons.append("float32 is the unquantized baseline; set allow_float32 to make it eligible")
         verdicts[name] = {"passed": not reasons, "reasons": reasons or ["all bounds hold"]}
     return verdicts
 
 
-def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateConfig) -> Optional[str]:
+def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettings) -> Optional[str]:
     """The passing variant chosen by cfg.selection, or None when none passes."""
     passing = [n for n, v in verdicts.items() if v["passed"]]
     if not passing:

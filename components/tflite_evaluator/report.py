@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PLOTS = ("accuracy_vs_size.png", "latency.png", "accuracy_drop.png")
+from components.contracts import REPORT_FILE  # noqa: E402
 
 
 def _evaluated(result) -> Dict[str, dict]:
@@ -62,7 +62,7 @@ def plots(result, out_dir: str) -> Dict[str, str]:
     ax.bar(names, med, color=[_colour(result, n) for n in names], label="median")
     ax.scatter(names, p90, color="black", marker="_", s=300, label="p90")
     ax.set_ylabel("ms per example (host CPU, XNNPACK)")
-    ax.set_title(f"single-example latency, {result['evaluation']['num_threads']} thread(s)")
+    ax.set_title(f"single-example latency, {result['settings']['num_threads']} thread(s)")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8)
     out["latency.png"] = _save(fig, out_dir, "latency.png")
@@ -70,7 +70,7 @@ def plots(result, out_dir: str) -> Dict[str, str]:
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     drops = [100 * ev[n].get("accuracy_drop", 0.0) for n in names]
     ax.bar(names, drops, color=[_colour(result, n) for n in names])
-    limit = result["thresholds"].get("max_accuracy_drop")
+    limit = result["settings"].get("max_accuracy_drop")
     if limit is not None:
         ax.axhline(100 * limit, color="red", ls="--", lw=1, label=f"max_accuracy_drop {100 * limit:g} pp")
         ax.legend(fontsize=8)
@@ -143,7 +143,7 @@ def write_report(out_dir: str, result: dict) -> str:
         if selected else "No variant passed the gate: <b>not blessed</b>, nothing will be pushed."
     )
     thresholds = "".join(
-        f"<li>{html.escape(k)}: {_fmt(v, '{:g}')}</li>" for k, v in result["thresholds"].items() if v is not None
+        f"<li>{html.escape(k)}: {_fmt(v, '{:g}')}</li>" for k, v in result["settings"].items() if v is not None
     )
     baseline = ""
     if result.get("baseline"):
@@ -172,15 +172,15 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 32em; }}
 <table><tr><th>variant</th><th>{metric}</th><th>drop (pp)</th><th>agreement with float</th><th>bytes</th>
 <th>latency median (ms)</th><th>p90 (ms)</th><th>gate</th><th>reasons</th></tr>
 {''.join(rows)}</table>
-<p class="note">Latency: single example, host CPU with XNNPACK, {result['evaluation']['num_threads']} thread(s),
-{result['evaluation']['latency_runs']} runs after warm-up. Host figures, not device figures.</p>
+<p class="note">Latency: single example, host CPU with XNNPACK, {result['settings']['num_threads']} thread(s),
+{result['settings']['latency_runs']} runs after warm-up. Host figures, not device figures.</p>
 <h2>Gate</h2><ul>{thresholds}</ul>
 <h2>Plots</h2>{figs}
 {selective_section(result, out_dir)}
 <p class="note">Generated {html.escape(result['created_at'])} with TensorFlow {html.escape(result['host']['tensorflow_version'])}.</p>
 </body></html>
 """
-    path = os.path.join(out_dir, "report.html")
+    path = os.path.join(out_dir, REPORT_FILE)
     with open(path, "w") as f:
         f.write(page)
     return path

@@ -5,55 +5,24 @@ Plain functions with no TFX imports: the executor and the tests call `train()` d
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
-from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import components  # noqa: F401
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from components import contracts, fsutil
 from components.models import get_builder
 from components.quantization import data
 from components.quantization.model_spec import ModelSpec
+from components.quantization.stats import is_finite
+from components.settings import TrainSettings
 
 log = logging.getLogger(__name__)
-FLOAT_LAYERS_FILENAME = "qat_float_layers.json"
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    feature_keys: List[str]
-    input_shape: List[int]
-    label_key: str
-    num_classes: int
-    model_name: str = "digits_cnn"
-    module_file: str = ""
-    model_kwargs: Dict = dataclasses.field(default_factory=dict)
-    epochs: int = 10
-    steps_per_epoch: int = 0  # 0: one full pass over the train split per epoch
-    qat_epochs: int = 2
-    qat_steps_per_epoch: int = 0
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    qat_learning_rate: float = 1e-4
-    seed: int = 42
-    input_name: str = "image"
-    output_name: str = "probabilities"
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size", "qat_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("steps_per_epoch", "qat_steps_per_epoch"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must not be negative")
-        if self.learning_rate <= 0 or self.qat_learning_rate <= 0:
-            raise ValueError("learning rates must be positive")
 
 
 @dataclasses.dataclass
@@ -117,7 +86,7 @@ def quantization_aware_copy(model: keras.Model) -> Tuple[keras.Model, List[str]]
     raise ValueError(f"could not make model {model.name!r} quantization-aware")
 
 
-def save_serving_model(model: keras.Model, out_dir: str | Path, spec: ModelSpec) -> None:
+def save_serving_model(model: keras.Model, out_dir: str, spec: ModelSpec) -> None:
     """SavedModel with a `serving_default` signature: float input -> {output_name: probs}."""
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.float32, name=spec.input_name)])
     def serve(x):
@@ -155,11 +124,10 @@ def train(
     float_out: str,
     qat_out: Optional[str],
     log_dir: str,
-    cfg: TrainConfig,
+    cfg: TrainSettings,
 ) -> TrainResult:
     """Trains the float model, then (if qat_out and qat_epochs) a QAT copy from its weights."""
-    cfg.validate()
-    builder = get_builder(cfg.model_name, cfg.module_file)
+    builder = get_builder(cfg.model, cfg.module_file)
     train_files, eval_files = data.split_files(train_dir), data.split_files(eval_dir)
     probe = ModelSpec(cfg.feature_keys, cfg.input_shape, cfg.label_key, cfg.num_classes)
     dtype = data.inspect_examples(train_files, probe.feature_keys, cfg.label_key, probe.values_per_key)
@@ -183,7 +151,8 @@ def train(
             callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, phase)), _ProgressLog(phase, epochs)],
         )
         acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
-        _check_finite(acc, phase)
+        if not is_finite(acc):
+            raise ValueError(f"{phase} training produced a non-finite accuracy ({acc}): lower the learning rate")
         return acc
 
     float_acc = fit(model, "float", cfg.learning_rate, cfg.epochs, cfg.steps_per_epoch)
@@ -195,11 +164,7 @@ def train(
     qat_model, left_float = quantization_aware_copy(model)
     qat_acc = fit(qat_model, "qat", cfg.qat_learning_rate, cfg.qat_epochs, cfg.qat_steps_per_epoch)
     save_serving_model(qat_model, qat_out, dataclasses.replace(spec, float_layers=left_float))
-    Path(qat_out, FLOAT_LAYERS_FILENAME).write_text(json.dumps(left_float, indent=2))
+    fsutil.write_json_atomic(fsutil.join(qat_out, contracts.QAT_FLOAT_LAYERS_FILE), left_float)
     log.info("QAT model: eval accuracy %.4f, saved to %s", qat_acc, qat_out)
     return TrainResult(spec, float_acc, qat_acc, left_float)
 
-
-def _check_finite(value: float, what: str) -> None:
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{what} training produced a non-finite accuracy ({value}): lower the learning rate")

@@ -7,23 +7,22 @@ nothing was built or a variant the caller asked for explicitly failed.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from components.fsutil import staged_dir, write_json_atomic
+from components import contracts, fsutil
+from components.contracts import FAILED, MANIFEST_FILE, MODEL_FILE, OK
 from components.quantization import convert, data, selective
 from components.quantization.model_spec import ModelSpec
+from components.settings import QuantizeSettings
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
-MODEL_FILE = "model.tflite"
-OK, FAILED = "ok", "failed"
 
 
 class QuantizationError(RuntimeError):
@@ -32,7 +31,7 @@ class QuantizationError(RuntimeError):
 
 def check_saved_model(path: str, what: str):
     """Loads the SavedModel and returns its serving signature, or raises a clear ValueError."""
-    if not path or not os.path.isdir(path):
+    if not path or not fsutil.isdir(path):
         raise ValueError(f"{what} SavedModel folder {path!r} does not exist")
     try:
         return tf.saved_model.load(path).signatures["serving_default"]
@@ -43,18 +42,16 @@ def check_saved_model(path: str, what: str):
         ) from None
 
 
-def plan(requested: Optional[Sequence[str]], has_validation: bool = False) -> List[str]:
+def plan(requested: List[str], has_validation: bool = False) -> List[str]:
     """The requested variants, or every variant; selective_integer by default only when
     validation data is given."""
     if requested:
-        return convert.check_variant_names(requested)
-    return list(convert.ALL_VARIANTS if has_validation else convert.VARIANTS)
+        return list(requested)
+    return list(contracts.ALL_VARIANTS if has_validation else contracts.VARIANTS)
 
 
 def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, serving):
     """Up to `limit` validation examples, and the float model's accuracy on them."""
-    import itertools
-
     records = list(itertools.islice(data.iter_serialized(files), limit))
     if not records:
         raise ValueError(f"validation files {files} hold no examples")
@@ -66,24 +63,20 @@ def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, serving):
 def quantize_all(
     float_model_dir: str,
     out_dir: str,
+    settings: Optional[QuantizeSettings] = None,
     qat_model_dir: Optional[str] = None,
     calibration_files: Optional[List[str]] = None,
-    variants: Optional[Sequence[str]] = None,
-    io_type: str = "int8",
-    max_calibration_samples: Optional[int] = None,
     source_uris: Optional[Dict[str, str]] = None,
     validation_files: Optional[List[str]] = None,
-    validation_samples: int = 1000,
-    selective_budget: Optional[selective.SearchBudget] = None,
-    selective_integer_io: bool = False,
 ) -> Dict[str, object]:
     """Converts, validates and writes every variant into out_dir; returns the manifest.
 
     validation_files: examples for the selective_integer search (never the gate's eval split).
     """
-    names = plan(variants, has_validation=bool(validation_files))
-    explicit = bool(variants)
-    convert.check_io_type(io_type)
+    settings = settings or QuantizeSettings()
+    names = plan(settings.variants, has_validation=bool(validation_files))
+    explicit = bool(settings.variants)
+    io_type, max_calibration_samples = settings.integer_io_type, settings.max_calibration_samples
     float_serving = check_saved_model(float_model_dir, "float model")
     if qat_model_dir:
         check_saved_model(qat_model_dir, "QAT model")
@@ -100,12 +93,11 @@ def quantize_all(
 
     validation = None
     if validation_files and convert.SELECTIVE_INTEGER in names:
-        validation = _validation_arrays(validation_files, spec, validation_samples, float_serving)
-    search = dict(budget=selective_budget or selective.SearchBudget(), validation=validation,
-                  io_type=io_type if selective_integer_io else None)
+        validation = _validation_arrays(validation_files, spec, settings.validation_samples, float_serving)
+    search = dict(settings=settings, validation=validation, io_type=io_type if settings.selective_integer_io else None)
 
     entries: Dict[str, Dict[str, object]] = {}
-    with staged_dir(out_dir) as staging:
+    with fsutil.staged_dir(out_dir, commit_last=[MANIFEST_FILE]) as staging:
         for i, name in enumerate(names, 1):
             log.info("Variant %d/%d: %s", i, len(names), name)
             entries[name] = _build_one(name, float_model_dir, qat_model_dir, calibration, io_type, example, staging,
@@ -122,7 +114,8 @@ def quantize_all(
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "sources": dict(source_uris or {}, float_model=float_model_dir, qat_model=qat_model_dir or ""),
             "calibration": {"files": list(calibration_files or []), "max_samples": max_calibration_samples},
-            "validation": {"files": list(validation_files or []), "max_samples": validation_samples},
+            "validation": {"files": list(validation_files or []), "max_samples": settings.validation_samples},
+            "settings": settings.model_dump(),
         }
         built = [n for n, e in entries.items() if e["status"] == OK]
         failed = {n: e["reason"] for n, e in entries.items() if e["status"] != OK}
@@ -130,7 +123,7 @@ def quantize_all(
             raise QuantizationError(f"no variant could be built: {failed}")
         if explicit and failed:
             raise QuantizationError(f"requested variant(s) failed: {failed}")
-        write_json_atomic(staging / MANIFEST, manifest)
+        (staging / MANIFEST_FILE).write_bytes(fsutil.to_json(manifest))
     log.info("Built %s; failed %s", built, sorted(failed))
     return manifest
 
@@ -159,14 +152,14 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
     try:
         if name == convert.SELECTIVE_INTEGER:
             x_val, y_val, float_acc = search["validation"]
-            content, record = selective.search(float_dir, calibration, x_val, y_val, float_acc, search["budget"],
+            content, record = selective.search(float_dir, calibration, x_val, y_val, float_acc, search["settings"],
                                                search["io_type"])
             extra["selective"] = record
             if content is None:
                 best = record["best_step"]
                 return dict(entry, status=FAILED, selective=record, reason=(
                     f"no model within the budget passed: best validation drop {best['accuracy_drop']:.4f} with "
-                    f"{best['num_float_layers']} float layer(s), allowed {search['budget'].max_drop}"))
+                    f"{best['num_float_layers']} float layer(s), allowed {search['settings'].effective_search_max_drop}"))
         else:
             content = convert.convert(name, qat_dir if source == "qat_model" else float_dir, calibration, io_type)
         info = convert.validate(name, content, example)
@@ -178,12 +171,6 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
     (folder / MODEL_FILE).write_bytes(content)
     return dict(
         entry, status=OK, reason="", file=f"{name}/{MODEL_FILE}", size_bytes=len(content),
-        sha256=convert.sha256(content), **info, **extra,
+        sha256=fsutil.sha256_bytes(content), **info, **extra,
     )
 
-
-def read_manifest(models_dir: str) -> Dict[str, object]:
-    path = Path(models_dir) / MANIFEST
-    if not path.exists():
-        raise ValueError(f"{path} is missing: {models_dir} is not a PostTrainingQuantizer output")
-    return json.loads(path.read_text())

@@ -66,7 +66,7 @@ class Predict(beam.DoFn):
 
         from components.quantization import data
         from components.quantization.model_spec import ModelSpec
-        from components.quantization.runner import TFLiteRunner
+        from components.quantization.interpreter import TFLiteRunner
 
         self._data = data
         self._spec = ModelSpec.from_json(self._spec_json)

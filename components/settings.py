@@ -1,0 +1,235 @@
+"""The settings of each stage: one typed, documented model per stage.
+
+Each stage takes one of these as a single JSON execution parameter named `settings`, the
+way TFX's Evaluator takes one `EvalConfig`. A setting's type, default, documentation and
+validation live here and nowhere else: validation runs when the model is built (so a bad
+value fails when the pipeline is built, before any stage runs) and again when an executor
+decodes its parameter. `pipeline/config.py` composes these models into the pipeline's
+configuration; it restates none of their fields.
+
+pydantic does the typing, JSON round trip, unknown-key rejection and range checks (it is
+in the lock already); the cross-field rules are the validators below.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from components import contracts
+
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+DIGITS_PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
+SMALLEST, FASTEST = "smallest", "fastest"
+METRICS = ("accuracy", "top_k_accuracy")
+
+S = TypeVar("S", bound="StageSettings")
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the setting, the value and the fix."""
+
+
+def describe_errors(error: ValidationError, name_of=None) -> str:
+    """pydantic's errors as one line per setting: `name = value: what is wrong`."""
+    lines = []
+    for e in error.errors():
+        loc = [str(p) for p in e["loc"] if not isinstance(p, int)]
+        message = e["msg"].removeprefix("Value error, ")
+        if not loc:  # a rule across several settings: the message names them
+            lines.append(message)
+            continue
+        where = name_of(loc) if name_of else ".".join(loc)
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" = {value!r}"
+        lines.append(f"{where}{shown}: {message}")
+    return "; ".join(lines)
+
+
+class StageSettings(BaseModel):
+    """Base: strict about unknown keys, validated on assignment, JSON in and out."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls: Type[S], text: str) -> S:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as e:
+            raise SettingsError(f"{cls.__name__}: {describe_errors(e)}") from None
+
+    @classmethod
+    def build(cls: Type[S], **values: Any) -> S:
+        """Like the constructor, but a bad value raises SettingsError with a one-line message."""
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise SettingsError(f"{cls.__name__}: {describe_errors(e)}") from None
+
+
+def _check_variants(names: List[str]) -> List[str]:
+    unknown = [n for n in names if n not in contracts.ALL_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}: valid variants are {list(contracts.ALL_VARIANTS)}")
+    return names
+
+
+class TrainSettings(StageSettings):
+    """QATTrainer: the model contract, the model, and both training phases."""
+
+    feature_keys: List[str] = Field(
+        default_factory=lambda: list(DIGITS_PIXEL_KEYS), min_length=1,
+        description="example feature(s) forming the model input: one key holding every value, "
+                    "or one scalar key per value, concatenated in this order")
+    input_shape: List[int] = Field(default_factory=lambda: [8, 8, 1], min_length=1,
+                                   description="model input shape without the batch dimension")
+    label_key: str = Field("label", min_length=1, description="int64 feature holding the class label")
+    num_classes: int = Field(10, ge=2, description="number of classes (labels are 0..num_classes-1)")
+    model: str = Field("digits_cnn", description=f"built-in model: one of {list(contracts.BUILTIN_MODELS)}")
+    module_file: str = Field("", description="a user module defining build_model(); overrides `model`")
+    model_kwargs: Dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the builder")
+    epochs: int = Field(10, ge=1, description="float training epochs")
+    steps_per_epoch: int = Field(0, ge=0, description="0: one pass over the train split per epoch")
+    qat_epochs: int = Field(2, ge=1, description="quantization-aware fine-tuning epochs")
+    qat_steps_per_epoch: int = Field(0, ge=0, description="0: one pass per QAT epoch")
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    qat_learning_rate: float = Field(1e-4, gt=0)
+    seed: int = Field(42, description="seeds training (and calibration sampling unless set there)")
+    input_name: str = Field("image", min_length=1, description="input name in the serving signature")
+    output_name: str = Field("probabilities", min_length=1, description="output name in the serving signature")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_shape(cls, v: List[int]) -> List[int]:
+        if any(d <= 0 for d in v):
+            raise ValueError("every dimension must be positive, e.g. [8, 8, 1]")
+        return v
+
+    @model_validator(mode="after")
+    def _contract(self) -> "TrainSettings":
+        size = math.prod(self.input_shape)
+        if len(self.feature_keys) not in (1, size):
+            raise ValueError(
+                f"{len(self.feature_keys)} feature keys cannot fill input_shape={self.input_shape} ({size} values): "
+                f"give one key holding {size} values, or {size} scalar keys")
+        if self.label_key in self.feature_keys:
+            raise ValueError(f"label_key {self.label_key!r} is also listed in feature_keys")
+        if not self.module_file and self.model not in contracts.BUILTIN_MODELS:
+            raise ValueError(
+                f"model {self.model!r} is not a built-in model: use one of {list(contracts.BUILTIN_MODELS)} "
+                "or set module_file")
+        return self
+
+
+class CalibrationSettings(StageSettings):
+    """RepresentativeDatasetGen: the seeded calibration sample."""
+
+    source_split: str = Field(contracts.TRAIN_SPLIT, min_length=1, description="the split to sample from")
+    num_samples: int = Field(200, ge=1, description="examples in the calibration sample")
+    strategy: Literal["uniform", "stratified"] = Field(
+        "stratified", description="uniform, or stratified by label (per-class quotas)")
+    label_key: str = Field("", description="label feature for stratified sampling; "
+                                           "'' in the pipeline: the trainer's label_key")
+    seed: Optional[int] = Field(None, description="None in the pipeline: the trainer's seed; standalone: 0")
+
+    def check_complete(self) -> None:
+        """What a stage needs that the pipeline fills in: a label key when stratified."""
+        if self.strategy == "stratified" and not self.label_key:
+            raise SettingsError("CalibrationSettings: strategy 'stratified' needs label_key, the class label feature")
+
+
+class QuantizeSettings(StageSettings):
+    """PostTrainingQuantizer: which variants, and the selective_integer search."""
+
+    variants: List[str] = Field(default_factory=list, description="variants to build; empty: all the inputs allow")
+    integer_io_type: Literal["int8", "uint8"] = Field("int8", description="I/O type of the integer-only variants")
+    max_calibration_samples: Optional[int] = Field(None, ge=1, description="None: the whole calibration sample")
+    validation_split: str = Field(contracts.TRAIN_SPLIT, min_length=1,
+                                  description="split the selective search validates on; never the gate's split")
+    validation_samples: int = Field(1000, ge=1, description="examples the selective search validates on")
+    search_max_drop: Optional[float] = Field(
+        None, ge=0, description="accuracy drop the selective search accepts; None: the gate's max_accuracy_drop")
+    max_float_layers: int = Field(8, ge=1, description="most layers the selective search may keep float")
+    max_search_steps: int = Field(8, ge=1, description="most conversions the selective search may spend")
+    selective_integer_io: bool = Field(False, description="integer I/O for selective_integer (float I/O otherwise)")
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: List[str]) -> List[str]:
+        return _check_variants(v)
+
+    @field_validator("validation_split")
+    @classmethod
+    def _not_gate_split(cls, v: str) -> str:
+        if v == contracts.EVAL_SPLIT:
+            raise ValueError(
+                f"{v!r} is the split the evaluator's gate uses: searching on it would leak the gate's data into "
+                "the model choice; use 'train' or a dedicated validation split")
+        return v
+
+    @property
+    def effective_search_max_drop(self) -> float:
+        return DEFAULT_MAX_ACCURACY_DROP if self.search_max_drop is None else self.search_max_drop
+
+
+class GateSettings(StageSettings):
+    """TFLiteEvaluator: the gate's bounds, the selection policy, and how figures are measured.
+
+    Bounds are inclusive; None disables a bound (components/tflite_evaluator/README.md).
+    """
+
+    max_accuracy_drop: Optional[float] = Field(
+        DEFAULT_MAX_ACCURACY_DROP, ge=0, description="bound on float - variant (0.01 = 1 pp); None: off")
+    max_relative_drop: Optional[float] = Field(None, ge=0, le=1, description="bound on (float - variant) / float")
+    max_model_bytes: Optional[int] = Field(None, ge=1, description="bound on the .tflite file size")
+    max_latency_ms: Optional[float] = Field(None, gt=0, description="bound on the median single-example latency")
+    min_accuracy: Optional[float] = Field(None, ge=0, le=1, description="floor on the variant's metric")
+    allow_float32: bool = Field(False, description="whether the unquantized float32 variant may be selected")
+    selection: Union[Literal["smallest", "fastest"], List[str]] = Field(
+        SMALLEST, description="smallest, fastest, or a list of variant names in order of preference")
+    metric: Literal["accuracy", "top_k_accuracy"] = Field("accuracy", description="the metric the gate judges")
+    top_k: int = Field(5, ge=1, description="k of top_k_accuracy")
+    latency_runs: int = Field(50, ge=1, description="timed runs per variant (after the warm-up)")
+    latency_warmup: int = Field(5, ge=0, description="untimed warm-up runs per variant")
+    num_threads: int = Field(1, ge=1, description="interpreter threads")
+    eval_batch_size: int = Field(256, ge=1, description="largest batch per interpreter call")
+    eval_split: str = Field(contracts.EVAL_SPLIT, min_length=1, description="the split the gate evaluates")
+
+    @field_validator("selection")
+    @classmethod
+    def _selection(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an empty list: name the variants in order of preference")
+            _check_variants(v)
+        return v
+
+    @model_validator(mode="after")
+    def _has_accuracy_bound(self) -> "GateSettings":
+        if self.max_accuracy_drop is None and self.max_relative_drop is None:
+            raise ValueError("set max_accuracy_drop and/or max_relative_drop: the gate needs an accuracy bound")
+        return self
+
+
+class PushSettings(StageSettings):
+    """QuantizedModelPusher: where the registry is and the model's name in it."""
+
+    destination: str = Field("", description="registry base: <destination>/<model_name>/<version>/; "
+                                             "'' in the pipeline: <output_root>/serving")
+    model_name: str = Field("digits", min_length=1, description="the model's folder in the registry")
+
+    @field_validator("model_name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if "/" in v or v.startswith(".") or v.strip() != v:
+            raise ValueError("must be a plain folder name (no '/', no leading '.', no surrounding spaces)")
+        return v
+
+    def check_complete(self) -> None:
+        if not self.destination:
+            raise SettingsError("PushSettings: destination is empty: name the registry's base folder or URI")
