@@ -29,11 +29,13 @@ $(STAMP): $(ROOT)/constraints.txt $(ROOT)/pyproject.toml | $(PY)
 	@touch $(STAMP)
 
 # The TFX CLI on the local engine: create the pipeline (or update it), then run it.
-# LOCAL_HOME is where the CLI keeps its record of registered pipelines.
-export LOCAL_HOME ?= $(ROOT)/local_outputs/tfx_cli_home
+# LOCAL_HOME is where the CLI keeps its record of registered pipelines: by default
+# <output_root>/tfx_cli_home, so it follows QP_OUTPUT_ROOT. Settings are checked first
+# (python -m pipeline.config exits 2 with the reason) before anything is created.
 run: $(STAMP)
 	@cd $(ROOT) && name=$$($(PY) -m pipeline.config pipeline_name) && \
-	if [ -d "$(LOCAL_HOME)/$$name" ]; then verb=update; else verb=create; fi && \
+	export LOCAL_HOME="$${LOCAL_HOME:-$$($(PY) -m pipeline.config output_root)/tfx_cli_home}" && \
+	if [ -d "$$LOCAL_HOME/$$name" ]; then verb=update; else verb=create; fi && \
 	$(VENV)/bin/tfx pipeline $$verb --engine local --pipeline_path $(ROOT)/pipeline/local_runner.py && \
 	$(VENV)/bin/tfx run create --engine local --pipeline_name "$$name"
 

@@ -34,12 +34,14 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from bench.common import (REPO, PIXEL_KEYS, fmt_range, md_table, summary,  # noqa: E402
                           write_digits_splits, write_image_eval_set)
 from components.models import mobilenet_v2  # noqa: E402
-from components.post_training_quantizer.quantize import quantize_all, read_manifest  # noqa: E402
+from components.contracts import read_manifest  # noqa: E402
+from components.post_training_quantizer.build import quantize_all  # noqa: E402
+from components.settings import CalibrationSettings, GateSettings, QuantizeSettings, TrainSettings  # noqa: E402
 from components.quantization import data  # noqa: E402
 from components.quantization.model_spec import ModelSpec  # noqa: E402
 from components.quantization.interpreter import TFLiteRunner, accuracy  # noqa: E402
 from components.representative_dataset_gen.sampling import run_sampling  # noqa: E402
-from components.tflite_evaluator import evaluate, evaluation, gate  # noqa: E402
+from components.tflite_evaluator import beam_pass, evaluate  # noqa: E402
 from components.trainer import training  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -101,17 +103,18 @@ HEADER = ["variant", "bytes", "× float32 size", "latency median ms (min–max o
 
 
 def evaluate_all(eval_dir, float_dir, quantized_dir, out):
-    params = evaluate.EvalParams(gate=gate.GateConfig(max_accuracy_drop=1.0, allow_float32=True), latency_runs=10)
+    params = GateSettings(max_accuracy_drop=1.0, allow_float32=True, latency_runs=10)
     return evaluate.evaluate_models(eval_dir, float_dir, quantized_dir, str(out), params,
                                     lambda: beam.Pipeline(options=PipelineOptions(ONE_WORKER)))
 
 
-def train_and_quantize(tmp: Path, splits, name, cfg: training.TrainConfig, calibration_dir):
+def train_and_quantize(tmp: Path, splits, name, cfg: TrainSettings, calibration_dir):
     result = training.train(splits["train"], splits["eval"], str(tmp / name / "float"), str(tmp / name / "qat"),
                             str(tmp / name / "logs"), cfg)
-    quantize_all(str(tmp / name / "float"), str(tmp / name / "q"), qat_model_dir=str(tmp / name / "qat"),
+    quantize_all(str(tmp / name / "float"), str(tmp / name / "q"), QuantizeSettings(validation_samples=1000),
+                 qat_model_dir=str(tmp / name / "qat"),
                  calibration_files=data.split_files(f"{calibration_dir}/Split-calibration"),
-                 validation_files=data.split_files(splits["train"]), validation_samples=1000)
+                 validation_files=data.split_files(splits["train"]))
     return result, str(tmp / name / "float"), str(tmp / name / "q")
 
 
@@ -136,7 +139,7 @@ def run_tfma(tflite_path: str, eval_file: str, out: Path) -> float:
 def run_ours(tflite_path: str, eval_file: str, out: Path) -> float:
     spec = ModelSpec(["image"], [8, 8, 1], "label", 10, feature_dtype="float32")
     out.mkdir(parents=True, exist_ok=True)
-    counts = evaluation.run_evaluation(lambda: beam.Pipeline(options=PipelineOptions(ONE_WORKER)),
+    counts = beam_pass.run_evaluation(lambda: beam.Pipeline(options=PipelineOptions(ONE_WORKER)),
                                        eval_pattern=eval_file, tflite_models={"m": tflite_path}, float_model_dir=None,
                                        spec_json=spec.to_json(), output_path=str(out / "counts.json"))
     return counts["m"]["top1"] / counts["m"]["n"]
@@ -177,8 +180,9 @@ def main() -> None:
     # 1a. digits CNN
     log.info("1a. digits CNN")
     splits = write_digits_splits(tmp / "digits")
-    run_sampling(splits["train"], str(tmp / "cal"), 200, "stratified", "label", 0)
-    cfg = training.TrainConfig(PIXEL_KEYS, [8, 8, 1], "label", 10, epochs=10, qat_epochs=2, seed=42)
+    run_sampling(splits["train"], str(tmp / "cal"),
+                 CalibrationSettings(num_samples=200, strategy="stratified", label_key="label", seed=0))
+    cfg = TrainSettings(feature_keys=PIXEL_KEYS, epochs=10, qat_epochs=2, seed=42)
     _, cnn_float, cnn_q = train_and_quantize(tmp, splits, "cnn", cfg, tmp / "cal")
     cnn_acc = evaluate_all(splits["eval"], cnn_float, cnn_q, tmp / "cnn" / "ev")
     x_eval, _ = data.parse_numpy([next(data.iter_serialized(data.split_files(splits["eval"])))],
@@ -194,15 +198,15 @@ def main() -> None:
     data.write_split(tmp / "mnv2cal" / "Split-calibration", (data.to_example(
         {"image": rng.uniform(0, 1, 224 * 224 * 3).astype(np.float32), "label": 0}) for _ in range(8)), shards=1)
     quantize_all(str(tmp / "mnv2"), str(tmp / "mnv2q"),
-                 variants=["float32", "dynamic_range", "float16", "full_integer", "integer_only"],
+                 QuantizeSettings(variants=["float32", "dynamic_range", "float16", "full_integer", "integer_only"]),
                  calibration_files=data.split_files(tmp / "mnv2cal" / "Split-calibration"))
     mn_rows, mn_raw = variant_rows(str(tmp / "mnv2q"), latencies(
         str(tmp / "mnv2q"), rng.uniform(0, 1, (224, 224, 3)).astype(np.float32), 30), None)
 
     # 1c. MobileNetV2-style on digits (alpha 0.35, 8x8 upsampled to 32x32)
     log.info("1c. MobileNetV2-style on digits")
-    mcfg = training.TrainConfig(PIXEL_KEYS, [8, 8, 1], "label", 10, model_name="mobilenet_v2",
-                                model_kwargs={"alpha": 0.35, "image_size": 32}, epochs=15, qat_epochs=2, seed=42)
+    mcfg = TrainSettings(feature_keys=PIXEL_KEYS, model="mobilenet_v2", model_kwargs={"alpha": 0.35, "image_size": 32},
+                         epochs=15, qat_epochs=2, seed=42)
     _, mfloat, mq = train_and_quantize(tmp, splits, "mnd", mcfg, tmp / "cal")
     mnd_acc = evaluate_all(splits["eval"], mfloat, mq, tmp / "mnd" / "ev")
     mnd_rows, mnd_raw = variant_rows(mq, latencies(mq, x_eval[0], 300), mnd_acc)
@@ -275,9 +279,7 @@ def plot_variants(models: Dict[str, dict]) -> None:
     for ax in axes:
         ax.tick_params(axis="x", rotation=30)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(PLOTS / "variants.png", dpi=100)
-    plt.close(fig)
+    _save_plot(fig, "variants.png")
 
 
 def tfma_section(tmp: Path, cnn_q: str, manifest: dict, eval_file: str, n: int) -> List[str]:
@@ -304,9 +306,7 @@ def tfma_section(tmp: Path, cnn_q: str, manifest: dict, eval_file: str, n: int) 
     ax.set_xticks(xs, list(plot))
     ax.set_ylabel("eval examples / second")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(PLOTS / "evaluator_vs_tfma.png", dpi=100)
-    plt.close(fig)
+    _save_plot(fig, "evaluator_vs_tfma.png")
     return ["## 2. Our evaluator vs TFMA (`model_type='tf_lite'`)", "",
             f"The digits CNN's variants over {n:,} eval examples (the digits eval split replicated with Gaussian noise "
             "σ=0.5, one float `image` feature as TFMA requires), DirectRunner with 1 worker for both, wall time of the "
@@ -318,6 +318,12 @@ def tfma_section(tmp: Path, cnn_q: str, manifest: dict, eval_file: str, n: int) 
             "while ours rounds and clips; any difference between the two columns is that rounding. TFMA also runs "
             "with XNNPACK off and re-allocates tensors on every batch.", "",
             "![evaluator vs TFMA](bench/plots/evaluator_vs_tfma.png)", ""]
+
+
+def _save_plot(fig, name: str) -> None:
+    fig.tight_layout()
+    fig.savefig(PLOTS / name, dpi=100)
+    plt.close(fig)
 
 
 _LAST: Dict[str, float] = {}
@@ -352,9 +358,7 @@ def scale_section(tmp: Path, tflite: str) -> List[str]:
     ax.set_xlabel("eval examples")
     ax.set_ylabel("wall time (s)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(PLOTS / "scale.png", dpi=100)
-    plt.close(fig)
+    _save_plot(fig, "scale.png")
     return ["## 3. Evaluator scale", "",
             "The Beam evaluation of the digits CNN's integer_only model alone, each run in a fresh process "
             "(start-up included). Peak memory: the summed resident set of that process and the Beam worker "

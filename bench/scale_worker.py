@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.quantization.model_spec import ModelSpec
-from components.tflite_evaluator import evaluation
+from components.tflite_evaluator import beam_pass
 
 
 def main(eval_file, tflite, workers, out):
@@ -41,7 +41,7 @@ def main(eval_file, tflite, workers, out):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = time.perf_counter()
-    counts = evaluation.run_evaluation(
+    counts = beam_pass.run_evaluation(
         lambda: beam.Pipeline(options=PipelineOptions(args)), eval_pattern=eval_file,
         tflite_models={"model": tflite}, float_model_dir=None, spec_json=spec.to_json(),
         output_path=out + ".counts")

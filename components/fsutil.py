@@ -7,7 +7,8 @@ into place; object stores have no rename, but one object is written whole, so a 
 written in one put and a folder's files are uploaded with its commit file (e.g. the
 manifest) last. Readers of a folder look for the commit file.
 
-TensorFlow is imported on first use, so `python -m pipeline.config` stays fast.
+Local paths are served by the standard library (fast, and the registry CLI needs no
+TensorFlow); object-store URIs by tf.io.gfile, imported on first use.
 """
 from __future__ import annotations
 
@@ -40,28 +41,34 @@ def join(base: str | Path, *parts: str) -> str:
 
 
 def exists(uri: str | Path) -> bool:
-    return gfile().exists(str(uri))
+    return gfile().exists(str(uri)) if is_remote(uri) else os.path.exists(uri)
 
 
 def isdir(uri: str | Path) -> bool:
-    return gfile().isdir(str(uri))
+    return gfile().isdir(str(uri)) if is_remote(uri) else os.path.isdir(uri)
 
 
 def listdir(uri: str | Path) -> List[str]:
     """Entry names of a folder (no trailing slashes), sorted; [] when it does not exist."""
-    if not gfile().isdir(str(uri)):
+    if not isdir(uri):
         return []
-    return sorted(name.rstrip("/") for name in gfile().listdir(str(uri)))
+    names = gfile().listdir(str(uri)) if is_remote(uri) else os.listdir(uri)
+    return sorted(name.rstrip("/") for name in names)
 
 
 def makedirs(uri: str | Path) -> None:
-    gfile().makedirs(str(uri))
-    if not is_remote(uri):
-        os.chmod(str(uri), 0o755)
+    if is_remote(uri):
+        gfile().makedirs(str(uri))
+    else:
+        os.makedirs(uri, mode=0o755, exist_ok=True)
+
+
+def _open(uri: str | Path, mode: str):
+    return gfile().GFile(str(uri), mode) if is_remote(uri) else open(uri, mode)
 
 
 def read_bytes(uri: str | Path) -> bytes:
-    with gfile().GFile(str(uri), "rb") as f:
+    with _open(uri, "rb") as f:
         return f.read()
 
 
@@ -79,14 +86,14 @@ def sha256_bytes(content: bytes) -> str:
 
 def sha256_file(uri: str | Path) -> str:
     h = hashlib.sha256()
-    with gfile().GFile(str(uri), "rb") as f:
+    with _open(uri, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
 def size(uri: str | Path) -> int:
-    return int(gfile().stat(str(uri)).length)
+    return int(gfile().stat(str(uri)).length) if is_remote(uri) else os.path.getsize(uri)
 
 
 def _fsync_dir(path: str) -> None:
@@ -198,5 +205,9 @@ def staged_dir(final: str | Path, commit_last: Sequence[str] = ()) -> Iterator[P
 
 
 def remove_tree(uri: str | Path) -> None:
-    if gfile().exists(str(uri)):
+    if not exists(uri):
+        return
+    if is_remote(uri):
         gfile().rmtree(str(uri))
+    else:
+        shutil.rmtree(uri)

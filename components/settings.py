@@ -33,18 +33,19 @@ class SettingsError(ValueError):
 
 def describe_errors(error: ValidationError, name_of=None) -> str:
     """pydantic's errors as one line per setting: `name = value: what is wrong`."""
-    lines = []
+    lines: Dict[str, List[str]] = {}
     for e in error.errors():
-        loc = [str(p) for p in e["loc"] if not isinstance(p, int)]
+        # Drop list indexes and the union member tags pydantic adds ("literal[...]", "list[str]").
+        loc = [str(p) for p in e["loc"] if isinstance(p, str) and p.isidentifier()]
         message = e["msg"].removeprefix("Value error, ")
         if not loc:  # a rule across several settings: the message names them
-            lines.append(message)
+            lines.setdefault(message, [])
             continue
         where = name_of(loc) if name_of else ".".join(loc)
         value = e.get("input")
         shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" = {value!r}"
-        lines.append(f"{where}{shown}: {message}")
-    return "; ".join(lines)
+        lines.setdefault(f"{where}{shown}", []).append(message)
+    return "; ".join(f"{k}: {' or '.join(v)}" if v else k for k, v in lines.items())
 
 
 class StageSettings(BaseModel):
@@ -199,6 +200,13 @@ class GateSettings(StageSettings):
     num_threads: int = Field(1, ge=1, description="interpreter threads")
     eval_batch_size: int = Field(256, ge=1, description="largest batch per interpreter call")
     eval_split: str = Field(contracts.EVAL_SPLIT, min_length=1, description="the split the gate evaluates")
+
+    @field_validator("selection", mode="before")
+    @classmethod
+    def _selection_policy(cls, v):
+        if isinstance(v, str) and v not in (SMALLEST, FASTEST):
+            raise ValueError(f"use {SMALLEST!r}, {FASTEST!r} or a list of variant names in order of preference")
+        return v
 
     @field_validator("selection")
     @classmethod

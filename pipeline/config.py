@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from components import contracts, fsutil
+from components import fsutil
 from components.settings import (
     DEFAULT_MAX_ACCURACY_DROP, DIGITS_PIXEL_KEYS, CalibrationSettings, GateSettings, PushSettings,
     QuantizeSettings, SettingsError, TrainSettings, describe_errors,

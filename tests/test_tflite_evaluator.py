@@ -105,7 +105,7 @@ def test_report_is_valid_html_with_embedded_plots_and_names_the_selection(evalua
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["selected_variant"] == result["selected_variant"]
     assert set(metrics["variants"]) == set(result["variants"])
-    assert metrics["thresholds"]["max_accuracy_drop"] == 0.01
+    assert metrics["settings"]["max_accuracy_drop"] == 0.01
 
 
 def test_two_workers_give_identical_metrics(tmp_path, digits_examples, trained_digits, digits_quantized, evaluated):
@@ -201,7 +201,7 @@ def test_selection_policies():
     assert gate.select(figures, verdicts, GateSettings(selection="fastest")) == big_fast
     assert gate.select(figures, verdicts, GateSettings(selection=[failing, big_fast, small_slow])) == big_fast
     assert gate.select(figures, verdicts, GateSettings(selection=[failing])) is None
-    with pytest.raises(ValueError, match="selection = 'biggest'"):
+    with pytest.raises(ValueError, match="selection = 'biggest': use 'smallest', 'fastest' or a list"):
         GateSettings.build(selection="biggest")
 
 

@@ -3,6 +3,7 @@
 model_spec  the input/label contract written next to every model
 data        tf.Example files -> model inputs; calibration generator; example writers
 convert     TFLite variants: converter settings, conversion, description, validation
-runner      the interpreter: batching, round-then-clip int8 input, latency timing
+interpreter the TFLite interpreter: batching, round-then-clip int8 input, latency timing
+stats       numbers: is_finite (and the statistics the gate uses)
 selective   accuracy-aware selective integer quantization (selective_integer)
 """

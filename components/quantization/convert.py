@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
