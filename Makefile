@@ -25,7 +25,7 @@ $(PY):
 # Re-installs only when the lock or the project's metadata changes.
 $(STAMP): $(ROOT)/constraints.txt $(ROOT)/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c $(ROOT)/constraints.txt pip setuptools wheel
-	$(PY) -m pip install --quiet --disable-pip-version-check -c $(ROOT)/constraints.txt -e $(ROOT)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(ROOT)/constraints.txt -e '$(ROOT)[test]'
 	@touch $(STAMP)
 
 # The TFX CLI on the local engine: create the pipeline (or update it), then run it.

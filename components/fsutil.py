@@ -24,10 +24,88 @@ from pathlib import Path
 from typing import Iterator, List, Sequence
 
 
-def gfile():
+def register_filesystems() -> None:
+    """Makes TensorFlow (and so TFX's fileio) read and write s3:// URIs: the S3 filesystem
+    ships in tensorflow-io. gs:// is built into TensorFlow. Safe to call more than once."""
+    try:
+        import tensorflow_io  # noqa: F401  (registers s3:// with tf.io.gfile)
+    except ImportError:  # only s3:// needs it; the error then names the scheme
+        pass
+
+
+def gfile(uri: str | Path = ""):
+    """tf.io.gfile, with the S3 filesystem registered when `uri` is on S3."""
     import tensorflow as tf
 
+    if str(uri).startswith("s3://"):
+        register_filesystems()
     return tf.io.gfile
+
+
+def exit_process(code: int) -> None:
+    """Ends an entry point with `code`. Once tensorflow-io's S3 filesystem has been used,
+    the interpreter's teardown can abort ("pure virtual method called") and turn a success
+    into exit 134; so, with tensorflow-io loaded, flush everything and leave without it."""
+    import logging
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "tensorflow_io" in sys.modules:
+        os._exit(code)
+    sys.exit(code)
+
+
+def s3_client():
+    """A boto3 S3 client configured like TensorFlow's S3 filesystem: the endpoint from
+    S3_ENDPOINT (or AWS_ENDPOINT_URL), credentials and region from the usual AWS variables."""
+    import boto3
+
+    endpoint = os.environ.get("S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or None
+    if endpoint and "://" not in endpoint:
+        use_https = os.environ.get("S3_USE_HTTPS", "1") not in ("0", "false")
+        endpoint = f"{'https' if use_https else 'http'}://{endpoint}"
+    return boto3.client("s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_REGION") or None)
+
+
+def _bucket_key(uri: str) -> tuple:
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    return bucket, key
+
+
+def create_exclusive(uri: str | Path, content: bytes) -> bool:
+    """Creates the file only if it does not exist; False when it already did.
+
+    Local: O_CREAT|O_EXCL. s3://: a conditional put (If-None-Match: *), atomic on the
+    server. Other object stores: a check, then a put: safe only when writers are
+    serialised (documented in components/pusher/README.md).
+    """
+    uri = str(uri)
+    if not is_remote(uri):
+        os.makedirs(os.path.dirname(uri), mode=0o755, exist_ok=True)
+        try:
+            fd = os.open(uri, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        return True
+    if uri.startswith("s3://"):
+        from botocore.exceptions import ClientError
+
+        bucket, key = _bucket_key(uri)
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=content, IfNoneMatch="*")
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+    if exists(uri):
+        return False
+    write_bytes_atomic(uri, content)
+    return True
 
 
 def is_remote(uri: str | Path) -> bool:
@@ -41,30 +119,30 @@ def join(base: str | Path, *parts: str) -> str:
 
 
 def exists(uri: str | Path) -> bool:
-    return gfile().exists(str(uri)) if is_remote(uri) else os.path.exists(uri)
+    return gfile(uri).exists(str(uri)) if is_remote(uri) else os.path.exists(uri)
 
 
 def isdir(uri: str | Path) -> bool:
-    return gfile().isdir(str(uri)) if is_remote(uri) else os.path.isdir(uri)
+    return gfile(uri).isdir(str(uri)) if is_remote(uri) else os.path.isdir(uri)
 
 
 def listdir(uri: str | Path) -> List[str]:
     """Entry names of a folder (no trailing slashes), sorted; [] when it does not exist."""
     if not isdir(uri):
         return []
-    names = gfile().listdir(str(uri)) if is_remote(uri) else os.listdir(uri)
+    names = gfile(uri).listdir(str(uri)) if is_remote(uri) else os.listdir(uri)
     return sorted(name.rstrip("/") for name in names)
 
 
 def makedirs(uri: str | Path) -> None:
     if is_remote(uri):
-        gfile().makedirs(str(uri))
+        gfile(uri).makedirs(str(uri))
     else:
         os.makedirs(uri, mode=0o755, exist_ok=True)
 
 
 def _open(uri: str | Path, mode: str):
-    return gfile().GFile(str(uri), mode) if is_remote(uri) else open(uri, mode)
+    return gfile(uri).GFile(str(uri), mode) if is_remote(uri) else open(uri, mode)
 
 
 def read_bytes(uri: str | Path) -> bytes:
@@ -93,7 +171,7 @@ def sha256_file(uri: str | Path) -> str:
 
 
 def size(uri: str | Path) -> int:
-    return int(gfile().stat(str(uri)).length) if is_remote(uri) else os.path.getsize(uri)
+    return int(gfile(uri).stat(str(uri)).length) if is_remote(uri) else os.path.getsize(uri)
 
 
 def _fsync_dir(path: str) -> None:
@@ -112,7 +190,7 @@ def write_bytes_atomic(uri: str | Path, content: bytes) -> None:
     """
     uri = str(uri)
     if is_remote(uri):
-        with gfile().GFile(uri, "wb") as f:
+        with gfile(uri).GFile(uri, "wb") as f:
             f.write(content)
         return
     folder = os.path.dirname(os.path.abspath(uri))
@@ -151,8 +229,8 @@ def upload_tree(local: Path, remote: str, commit_last: Sequence[str] = ()) -> No
     order = sorted(range(len(files)), key=lambda i: (rel[i] in commit_last, rel[i]))
     for i in order:
         target = join(remote, rel[i])
-        gfile().makedirs(posixpath.dirname(target))
-        gfile().copy(str(files[i]), target, overwrite=True)
+        gfile(target).makedirs(posixpath.dirname(target))
+        gfile(target).copy(str(files[i]), target, overwrite=True)
 
 
 @contextlib.contextmanager
@@ -208,6 +286,6 @@ def remove_tree(uri: str | Path) -> None:
     if not exists(uri):
         return
     if is_remote(uri):
-        gfile().rmtree(str(uri))
+        gfile(uri).rmtree(str(uri))
     else:
         shutil.rmtree(uri)

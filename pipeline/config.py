@@ -135,6 +135,11 @@ class PipelineConfig(BaseModel):
         except ValidationError as e:
             raise SettingsError(f"bad configuration: {describe_errors(e, setting_name)}") from None
 
+    def uses_s3(self) -> bool:
+        """True when a path of the run is on S3 (TensorFlow then needs tensorflow-io)."""
+        paths = [self.data_root, self.pipeline_root, self.push.destination, self.train.module_file]
+        return any(p.startswith("s3://") for p in paths)
+
     def to_dict(self) -> Dict[str, Any]:
         return self.model_dump()
 

@@ -13,6 +13,7 @@ import os
 
 from tfx import v1 as tfx
 
+from components import fsutil
 from pipeline import logs, summary
 from pipeline.config import PipelineConfig
 from pipeline.dag import create_pipeline
@@ -27,6 +28,8 @@ def _execution_count(metadata_path: str) -> int:
 def main() -> None:
     logs.configure()
     config = PipelineConfig.from_env()
+    if config.uses_s3():
+        fsutil.register_filesystems()  # s3:// for TFX's own file IO too (tensorflow-io)
     before = _execution_count(config.metadata_path)
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
     # `tfx pipeline create` executes this file with run() patched out: no summary then.
@@ -38,3 +41,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    fsutil.exit_process(0)  # an error above exits 1 with its traceback, as before

@@ -67,3 +67,79 @@ def digits_quantized(tmp_path_factory, trained_digits, digits_calibration):
         calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"),
     )
     return str(out)
+
+
+class S3Server:
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1.
+
+    `env` configures TensorFlow's S3 filesystem (tensorflow-io), boto3 and so the registry
+    for a subprocess; `beam_args` configures Beam's S3 filesystem. The pytest process itself
+    uses s3:// only through boto3: tensorflow-io's S3 client can abort the interpreter at
+    exit (components/fsutil.py:exit_process), so TensorFlow touches S3 in subprocesses only.
+    """
+
+    def __init__(self, port: int):
+        self.endpoint = f"http://127.0.0.1:{port}"
+        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+        self.env = dict(creds, S3_ENDPOINT=self.endpoint, S3_USE_HTTPS="0", S3_VERIFY_SSL="0",
+                        AWS_ENDPOINT_URL=self.endpoint)
+        self.beam_args = [f"--s3_endpoint_url={self.endpoint}", "--s3_access_key_id=testing",
+                          "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    def keys(self, bucket: str, prefix: str = ""):
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def subprocess_env(self, **extra):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
+        env.update(self.env, PYTHONPATH=str(REPO_ROOT), **extra)
+        return env
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Starts the server on a free loopback port, waits until it answers, stops it at the end."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the S3 test server (moto) did not start") from None
+                time.sleep(0.2)
+        yield S3Server(port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_tensorflow_s3_in_the_test_process():
+    """Guards the rule in S3Server's docstring."""
+    yield
+    assert not any(m.startswith("tensorflow_io") and "gcs" not in m for m in sys.modules), (
+        "a test used s3:// through TensorFlow in the pytest process: run it in a subprocess")

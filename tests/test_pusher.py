@@ -94,11 +94,17 @@ def test_verify_detects_a_flipped_byte_and_rollback_and_list(tmp_path, digits_qu
     capsys.readouterr()
     assert cli.main(args + ["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("*    1  integer_only") and lines[2].startswith("     3  full_integer")
+    assert lines[0].split() == ["version", "variant", "accuracy", "bytes", "sha256", "created"]
+    assert lines[1].startswith("*       1  integer_only") and lines[3].startswith("        3  full_integer")
     # The module entry point works as documented.
     out = subprocess.run([sys.executable, "-m", "components.pusher"] + args + ["list"], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[0].startswith("*    1")
+    assert out.stdout.splitlines()[1].startswith("*       1")
+    # The options may also follow the command, as --help shows it.
+    assert cli.main(["list"] + args) == 0
+    # An unknown model name is an error that names what the destination holds.
+    assert cli.main(["--destination", str(dest), "--model-name", "digitz", "list"]) == 2
+    assert "no model 'digitz' in" in capsys.readouterr().err
 
 
 PUSH_LOOP = """
@@ -174,7 +180,5 @@ def test_bad_destinations_are_rejected_early():
     ch = lambda t: channel_utils.as_channel([t()])  # noqa: E731
     with pytest.raises(ValueError, match="destination is empty"):
         QuantizedModelPusher(ch(standard_artifacts.Model), ch(standard_artifacts.ModelBlessing), PushSettings())
-    with pytest.raises(ValueError, match="is not a local path"):
-        Registry("gs://bucket/models", "digits")
     with pytest.raises(ValueError, match="must be a plain folder name"):
         Registry("/tmp", "../escape")

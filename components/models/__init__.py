@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from typing import Callable, Dict
 
 import components  # noqa: F401
 import tf_keras as keras
 
+from components import fsutil
 from components.contracts import BUILTIN_MODELS
 
 BUILDER_FN = "build_model"
@@ -72,9 +74,14 @@ assert tuple(BUILTIN) == BUILTIN_MODELS, "contracts.BUILTIN_MODELS must list the
 def get_builder(model_name: str = "", module_file: str = "") -> Callable:
     """A built-in builder by name, or `build_model` from a user's module file."""
     if module_file:
-        if not os.path.isfile(module_file):
+        if not fsutil.exists(module_file) or fsutil.isdir(module_file):
             raise ValueError(f"module_file {module_file} does not exist")
-        spec = importlib.util.spec_from_file_location("user_model_module", module_file)
+        local = module_file
+        if fsutil.is_remote(module_file):  # gs:// or s3://: import a local copy
+            local = os.path.join(tempfile.mkdtemp(prefix="qp-module-"), os.path.basename(module_file))
+            with open(local, "wb") as f:
+                f.write(fsutil.read_bytes(module_file))
+        spec = importlib.util.spec_from_file_location("user_model_module", local)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         fn = getattr(module, BUILDER_FN, None)

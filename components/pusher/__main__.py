@@ -3,41 +3,73 @@
   list                 every version with its variant, accuracy, size; * marks LATEST
   verify [VERSION]     checks sha256 and size against the manifest (default: LATEST)
   rollback VERSION     points LATEST at VERSION (which must verify)
-Only `rollback` writes, and only LATEST.
+Only `rollback` writes, and only LATEST. DIR may be a local folder, s3://… or gs://….
+The options may come before or after the command.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from components import fsutil
 from components.pusher.registry import Registry
+from components.settings import SettingsError
+
+
+def _common(default) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--destination", default=default, help="the registry's base folder or URI (push destination)")
+    common.add_argument("--model-name", default=default, help="the model's folder in the registry")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m components.pusher", description=__doc__.splitlines()[0],
+                                     parents=[_common(None)], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    # After the command the same options are accepted; SUPPRESS keeps values given before it.
+    common = _common(argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", parents=[common], help="every version; * marks LATEST")
+    verify = sub.add_parser("verify", parents=[common], help="check a version's bytes against its manifest")
+    verify.add_argument("version", nargs="?", type=int, help="default: LATEST")
+    rollback = sub.add_parser("rollback", parents=[common], help="point LATEST at an earlier intact version")
+    rollback.add_argument("version", type=int)
+    return parser
+
+
+def _print_list(registry: Registry) -> None:
+    rows = registry.list()
+    if not rows:
+        print(f"no versions in {registry.root}")
+        return
+    print(f"  {'version':>7}  {'variant':<17} {'accuracy':>8}  {'bytes':>10}  {'sha256':<12}  created")
+    for r in rows:
+        mark = "*" if r["latest"] else " "
+        if "error" in r:
+            print(f"{mark} {r['version']:>7}  ERROR {r['error']}")
+            continue
+        acc = f"{r['accuracy']:.4f}" if isinstance(r.get("accuracy"), float) else "-"
+        print(f"{mark} {r['version']:>7}  {r['variant'] or '-':<17} {acc:>8}  {r['size_bytes']:>10}  "
+              f"{r['sha256'][:12]}  {r['created_at']}")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.pusher", description=__doc__.splitlines()[0])
-    parser.add_argument("--destination", required=True, help="the push_destination base folder")
-    parser.add_argument("--model-name", required=True)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list")
-    verify = sub.add_parser("verify")
-    verify.add_argument("version", nargs="?", type=int)
-    rollback = sub.add_parser("rollback")
-    rollback.add_argument("version", type=int)
+    parser = _parser()
     args = parser.parse_args(argv)
-    registry = Registry(args.destination, args.model_name)
+    missing = [o for o, v in (("--destination", args.destination), ("--model-name", args.model_name)) if not v]
+    if missing:
+        parser.error(f"{' and '.join(missing)} required")
     try:
+        registry = Registry(args.destination, args.model_name)
+        if not registry.exists():
+            known = [n for n in fsutil.listdir(args.destination) if not n.startswith(".")]
+            print(f"error: no model {args.model_name!r} in {args.destination}"
+                  + (f" (it holds: {', '.join(known)})" if known else " (the destination is empty or missing)"),
+                  file=sys.stderr)
+            return 2
         if args.command == "list":
-            rows = registry.list()
-            if not rows:
-                print(f"no versions in {registry.root}")
-            for r in rows:
-                mark = "*" if r["latest"] else " "
-                if "error" in r:
-                    print(f"{mark} {r['version']:>4}  ERROR {r['error']}")
-                    continue
-                acc = f"{r['accuracy']:.4f}" if isinstance(r.get("accuracy"), float) else "-"
-                print(f"{mark} {r['version']:>4}  {r['variant'] or '-':<14} accuracy {acc}  "
-                      f"{r['size_bytes']:>10} bytes  {r['sha256'][:12]}  {r['created_at']}")
+            _print_list(registry)
             return 0
         if args.command == "verify":
             version = args.version if args.version is not None else registry.latest()
@@ -53,10 +85,10 @@ def main(argv=None) -> int:
         registry.rollback(args.version)
         print(f"LATEST -> {args.version}")
         return 0
-    except ValueError as e:
+    except (ValueError, SettingsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    fsutil.exit_process(main())

@@ -1,16 +1,27 @@
-"""A versioned model registry on a filesystem: <base>/<model_name>/<version>/ + LATEST.
+"""A versioned model registry: <base>/<model_name>/<version>/ + LATEST, on a local disk
+or on object storage (s3://, gs://).
 
     <base>/<model_name>/1/model.tflite
-    <base>/<model_name>/1/manifest.json
+    <base>/<model_name>/1/manifest.json   written last: the version's commit marker
     <base>/<model_name>/2/...
-    <base>/<model_name>/LATEST          the current version number, one line
-    <base>/<model_name>/.lock           serializes writers (fcntl.flock)
+    <base>/<model_name>/LATEST            the current version number, one line, written last
 
-A version is staged in a hidden sibling folder, written with fsync, and renamed into place
-only when complete; LATEST is replaced atomically (components/fsutil.py). A crash at any
-moment leaves either no new version or a complete one, and LATEST naming a complete version. Writers
-hold an exclusive lock from choosing the version number to updating LATEST, so concurrent
-pushers never share or lose a version. Readers need no lock. Local (POSIX) filesystems.
+A version counts only once its manifest exists: `versions()`, `list`, `verify`, the
+evaluator's deployed baseline and any poller must ignore a numbered folder without one.
+
+Local disk: a version is staged in a hidden sibling folder (fsynced, 0644 files, 0755
+folders) and renamed into place whole; LATEST is replaced atomically; writers hold an
+exclusive flock from choosing the number to updating LATEST.
+
+Object storage has no rename and no lock. A writer first claims the version number by
+creating `<version>/.claim` only if it does not exist (a conditional put: S3's
+If-None-Match; on stores where this module cannot make one, a check before the write,
+which is safe only with one pusher at a time: run one pipeline at a time, as the Kubeflow
+schedule does with max_concurrency=1). A claim that is taken makes the writer try the next
+number. It then writes model.tflite, then manifest.json, then LATEST (one object each; a
+put is all-or-nothing). A writer killed at any point leaves at most a claimed folder
+without a manifest, which readers ignore and the next number skips. LATEST never moves
+back: a writer that finds a higher LATEST leaves it.
 """
 from __future__ import annotations
 
@@ -18,7 +29,9 @@ import contextlib
 import datetime
 import fcntl
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -27,57 +40,68 @@ from components.contracts import LATEST_FILE, MANIFEST_FILE, MODEL_FILE
 from components.settings import PushSettings
 
 LOCK_FILE = ".lock"
+CLAIM_FILE = ".claim"
+MAX_CLAIM_ATTEMPTS = 20
+
+
+class VersionTaken(RuntimeError):
+    """Another writer holds the version number this writer tried to claim."""
 
 
 class Registry:
     def __init__(self, base: str | Path, model_name: str):
         base = str(base)
-        if "://" in base:
-            raise ValueError(
-                f"push destination {base!r} is not a local path: atomic versioning needs POSIX rename "
-                "and file locks; push to a local or mounted filesystem (e.g. a gcsfuse mount)"
-            )
         PushSettings.build(destination=base, model_name=model_name)  # the name's rules live there
-        self.root = Path(base) / model_name
+        self.base = base
+        self.remote = fsutil.is_remote(base)
+        self.root = fsutil.join(base, model_name)
 
     # ---- reading -------------------------------------------------------------------
+    def _path(self, *parts: str) -> str:
+        return fsutil.join(self.root, *parts)
+
+    def _numbered(self) -> List[int]:
+        """Every numbered folder, committed or not."""
+        return sorted(int(n) for n in fsutil.listdir(self.root) if n.isdigit())
+
     def versions(self) -> List[int]:
-        if not self.root.is_dir():
-            return []
-        return sorted(int(p.name) for p in self.root.iterdir() if p.name.isdigit() and p.is_dir())
+        """The committed versions: numbered folders that hold a manifest."""
+        return [v for v in self._numbered() if fsutil.exists(self._path(str(v), MANIFEST_FILE))]
+
+    def exists(self) -> bool:
+        return fsutil.isdir(self.root)
 
     def latest(self) -> Optional[int]:
-        path = self.root / LATEST_FILE
-        if not path.exists():
+        path = self._path(LATEST_FILE)
+        if not fsutil.exists(path):
             return None
-        text = path.read_text().strip()
+        text = fsutil.read_text(path).strip()
         if not text.isdigit():
             raise ValueError(f"{path} holds {text!r}, not a version number")
         return int(text)
 
-    def version_dir(self, version: int) -> Path:
-        return self.root / str(int(version))
+    def version_dir(self, version: int) -> str:
+        return self._path(str(int(version)))
 
     def manifest(self, version: int) -> Dict:
-        path = self.version_dir(version) / MANIFEST_FILE
-        if not path.exists():
+        path = self._path(str(int(version)), MANIFEST_FILE)
+        if not fsutil.exists(path):
             raise ValueError(f"version {version} of {self.root} has no {MANIFEST_FILE}")
-        return json.loads(path.read_text())
+        return fsutil.read_json(path)
 
     def verify(self, version: int) -> List[str]:
         """Problems with a version (empty when it is intact)."""
-        folder = self.version_dir(version)
-        if not folder.is_dir():
+        if not fsutil.isdir(self.version_dir(version)):
             return [f"version {version} does not exist in {self.root}"]
         try:
             manifest = self.manifest(version)
         except (ValueError, json.JSONDecodeError) as e:
             return [f"manifest unreadable: {e}"]
-        model = folder / MODEL_FILE
-        if not model.exists():
+        model = self._path(str(version), MODEL_FILE)
+        if not fsutil.exists(model):
             return [f"{MODEL_FILE} is missing"]
         problems = []
-        size, sha = model.stat().st_size, fsutil.sha256_file(model)
+        size, sha = fsutil.size(model), fsutil.sha256_file(model)
         if size != manifest.get("size_bytes"):
             problems.append(f"size {size} != manifest size_bytes {manifest.get('size_bytes')}")
         if sha != manifest.get("sha256"):
@@ -106,8 +130,12 @@ class Registry:
     # ---- writing ---------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+") as lock:
+        """Local disks: an exclusive flock. Object stores: nothing (see the module doc)."""
+        if self.remote:
+            yield
+            return
+        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        with open(self._path(LOCK_FILE), "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -115,16 +143,26 @@ class Registry:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _set_latest(self, version: int) -> None:
-        fsutil.write_bytes_atomic(self.root / LATEST_FILE, f"{version}\n".encode())
+        if self.remote:
+            current = self.latest()
+            if current is not None and current > version:
+                return  # a later version was committed meanwhile: LATEST never moves back
+        fsutil.write_bytes_atomic(self._path(LATEST_FILE), f"{version}\n".encode())
 
     def _remove_stale_staging(self) -> None:
-        # Under the lock no other writer is staging: a hidden entry is left from a crash
-        # (a version's staging folder, LATEST's temporary file); the lock file stays.
-        for p in self.root.iterdir():
+        # Local, under the lock: no other writer is staging, so a hidden entry is left from
+        # a crash (a version's staging folder, LATEST's temporary file); the lock file stays.
+        for p in Path(self.root).iterdir():
             if p.name.startswith(".") and p.name != LOCK_FILE:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
-    def push(self, model_path: str | Path, manifest: Dict) -> Tuple[int, bool]:
+    def _same_as_latest(self, sha: str) -> Optional[int]:
+        latest = self.latest()
+        if latest is not None and not self.verify(latest) and self.manifest(latest).get("sha256") == sha:
+            return latest
+        return None
+
+    def push(self, model_path: str, manifest: Dict) -> Tuple[int, bool]:
         """Publishes model_path as a new version unless LATEST already has the same bytes.
 
         Returns (version, created). `manifest` is extended with version, sha256, size and
@@ -132,21 +170,39 @@ class Registry:
         """
         content = fsutil.read_bytes(model_path)
         sha = fsutil.sha256_bytes(content)
+
+        def full(version: int) -> Dict:
+            return dict(manifest, version=version, sha256=sha, size_bytes=len(content), model_file=MODEL_FILE,
+                        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat())
+
         with self._locked():
-            self._remove_stale_staging()
-            latest = self.latest()
-            if latest is not None and not self.verify(latest) and self.manifest(latest).get("sha256") == sha:
-                return latest, False
-            version = max(self.versions(), default=0) + 1
-            full = dict(
-                manifest, version=version, sha256=sha, size_bytes=len(content), model_file=MODEL_FILE,
-                created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            )
-            with fsutil.staged_dir(self.version_dir(version), commit_last=[MANIFEST_FILE]) as staging:
-                (staging / MODEL_FILE).write_bytes(content)
-                (staging / MANIFEST_FILE).write_bytes(fsutil.to_json(full))
+            same = self._same_as_latest(sha)
+            if same is not None:
+                return same, False
+            if not self.remote:
+                self._remove_stale_staging()
+                version = max(self._numbered(), default=0) + 1
+                with fsutil.staged_dir(self.version_dir(version), commit_last=[MANIFEST_FILE]) as staging:
+                    (staging / MODEL_FILE).write_bytes(content)
+                    (staging / MANIFEST_FILE).write_bytes(fsutil.to_json(full(version)))
+            else:
+                version = self._claim_next()
+                fsutil.write_bytes_atomic(self._path(str(version), MODEL_FILE), content)
+                fsutil.write_bytes_atomic(self._path(str(version), MANIFEST_FILE), fsutil.to_json(full(version)))
             self._set_latest(version)
             return version, True
+
+    def _claim_next(self) -> int:
+        """Object stores: the next free version number, claimed by a conditional create."""
+        version = max(self._numbered(), default=0) + 1
+        token = uuid.uuid4().hex.encode()
+        for _ in range(MAX_CLAIM_ATTEMPTS):
+            if fsutil.create_exclusive(self._path(str(version), CLAIM_FILE), token):
+                return version
+            version += 1
+        raise VersionTaken(
+            f"could not claim a version number in {self.root} after {MAX_CLAIM_ATTEMPTS} attempts: other pushers "
+            "are writing; run one pipeline at a time against one registry")
 
     def rollback(self, version: int) -> int:
         """Points LATEST at an earlier, intact version. Writes nothing else."""
@@ -156,5 +212,5 @@ class Registry:
             problems = self.verify(version)
             if problems:
                 raise ValueError(f"version {version} is damaged, not rolling back to it: {problems}")
-            self._set_latest(version)
+            fsutil.write_bytes_atomic(self._path(LATEST_FILE), f"{version}\n".encode())
         return version

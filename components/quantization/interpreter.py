@@ -13,6 +13,8 @@ from typing import Dict, List, Union
 import numpy as np
 import tensorflow as tf
 
+from components import fsutil
+
 OpResolver = tf.lite.experimental.OpResolverType
 
 
@@ -37,7 +39,7 @@ class TFLiteRunner:
     """Holds one interpreter; `predict` takes float inputs [B, ...] and returns float outputs."""
 
     def __init__(self, model: Union[bytes, str, Path], num_threads: int = 1, use_xnnpack: bool = True):
-        content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+        content = model if isinstance(model, (bytes, bytearray)) else fsutil.read_bytes(model)
         self.num_threads = num_threads
         self.use_xnnpack = use_xnnpack
         self.interpreter = tf.lite.Interpreter(

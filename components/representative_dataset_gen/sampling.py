@@ -82,13 +82,13 @@ class _Inspect(beam.DoFn):
 def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped: int, params: dict) -> None:
     chosen = sorted(chosen)
     split_dir = fsutil.join(out_dir, f"Split-{contracts.CALIBRATION_SPLIT}")
-    tf.io.gfile.makedirs(split_dir)
+    fsutil.makedirs(split_dir)
     final = fsutil.join(split_dir, contracts.CALIBRATION_FILE)
     tmp = final + ".tmp"
     with tf.io.TFRecordWriter(tmp, options="GZIP") as writer:
         for _, record in chosen:
             writer.write(record)
-    tf.io.gfile.rename(tmp, final, overwrite=True)
+    fsutil.gfile(final).rename(tmp, final, overwrite=True)
     per_class: Dict[int, int] = {}
     if params["label_key"]:
         for _, record in chosen:
