@@ -51,10 +51,11 @@ lock: $(PY)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v -E '^(tfx-quantization-pipeline)' > $(ROOT)/constraints.txt
 
 # Kubeflow Pipelines v2: compile to kubeflow/build/pipeline.yaml (see kubeflow/README.md).
-KF_IMAGE ?= tfx-quantization:latest
-KF_PIPELINE_ROOT ?= gs://YOUR_BUCKET/tfx-quantization/pipeline_root
+# No defaults on purpose: the compiler refuses an empty or placeholder image, pipeline root
+# or push destination, and says what to pass.
 kubeflow: $(STAMP)
-	cd $(ROOT) && $(PY) -m kubeflow.runner --image "$(KF_IMAGE)" --pipeline-root "$(KF_PIPELINE_ROOT)"
+	cd $(ROOT) && $(PY) -m kubeflow.runner --image "$(KF_IMAGE)" --pipeline-root "$(KF_PIPELINE_ROOT)" \
+	  --push-destination "$(KF_PUSH_DESTINATION)"
 
 data: $(STAMP)
 	$(PY) $(ROOT)/data/export_digits.py

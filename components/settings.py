@@ -12,6 +12,7 @@ in the lock already); the cross-field rules are the validators below.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
 
@@ -62,6 +63,18 @@ class StageSettings(BaseModel):
             return cls.model_validate_json(text)
         except ValidationError as e:
             raise SettingsError(f"{cls.__name__}: {describe_errors(e)}") from None
+
+    def with_overrides(self: S, overrides: Optional[str]) -> S:
+        """A copy with the fields of a JSON object replaced (validated); '' or None: self."""
+        if not overrides or not overrides.strip():
+            return self
+        try:
+            changes = json.loads(overrides)
+        except json.JSONDecodeError as e:
+            raise SettingsError(f"{type(self).__name__} overrides {overrides!r} are not JSON: {e}") from None
+        if not isinstance(changes, dict):
+            raise SettingsError(f"{type(self).__name__} overrides must be a JSON object, not {overrides!r}")
+        return type(self).build(**{**self.model_dump(), **changes})
 
     @classmethod
     def build(cls: Type[S], **values: Any) -> S:

@@ -1,12 +1,20 @@
-"""Compiles the pipeline for Kubeflow Pipelines v2 into a YAML PipelineSpec.
+"""Compiles the pipeline for Kubeflow Pipelines v2 (open-source KFP and Vertex AI) into a
+YAML PipelineSpec.
 
     .venv/bin/python -m kubeflow.runner --image REGISTRY/tfx-quantization:TAG \\
-        --pipeline-root gs://BUCKET/pipeline_root [--output-dir kubeflow/build]
+        --pipeline-root s3://BUCKET/root --push-destination s3://BUCKET/serving [--output-dir kubeflow/build]
 
-The same create_pipeline() as the local runner, with in-container paths: the image holds
-this project at /pipeline (kubeflow/Dockerfile), so the digits data is at
-/pipeline/data/digits; models are pushed to a mounted volume (default /mnt/models). Any
-other setting comes from QP_* environment variables, as for the local runner.
+The same create_pipeline() as the local runner, with:
+- no resolver or importer node (open-source KFP rejects resolver executors): the evaluator
+  reads the deployed baseline from the registry at the push destination;
+- the pipeline root in the spec (`defaultPipelineRoot`) and the push destination, both on
+  object storage, so every step's pod and the next run see them;
+- runtime parameters (see pipeline/dag.py:RuntimeParameters) with the compiled values as
+  defaults: `gate_overrides`, `push_settings`, `input_config`;
+- CPU/memory requests and limits for the trainer and the evaluator, no caching for the
+  pusher, and every step started through kubeflow/entrypoint.py.
+In-container data defaults to /pipeline/data/digits (baked into the image); any other
+setting comes from QP_* variables (or QP_CONFIG), as for the local runner.
 """
 from __future__ import annotations
 
@@ -14,72 +22,120 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
+
+import yaml
 
 import components  # noqa: F401
+from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from pipeline.config import PipelineConfig
-from pipeline.dag import create_pipeline
+from components import fsutil
+from components.settings import SettingsError
+from pipeline.config import CONFIG_FILE_VAR, PipelineConfig, read_config_file
+from pipeline.dag import RuntimeParameters, create_pipeline
 
 HERE = Path(__file__).resolve().parent
 BUILD_DIR = HERE / "build"
 OUTPUT_FILE = "pipeline.yaml"
 IMAGE_PROJECT_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this project
 DATA_ROOT = f"{IMAGE_PROJECT_ROOT}/data/digits"
-PUSH_DESTINATION = "/mnt/models"
+ENTRYPOINT = ["python", "-m", "kubeflow.entrypoint"]
+# Requests = limits, so the scheduler reserves what the step uses (cores, GB of memory).
+RESOURCES: Dict[str, Dict[str, float]] = {
+    "QATTrainer": {"cpu_request": 2, "cpu_limit": 2, "memory_request": 8, "memory_limit": 8},
+    "TFLiteEvaluator": {"cpu_request": 2, "cpu_limit": 2, "memory_request": 4, "memory_limit": 4},
+}
+UNCACHED = ("QuantizedModelPusher",)  # a push must look at the registry every run
+ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+PLACEHOLDERS = ("YOUR_", "REGISTRY/", "BUCKET", "example.com", "<", ">")
 
 
-def kubeflow_config(pipeline_root: str, environ=None) -> PipelineConfig:
-    """The container's data root and push destination unless QP_* settings name others,
-    then the pipeline root."""
+def _check_not_placeholder(what: str, value: str, flag: str, example: str) -> None:
+    if not value:
+        raise ValueError(f"{flag} is empty: name the {what}, e.g. {example}")
+    if any(p in value for p in PLACEHOLDERS):
+        raise ValueError(f"{flag}={value!r} is a placeholder: name your real {what}, e.g. {example}")
+
+
+def _check_object_store(what: str, uri: str, flag: str) -> None:
+    _check_not_placeholder(what, uri, flag, f"s3://my-bucket/{what.replace(' ', '_')}")
+    if not fsutil.is_remote(uri):
+        raise ValueError(
+            f"{flag}={uri!r} is not an object-store URI: Kubeflow steps run in separate pods and runs, so the "
+            f"{what} must be shared storage (s3://…, gs://…)")
+
+
+def kubeflow_config(pipeline_root: str, push_destination: str, environ=None) -> PipelineConfig:
+    """The container's data root unless a QP_* setting names another, then the pipeline
+    root and push destination."""
     environ = dict(os.environ if environ is None else environ)
-    config = PipelineConfig.from_env(environ, pipeline_root=pipeline_root)
-    defaults = PipelineConfig.from_env({}, pipeline_root=pipeline_root)
-    overrides = {}
-    if config.data_root == defaults.data_root:
+    overrides = dict(pipeline_root=pipeline_root, push={"destination": push_destination})
+    named = "QP_DATA_ROOT" in environ or (
+        CONFIG_FILE_VAR in environ and "data_root" in read_config_file(environ[CONFIG_FILE_VAR]))
+    if not named:
         overrides["data_root"] = DATA_ROOT
-    if config.push.destination == defaults.push.destination:
-        overrides["push"] = {"destination": PUSH_DESTINATION}
-    return PipelineConfig.from_env(environ, pipeline_root=pipeline_root, **overrides) if overrides else config
+    return PipelineConfig.from_env(environ, **overrides)
+
+
+def finalize_spec(spec: dict, pipeline_root: str, params: RuntimeParameters) -> dict:
+    """What the TFX compiler leaves out, added to the PipelineSpec dict."""
+    spec["defaultPipelineRoot"] = pipeline_root
+    inputs = spec["root"].setdefault("inputDefinitions", {}).setdefault("parameters", {})
+    for name in RuntimeParameters.NAMES:
+        inputs[name]["defaultValue"] = getattr(params, name).default
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in UNCACHED:
+        tasks[task]["cachingOptions"] = {"enableCache": False}
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor.get("container")
+        if container is None:
+            continue
+        container["command"] = list(ENTRYPOINT)
+    return spec
 
 
 def compile_pipeline(
     image: str,
     pipeline_root: str,
+    push_destination: str,
     output_dir: str | Path = BUILD_DIR,
     environ=None,
 ) -> Path:
-    if not image:
-        raise ValueError("--image is empty: name the container image built from kubeflow/Dockerfile")
-    if "://" not in pipeline_root:
-        raise ValueError(
-            f"pipeline root {pipeline_root!r} is not an object-store URI: Kubeflow steps run in separate "
-            "pods, so artifacts must live in shared storage (gs://…, s3://…, minio://…)"
-        )
-    config = kubeflow_config(pipeline_root, environ)
+    _check_not_placeholder("container image", image, "--image", "ghcr.io/my-org/tfx-quantization:1.0")
+    _check_object_store("pipeline root", pipeline_root, "--pipeline-root")
+    _check_object_store("push destination", push_destination, "--push-destination")
+    config = kubeflow_config(pipeline_root, push_destination, environ)
+    params = RuntimeParameters.for_config(config)
     # Kubeflow keeps ML Metadata itself: no sqlite store in the spec.
-    pipeline = create_pipeline(config, local_metadata=False)
+    pipeline = create_pipeline(config, local_metadata=False, params=params)
+    for component in pipeline.components:
+        if component.id in RESOURCES:  # TFX's compiler writes it as the container's resources
+            component.with_platform_config(ResourceSpec(**RESOURCES[component.id]))
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
-        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
-        output_dir=str(output_dir),
-        output_filename=OUTPUT_FILE,
-    )
-    runner.run(pipeline)
-    return Path(output_dir) / OUTPUT_FILE
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),
+        output_dir=str(output_dir), output_filename=OUTPUT_FILE)
+    job = runner.run(pipeline, write_out=False)
+    spec = finalize_spec(job["pipelineSpec"], pipeline_root, params)
+    os.makedirs(output_dir, exist_ok=True)
+    path = Path(output_dir) / OUTPUT_FILE
+    path.write_text(yaml.safe_dump(spec, sort_keys=True))
+    return path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Compile the pipeline for Kubeflow Pipelines v2 (YAML).")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=os.environ.get("KF_IMAGE", ""),
-                        help="container image with this project installed (env KF_IMAGE)")
+                        help="container image built from kubeflow/Dockerfile (env KF_IMAGE)")
     parser.add_argument("--pipeline-root", default=os.environ.get("KF_PIPELINE_ROOT", ""),
-                        help="object-store pipeline root, e.g. gs://bucket/root (env KF_PIPELINE_ROOT)")
+                        help="object-store pipeline root, e.g. s3://bucket/root (env KF_PIPELINE_ROOT)")
+    parser.add_argument("--push-destination", default=os.environ.get("KF_PUSH_DESTINATION", ""),
+                        help="object-store registry, e.g. s3://bucket/serving (env KF_PUSH_DESTINATION)")
     parser.add_argument("--output-dir", default=str(BUILD_DIR))
     args = parser.parse_args(argv)
     try:
-        path = compile_pipeline(args.image, args.pipeline_root, args.output_dir)
-    except ValueError as e:
+        path = compile_pipeline(args.image, args.pipeline_root, args.push_destination, args.output_dir)
+    except (ValueError, SettingsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(path)

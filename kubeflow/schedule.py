@@ -2,13 +2,17 @@
 
     .venv/bin/python -m kubeflow.schedule --host http://KFP_HOST --cron "0 0 2 * * *" \\
         [--package kubeflow/build/pipeline.yaml] [--pipeline-name digits-quantization] \\
-        [--experiment digits-quantization] [--job-name digits-quantization-nightly] [--dry-run]
+        [--experiment digits-quantization] [--job-name digits-quantization-nightly] \
+        [--pipeline-root s3://BUCKET/root] [--param gate_overrides='{"max_accuracy_drop": 0.005}'] [--dry-run]
 
 The pipeline is uploaded, or, if one with that name exists, a new version of it. The
 recurring run uses a 6-field cron (seconds first, as Kubeflow's scheduler reads it), at most
 one run at a time, and no catch-up of missed runs; an existing recurring run with the same
-name is deleted and created again on the new version. The cron is checked before anything
-is sent. --dry-run prints every call instead of making it, without a server.
+name is deleted and created again on the new version. It carries the pipeline root (the
+compiled one unless given) and any runtime parameter values. The cron, the parameter names
+and the package are checked before anything is sent: the kfp client sends the cron as is and
+only the server would refuse it, after the upload. --dry-run prints every call instead of
+making it, without a server.
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import yaml
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PACKAGE = HERE / "build" / "pipeline.yaml"
@@ -128,6 +134,32 @@ class DryRunClient:
         return SimpleNamespace(recurring_run_id="<recurring-run-id>")
 
 
+def read_package(package_path: str) -> dict:
+    """The compiled PipelineSpec (YAML), checked to be one this project's compiler wrote."""
+    if not package_path.endswith((".yaml", ".yml")):
+        raise ValueError(f"{package_path}: the kfp client uploads a YAML PipelineSpec; compile with kubeflow.runner")
+    if not os.path.exists(package_path):
+        raise ValueError(f"{package_path} does not exist: run `make kubeflow` (python -m kubeflow.runner) first")
+    with open(package_path) as f:
+        spec = yaml.safe_load(f)
+    if not isinstance(spec, dict) or "root" not in spec:
+        raise ValueError(f"{package_path} is not a compiled PipelineSpec: compile with kubeflow.runner")
+    return spec
+
+
+def run_settings(spec: dict, pipeline_root: Optional[str], params: Dict[str, str]) -> Tuple[str, Dict[str, str]]:
+    """The pipeline root (given, or the one compiled in) and the runtime parameter values,
+    refusing names the pipeline does not declare."""
+    root = pipeline_root or spec.get("defaultPipelineRoot", "")
+    if not root:
+        raise ValueError("no pipeline root: pass --pipeline-root (the spec carries none)")
+    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown runtime parameter(s) {unknown}: the pipeline declares {sorted(declared)}")
+    return root, dict(params)
+
+
 def schedule(
     client,
     package_path: str | Path,
@@ -136,13 +168,13 @@ def schedule(
     job_name: str,
     cron: str,
     version_name: Optional[str] = None,
+    pipeline_root: Optional[str] = None,
+    params: Optional[Dict[str, str]] = None,
 ) -> dict:
+    """Uploads and schedules; the recurring run gets the pipeline root and parameter values."""
     validate_cron(cron)
     package_path = str(package_path)
-    if not package_path.endswith((".yaml", ".yml")):
-        raise ValueError(f"{package_path}: the kfp client uploads a YAML PipelineSpec; compile with kubeflow.runner")
-    if not os.path.exists(package_path):
-        raise ValueError(f"{package_path} does not exist: run `make kubeflow` (python -m kubeflow.runner) first")
+    pipeline_root, params = run_settings(read_package(package_path), pipeline_root, params or {})
     version_name = version_name or f"{pipeline_name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
 
     pipeline_id = client.get_pipeline_id(pipeline_name)
@@ -168,7 +200,7 @@ def schedule(
     run = client.create_recurring_run(
         experiment_id=experiment_id, job_name=job_name, description=f"{pipeline_name} on cron {cron}",
         cron_expression=cron, max_concurrency=1, no_catchup=True, pipeline_id=pipeline_id,
-        version_id=version_id, enabled=True,
+        version_id=version_id, enabled=True, pipeline_root=pipeline_root, params=params,
     )
     return {"pipeline_id": pipeline_id, "version_id": version_id, "experiment_id": experiment_id,
             "recurring_run_id": run.recurring_run_id}
@@ -184,6 +216,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--job-name", default="digits-quantization-scheduled")
     parser.add_argument("--cron", required=True, help="6 fields, seconds first, e.g. '0 0 2 * * *'")
     parser.add_argument("--version-name", default=None)
+    parser.add_argument("--pipeline-root", default=None,
+                        help="object-store pipeline root of the runs (default: the one compiled into the package)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a runtime parameter value, e.g. gate_overrides='{\"max_accuracy_drop\": 0.005}'")
     parser.add_argument("--dry-run", action="store_true", help="print the calls instead of making them")
     args = parser.parse_args(argv)
     try:
@@ -196,8 +232,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             import kfp
 
             client = kfp.Client(host=args.host)
+        params = {}
+        for item in args.param:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--param {item!r}: use NAME=VALUE")
+            params[name] = value
         ids = schedule(client, args.package, args.pipeline_name, args.experiment, args.job_name, args.cron,
-                       args.version_name)
+                       args.version_name, args.pipeline_root, params)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

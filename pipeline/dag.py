@@ -2,12 +2,18 @@
 
 ExampleGen → QATTrainer ─────────────┐
            → RepresentativeDatasetGen → PostTrainingQuantizer → TFLiteEvaluator → Pusher
-  latest PushedModel (resolver) ──────────────────────────────────┘ (no-regression baseline)
+The evaluator reads the deployed model (the no-regression baseline) from the registry the
+Pusher writes: the push destination's LATEST version.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Optional
+
 import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from google.protobuf import json_format
 from tfx import v1 as tfx
+from tfx.orchestration import data_types
 
 from components import contracts
 from components.post_training_quantizer.component import PostTrainingQuantizer
@@ -18,10 +24,11 @@ from components.trainer.component import QATTrainer
 from pipeline.config import PipelineConfig
 
 
-def example_gen(config: PipelineConfig):
-    input_config = tfx.proto.Input(
-        splits=[tfx.proto.Input.Split(name="single_split", pattern=config.input_pattern)]
-    )
+def input_config(config: PipelineConfig):
+    return tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=config.input_pattern)])
+
+
+def example_gen(config: PipelineConfig, runtime_input_config: Optional[data_types.RuntimeParameter] = None):
     # Hash split train:eval = 2:1, deterministic per example.
     output_config = tfx.proto.Output(
         split_config=tfx.proto.SplitConfig(
@@ -37,12 +44,35 @@ def example_gen(config: PipelineConfig):
         else tfx.components.ImportExampleGen
     )
     return gen_cls(
-        input_base=config.data_root, input_config=input_config, output_config=output_config
+        input_base=config.data_root, input_config=runtime_input_config or input_config(config),
+        output_config=output_config,
     )
 
 
-def create_components(config: PipelineConfig) -> list:
-    gen = example_gen(config)
+@dataclasses.dataclass
+class RuntimeParameters:
+    """Kubeflow runtime parameters: what operators change between runs without recompiling.
+    Each defaults to the compiled configuration's value."""
+
+    input_config: data_types.RuntimeParameter  # ExampleGen's Input proto as JSON: pattern, span
+    gate_overrides: data_types.RuntimeParameter  # JSON merged over the gate settings
+    push_settings: data_types.RuntimeParameter  # PushSettings as JSON: the registry
+
+    NAMES = ("input_config", "gate_overrides", "push_settings")
+
+    @classmethod
+    def for_config(cls, config: PipelineConfig) -> "RuntimeParameters":
+        return cls(
+            input_config=data_types.RuntimeParameter(
+                name="input_config", ptype=str, default=json_format.MessageToJson(input_config(config), indent=0)),
+            gate_overrides=data_types.RuntimeParameter(name="gate_overrides", ptype=str, default="{}"),
+            push_settings=data_types.RuntimeParameter(name="push_settings", ptype=str, default=config.push.to_json()),
+        )
+
+
+def create_components(config: PipelineConfig, params: Optional[RuntimeParameters] = None) -> list:
+    """The DAG's components. params: Kubeflow runtime parameters (None: everything fixed)."""
+    gen = example_gen(config, params.input_config if params else None)
     examples = gen.outputs["examples"]
     trainer = QATTrainer(examples=examples, settings=config.train)
     calibration = RepresentativeDatasetGen(examples=examples, settings=config.calibration)
@@ -54,31 +84,32 @@ def create_components(config: PipelineConfig) -> list:
         validation_examples=examples,
         settings=config.quantize,
     )
-    # What is deployed now, according to the last Pusher run (pushed or not): the evaluator
-    # re-evaluates it on this run's eval split and refuses a regression against it.
-    deployed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-        pushed_model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel),
-    ).with_id("latest_pushed_model_resolver")
+    push = params.push_settings if params else config.push
+    # The deployed baseline is the registry's LATEST version, read by the evaluator itself:
+    # the registry is the one truth for what is deployed (no resolver node, which
+    # open-source Kubeflow Pipelines cannot run).
     evaluator = TFLiteEvaluator(
         examples=examples,
         model=trainer.outputs["model"],
         quantized_models=quantizer.outputs["quantized_models"],
-        baseline=deployed.outputs["pushed_model"],
         settings=config.gate,
+        registry=push,
+        overrides=params.gate_overrides if params else None,
     )
     pusher = QuantizedModelPusher(
         quantized_models=quantizer.outputs["quantized_models"],
         blessing=evaluator.outputs["blessing"],
         evaluation=evaluator.outputs["evaluation"],
-        settings=config.push,
+        settings=push,
     )
-    return [gen, trainer, calibration, quantizer, deployed, evaluator, pusher]
+    return [gen, trainer, calibration, quantizer, evaluator, pusher]
 
 
-def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, local_metadata: bool = True,
+                    params: Optional[RuntimeParameters] = None) -> tfx.dsl.Pipeline:
     """The DAG. local_metadata: an sqlite ML Metadata store at config.metadata_path (the
-    local orchestrator); False for orchestrators that keep metadata themselves (Kubeflow)."""
+    local orchestrator); False for orchestrators that keep metadata themselves (Kubeflow).
+    params: Kubeflow runtime parameters."""
     metadata_connection_config = (
         tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
         if local_metadata else None
@@ -86,7 +117,7 @@ def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config),
+        components=create_components(config, params),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,

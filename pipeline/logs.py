@@ -11,21 +11,11 @@ import warnings
 _TFX_PROGRESS = re.compile(r"^Component \S+ is (running|finished)|^Running pipeline|^Pipeline run")
 
 
-# On a first run there is no PushedModel yet, and TFX logs the resolver's empty result as
-# an ERROR with a traceback. It is expected: say so in one line instead.
-_NO_BASELINE_YET = re.compile(r"\[latest_pushed_model_resolver\] Input resolution error.*returned None")
-# LatestArtifactStrategy's harmless complaint about a query option it does not use.
-_HARMLESS = re.compile(r"^ArtifactQuery.property_predicate is not supported")
 
 
 class _OnlyProgress(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if _NO_BASELINE_YET.search(message):
-            logging.getLogger("pipeline").info("No model pushed yet: this run has no no-regression baseline.")
-            return False
-        if _HARMLESS.search(message):
-            return False
         return record.levelno >= logging.WARNING or bool(_TFX_PROGRESS.search(message))
 
 

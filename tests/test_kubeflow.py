@@ -1,6 +1,9 @@
-"""Kubeflow v2: the compiled spec, the executors it names, cron validation, the dry-run
-scheduler, and two steps run through the spec's own container command, as KFP's launcher
-runs them, on local artifact URIs."""
+"""Kubeflow v2: the compiled spec (no resolver, pipeline root, runtime parameters,
+resources, an uncached pusher), the executors it names, cron validation, the dry-run
+scheduler with the pipeline root and parameter values, and every task of the spec run in
+DAG order through the spec's own container command, as KFP's launcher runs it, on s3://
+artifact URIs of a real S3-compatible server: twice, the second time with a stricter gate
+given as a runtime parameter, without recompiling."""
 import copy
 import json
 import os
@@ -12,27 +15,26 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components.contracts import read_manifest
 from kubeflow import runner, schedule
 from tests.conftest import REPO_ROOT
 
-IMAGE = "registry.example/tfx-quantization:test"
+IMAGE = "ghcr.io/qp-tests/tfx-quantization:test"
 EXPECTED_DEPS = {
     "CsvExampleGen": set(),
-    "latest_pushed_model_resolver": set(),
     "QATTrainer": {"CsvExampleGen"},
     "RepresentativeDatasetGen": {"CsvExampleGen"},
     "PostTrainingQuantizer": {"CsvExampleGen", "QATTrainer", "RepresentativeDatasetGen"},  # validation data
-    "TFLiteEvaluator": {"CsvExampleGen", "QATTrainer", "PostTrainingQuantizer", "latest_pushed_model_resolver"},
+    "TFLiteEvaluator": {"CsvExampleGen", "QATTrainer", "PostTrainingQuantizer"},
     "QuantizedModelPusher": {"PostTrainingQuantizer", "TFLiteEvaluator"},
 }
+SMALL = {"QP_EPOCHS": "3", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "5", "QP_CALIBRATION__NUM_SAMPLES": "100",
+         "QP_VALIDATION_SAMPLES": "200"}
 
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     out = tmp_path_factory.mktemp("kf")
-    env = {"QP_EPOCHS": "3", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "5"}
-    path = runner.compile_pipeline(IMAGE, "gs://bucket/root", out, environ=env)
+    path = runner.compile_pipeline(IMAGE, "s3://qp-bucket/root", "s3://qp-bucket/serving", out, environ=SMALL)
     assert path.name == "pipeline.yaml"
     with open(path) as f:
         return yaml.safe_load(f)
@@ -44,14 +46,56 @@ def test_compiled_yaml_parses_into_a_pipeline_spec_with_one_task_per_component(s
     assert set(tasks) == set(EXPECTED_DEPS)
     for name, deps in EXPECTED_DEPS.items():
         assert set(tasks[name].dependent_tasks) == deps, name
+    deployment = json_format.ParseDict(spec["deploymentSpec"], pipeline_spec_pb2.PipelineDeploymentConfig(),
+                                       ignore_unknown_fields=False)
+    trainer = deployment.executors["QATTrainer_executor"].container
+    assert trainer.resources.cpu_request == 2 and trainer.resources.memory_limit == 8
+    assert deployment.executors["TFLiteEvaluator_executor"].container.resources.memory_request == 4
+    assert not tasks["QuantizedModelPusher"].caching_options.enable_cache
+    assert tasks["QATTrainer"].caching_options.enable_cache
+
+
+def test_no_executor_open_source_kfp_rejects_and_the_run_settings_are_in_the_spec(spec):
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        assert set(executor) == {"container"}, f"{name} is not a container executor (resolver/importer?)"
+    assert not any("resolver" in t.lower() or "importer" in t.lower() for t in spec["root"]["dag"]["tasks"])
+    assert spec["defaultPipelineRoot"] == "s3://qp-bucket/root"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {"input_config", "gate_overrides", "push_settings"}
+    assert params["gate_overrides"]["defaultValue"] == "{}"
+    assert json.loads(params["push_settings"]["defaultValue"]) == {"destination": "s3://qp-bucket/serving",
+                                                                   "model_name": "digits"}
+    assert '"pattern": "*"' in params["input_config"]["defaultValue"]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["TFLiteEvaluator"]["inputs"]["parameters"]["overrides"] == {"componentInputParameter": "gate_overrides"}
+    assert tasks["QuantizedModelPusher"]["inputs"]["parameters"]["settings"] == {
+        "componentInputParameter": "push_settings"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(image="", pipeline_root="s3://b/r", push_destination="s3://b/s"), "--image is empty"),
+    (dict(image="REGISTRY/tfx-quantization:TAG", pipeline_root="s3://b/r", push_destination="s3://b/s"),
+     "--image='REGISTRY/tfx-quantization:TAG' is a placeholder"),
+    (dict(image=IMAGE, pipeline_root="gs://YOUR_BUCKET/root", push_destination="s3://b/s"), "is a placeholder"),
+    (dict(image=IMAGE, pipeline_root="/tmp/root", push_destination="s3://b/s"), "is not an object-store URI"),
+    (dict(image=IMAGE, pipeline_root="s3://b/r", push_destination="/mnt/models"), "is not an object-store URI"),
+])
+def test_compile_refuses_placeholders_and_local_paths(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        runner.compile_pipeline(output_dir=tmp_path, **kwargs)
+    assert not (tmp_path / "pipeline.yaml").exists()
+
+
+def test_make_kubeflow_without_names_says_what_to_pass():
+    result = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "kubeflow", "KF_IMAGE=", "KF_PIPELINE_ROOT=",
+                             "KF_PUSH_DESTINATION="], capture_output=True, text=True)
+    assert result.returncode != 0 and "--image is empty: name the container image" in result.stderr
 
 
 def test_every_executor_uses_the_image_and_imports(spec):
     executors = spec["deploymentSpec"]["executors"]
     paths = []
     for name, executor in executors.items():
-        if "container" not in executor:
-            continue  # the resolver runs in the orchestrator
         container = executor["container"]
         assert container["image"] == IMAGE
         args = container["args"]
@@ -63,20 +107,13 @@ def test_every_executor_uses_the_image_and_imports(spec):
 
 def test_container_paths_and_settings_come_through(spec):
     def constant(task, name):
-        return spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]
+        return spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
 
-    def settings(task):
-        return json.loads(constant(task, "settings")["stringValue"])
-
-    assert settings("QATTrainer")["epochs"] == 3
-    assert settings("TFLiteEvaluator")["latency_runs"] == 5
-    assert constant("CsvExampleGen", "input_base") == {"stringValue": "/pipeline/data/digits"}
-    assert settings("QuantizedModelPusher")["destination"] == "/mnt/models"
-
-
-def test_compile_rejects_a_local_pipeline_root(tmp_path):
-    with pytest.raises(ValueError, match="is not an object-store URI"):
-        runner.compile_pipeline(IMAGE, "/tmp/root", tmp_path)
+    assert json.loads(constant("QATTrainer", "settings"))["epochs"] == 3
+    assert json.loads(constant("TFLiteEvaluator", "settings"))["latency_runs"] == 5
+    assert constant("CsvExampleGen", "input_base") == "/pipeline/data/digits"
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert executor["container"]["command"] == ["python", "-m", "kubeflow.entrypoint"]
 
 
 @pytest.mark.parametrize("cron", ["0 0 2 * * *", "*/30 * * * * ?", "0 15 10 ? * MON-FRI", "0 0 0 1,15 JAN-JUN *",
@@ -101,25 +138,41 @@ def test_cron_rejects_invalid_expressions(cron, message):
         schedule.validate_cron(cron)
 
 
-def test_dry_run_prints_every_call_and_a_bad_cron_sends_nothing(tmp_path, capsys):
-    package = tmp_path / "pipeline.yaml"
-    package.write_text("pipelineInfo: {name: x}\n")
-    assert schedule.main(["--dry-run", "--cron", "0 0 2 * * *", "--package", str(package)]) == 0
+@pytest.fixture
+def package(tmp_path, spec):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_dry_run_prints_every_call_and_a_bad_cron_sends_nothing(package, capsys):
+    assert schedule.main(["--dry-run", "--cron", "0 0 2 * * *", "--package", str(package),
+                          "--param", 'gate_overrides={"max_accuracy_drop": 0.005}']) == 0
     out = capsys.readouterr().out
     for call in ("get_pipeline_id(", "upload_pipeline(", "create_experiment(", "list_recurring_runs(",
                  "create_recurring_run("):
         assert call in out
     assert "max_concurrency=1, no_catchup=True" in out and "cron_expression='0 0 2 * * *'" in out
+    assert "pipeline_root='s3://qp-bucket/root'" in out
+    assert """params={'gate_overrides': '{"max_accuracy_drop": 0.005}'}""" in out
     assert schedule.main(["--dry-run", "--cron", "0 2 * * *", "--package", str(package)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "has 5 fields" in captured.err
 
 
-def test_existing_pipeline_gets_a_new_version_and_the_run_is_replaced(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--param", "gate_overides={}"], "unknown runtime parameter(s) ['gate_overides']"),
+    (["--param", "gate_overrides"], "use NAME=VALUE"),
+])
+def test_scheduler_refuses_bad_parameters_before_sending_anything(package, capsys, args, message):
+    assert schedule.main(["--dry-run", "--cron", "0 0 2 * * *", "--package", str(package), *args]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "upload_pipeline" not in captured.out
+
+
+def test_existing_pipeline_gets_a_new_version_and_the_run_is_replaced(package):
     from types import SimpleNamespace
 
-    package = tmp_path / "pipeline.yaml"
-    package.write_text("pipelineInfo: {name: x}\n")
     calls = []
 
     class Existing(schedule.DryRunClient):
@@ -132,74 +185,127 @@ def test_existing_pipeline_gets_a_new_version_and_the_run_is_replaced(tmp_path):
             return SimpleNamespace(recurring_runs=[SimpleNamespace(display_name="nightly", recurring_run_id="r-0"),
                                                    SimpleNamespace(display_name="other", recurring_run_id="r-9")])
 
-    ids = schedule.schedule(Existing("h", out=calls.append), package, "digits", "exp", "nightly", "0 0 2 * * *", "v2")
+    ids = schedule.schedule(Existing("h", out=calls.append), package, "digits", "exp", "nightly", "0 0 2 * * *", "v2",
+                            pipeline_root="s3://other/root")
     assert ids["pipeline_id"] == "p-1"
     assert any(c.startswith("upload_pipeline_version(") and "pipeline_version_name='v2'" in c for c in calls)
     assert "delete_recurring_run(recurring_run_id='r-0')" in calls
     assert not any("r-9" in c and c.startswith("delete") for c in calls)
+    assert any("pipeline_root='s3://other/root'" in c for c in calls if c.startswith("create_recurring_run("))
 
 
 # ---- the launcher ------------------------------------------------------------------------
 
 
-def _executor_input(spec, task, inputs, outputs, output_file):
-    """An ExecutorInput JSON as KFP's launcher builds it from the spec for `task`."""
-    component = spec["components"][spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]]
-    in_defs = component["inputDefinitions"]["artifacts"]
-    out_defs = component["outputDefinitions"]["artifacts"]
-    params = spec["root"]["dag"]["tasks"][task]["inputs"].get("parameters", {})
+def _order(spec):
+    """The tasks in an order that respects dependentTasks."""
+    tasks, done = spec["root"]["dag"]["tasks"], []
+    while len(done) < len(tasks):
+        done += sorted(t for t, d in tasks.items() if t not in done and set(d.get("dependentTasks", [])) <= set(done))
+    return done
 
-    def artifacts(defs, given):
+
+class Launcher:
+    """Runs a compiled spec's tasks the way KFP v2's launcher does: an ExecutorInput built
+    from the spec (artifact types and URIs, constants and the run's parameter values), the
+    driver hook first when the spec has one, then the container's own command and args; the
+    ExecutorOutput file gives the output artifacts' metadata to downstream tasks. A task with
+    caching on whose inputs did not change since an earlier run is served from that run, as
+    KFP's cache does."""
+
+    def __init__(self, spec, env, workdir):
+        self.spec, self.env, self.workdir = spec, env, workdir
+        self.cache = {}
+        self.executed = []
+
+    def _parameters(self, task, values):
+        out = {}
+        for name, p in self.spec["root"]["dag"]["tasks"][task]["inputs"].get("parameters", {}).items():
+            out[name] = p["runtimeValue"]["constant"] if "runtimeValue" in p else values[p["componentInputParameter"]]
+        return out
+
+    def run(self, run_id, params=None):
+        declared = self.spec["root"]["inputDefinitions"]["parameters"]
+        values = {k: v["defaultValue"] for k, v in declared.items()}
+        values.update(params or {})
+        root = self.spec["defaultPipelineRoot"]
+        produced, self.executed = {}, []
+        for task in _order(self.spec):
+            t = self.spec["root"]["dag"]["tasks"][task]
+            component = self.spec["components"][t["componentRef"]["name"]]
+            in_defs = component.get("inputDefinitions", {}).get("artifacts", {})
+            out_defs = component.get("outputDefinitions", {}).get("artifacts", {})
+            inputs = {k: produced[(a["taskOutputArtifact"]["producerTask"], a["taskOutputArtifact"]["outputArtifactKey"])]
+                      for k, a in t["inputs"].get("artifacts", {}).items()}
+            parameters = self._parameters(task, values)
+            key = (task, json.dumps(parameters, sort_keys=True), json.dumps(inputs, sort_keys=True))
+            if t.get("cachingOptions", {}).get("enableCache") and key in self.cache:
+                produced.update({(task, k): v for k, v in self.cache[key].items()})
+                continue
+            outputs = {k: {"uri": f"{root}/{run_id}/{task}/{k}"} for k in out_defs}
+            output_file = self.workdir / run_id / task / "executor_output.json"
+            executor_input = {
+                "inputs": {"artifacts": self._artifacts(task, in_defs, inputs), "parameterValues": parameters},
+                "outputs": {"artifacts": self._artifacts(task, out_defs, outputs), "outputFile": str(output_file)},
+            }
+            container = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+            hook = container.get("lifecycle", {}).get("preCacheCheck")
+            if hook:  # ExampleGen's driver: resolves the input (span) into the output file
+                self._exec(hook["command"], hook["args"], executor_input)
+            self._exec(container["command"], container["args"], executor_input)
+            self.executed.append(task)
+            with open(output_file) as f:
+                result = json.load(f)
+            mine = {}
+            for k, a in outputs.items():
+                meta = result.get("artifacts", {}).get(k, {}).get("artifacts", [{}])[0].get("metadata", {})
+                mine[k] = {"uri": a["uri"], "metadata": meta}
+            produced.update({(task, k): v for k, v in mine.items()})
+            self.cache[key] = mine
+        return produced
+
+    def _artifacts(self, task, defs, given):
         return {key: {"artifacts": [{
             "name": f"projects/test/locations/local/metadataStores/default/artifacts/{task}-{key}",
             "uri": a["uri"], "metadata": a.get("metadata", {}),
             "type": copy.deepcopy(defs[key]["artifactType"])}]} for key, a in given.items()}
 
-    return {
-        "inputs": {
-            "artifacts": artifacts(in_defs, inputs),
-            # Schema 2.0 specs hold constants as Values; the launcher passes them as `parameters`.
-            "parameters": {k: v["runtimeValue"]["constantValue"] for k, v in params.items()},
-        },
-        "outputs": {"artifacts": artifacts(out_defs, outputs), "outputFile": str(output_file)},
-    }
+    def _exec(self, command, args, executor_input):
+        os.makedirs(os.path.dirname(executor_input["outputs"]["outputFile"]), exist_ok=True)
+        args = [json.dumps(executor_input) if a == "{{$}}" else a for a in args]
+        result = subprocess.run(command + args, cwd=self.workdir, env=self.env, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, (command, result.stderr[-4000:])
 
 
-def _launch(spec, task, inputs, outputs, tmp_path):
-    container = spec["deploymentSpec"]["executors"][f"{task}_executor"]["container"]
-    output_file = tmp_path / task / "executor_output.json"
-    invocation = json.dumps(_executor_input(spec, task, inputs, outputs, output_file))
-    args = [invocation if a == "{{$}}" else a for a in container["args"]]
-    # `python` in the command is the image's interpreter; here, this environment's.
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    env.pop("TF_USE_LEGACY_KERAS", None)  # the entry point must not depend on the caller's env
-    result = subprocess.run(container["command"] + args, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    with open(output_file) as f:
-        return json.load(f)
+def test_every_task_runs_under_the_kubeflow_launcher_on_s3_and_a_runtime_parameter_tightens_the_gate(
+        s3_server, tmp_path):
+    bucket = s3_server.bucket("kfp-run")
+    environ = dict(SMALL, QP_DATA_ROOT=str(REPO_ROOT / "data" / "digits"),
+                   QP_BEAM_PIPELINE_ARGS=json.dumps(["--direct_num_workers=1", *s3_server.beam_args]))
+    path = runner.compile_pipeline(IMAGE, f"{bucket}/root", f"{bucket}/serving", tmp_path / "build", environ=environ)
+    spec = yaml.safe_load(path.read_text())
+    # `python` in the command is the image's interpreter; here, this environment's. The
+    # entry point must not depend on the caller's TF_USE_LEGACY_KERAS or QP_* variables.
+    env = s3_server.subprocess_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    launcher = Launcher(spec, env, tmp_path)
 
+    first = launcher.run("run-1")
+    assert launcher.executed == _order(spec)  # every task, in DAG order
+    keys = s3_server.keys("kfp-run")
+    assert "serving/digits/1/model.tflite" in keys and "serving/digits/1/manifest.json" in keys
+    assert s3_server.read("kfp-run", "serving/digits/LATEST") == b"1\n"
+    assert first[("TFLiteEvaluator", "blessing")]["metadata"]["blessed"] == 1
+    assert first[("QuantizedModelPusher", "pushed_model")]["metadata"]["pushed_version"] == "1"
+    assert any(k.startswith("root/run-1/QATTrainer/model/") and k.endswith("saved_model.pb") for k in keys)
 
-def test_quantizer_and_evaluator_run_under_the_kubeflow_entrypoint(spec, tmp_path, trained_digits,
-                                                                   digits_calibration, digits_examples):
-    quantized_uri = tmp_path / "quantized"
-    out = _launch(spec, "PostTrainingQuantizer", {
-        "model": {"uri": trained_digits["model_uri"]},
-        "qat_model": {"uri": trained_digits["qat_model_uri"]},
-        "representative_dataset": {"uri": digits_calibration, "metadata": {"split_names": '["calibration"]'}},
-    }, {"quantized_models": {"uri": str(quantized_uri)}}, tmp_path)
-    manifest = read_manifest(str(quantized_uri))
-    assert all(v["status"] == "ok" for v in manifest["variants"].values())
-    metadata = out["artifacts"]["quantized_models"]["artifacts"][0]["metadata"]
-    assert sorted(json.loads(metadata["variants_built"])) == sorted(manifest["variants"])
-
-    out = _launch(spec, "TFLiteEvaluator", {
-        "examples": {"uri": digits_examples.uri, "metadata": {"split_names": digits_examples.split_names}},
-        "model": {"uri": trained_digits["model_uri"]},
-        "quantized_models": {"uri": str(quantized_uri), "metadata": metadata},
-    }, {"evaluation": {"uri": str(tmp_path / "evaluation")}, "blessing": {"uri": str(tmp_path / "blessing")}},
-        tmp_path)
-    blessing = out["artifacts"]["blessing"]["artifacts"][0]["metadata"]
-    assert blessing["blessed"] == 1 and blessing["selected_variant"] in manifest["variants"]
-    assert os.path.exists(tmp_path / "blessing" / "BLESSED")
-    assert os.path.exists(tmp_path / "evaluation" / "report.html")
+    # The same compiled spec, a stricter gate as a runtime parameter: nothing is pushed.
+    second = launcher.run("run-2", {"gate_overrides": json.dumps({"max_model_bytes": 1})})
+    assert launcher.executed == ["TFLiteEvaluator", "QuantizedModelPusher"]  # the rest from the cache
+    metrics = json.loads(s3_server.read("kfp-run", "root/run-2/TFLiteEvaluator/evaluation/metrics.json"))
+    assert metrics["settings"]["max_model_bytes"] == 1 and not metrics["blessed"]
+    assert metrics["baseline"]["version"] == "1"  # the deployed model, read from the registry
+    assert second[("QuantizedModelPusher", "pushed_model")]["metadata"]["pushed"] == 0
+    assert s3_server.read("kfp-run", "serving/digits/LATEST") == b"1\n"
+    assert not any(k.startswith("serving/digits/2/") for k in s3_server.keys("kfp-run"))

@@ -16,13 +16,13 @@ import pytest
 
 from components import fsutil
 from components.contracts import LATEST_FILE, MANIFEST_FILE, MODEL_FILE, read_manifest
-from components.pusher.registry import CLAIM_FILE, Registry
+from components.registry import CLAIM_FILE, Registry
 from tests.conftest import REPO_ROOT
 
 REGISTRY_SCRIPT = """
 import json, sys
 from components import fsutil
-from components.pusher.registry import Registry
+from components.registry import Registry
 dest, files = sys.argv[1], sys.argv[2:]
 registry = Registry(dest, "digits")
 out = {"first": registry.push(files[0], {"variant": "a"}), "again": registry.push(files[0], {"variant": "a"}),
@@ -81,7 +81,7 @@ def test_registry_protocol_on_s3(s3_server, digits_quantized):
 def test_a_claimed_number_sends_the_next_pusher_to_the_next_number(s3_server, digits_quantized):
     dest = s3_server.bucket("registry-claims") + "/models"
     s3_server.client().put_object(Bucket="registry-claims", Key=f"models/digits/1/{CLAIM_FILE}", Body=b"other")
-    code = ("import sys, json\nfrom components import fsutil\nfrom components.pusher.registry import Registry\n"
+    code = ("import sys, json\nfrom components import fsutil\nfrom components.registry import Registry\n"
             "print(json.dumps(Registry(sys.argv[1], 'digits').push(sys.argv[2], {})))\nfsutil.exit_process(0)\n")
     out = _run(["-c", code, dest, _variant_files(digits_quantized)[0]], s3_server.subprocess_env())
     assert json.loads(out.stdout) == [2, True]
@@ -89,7 +89,7 @@ def test_a_claimed_number_sends_the_next_pusher_to_the_next_number(s3_server, di
 
 PUSH_LOOP = """
 import itertools, sys
-from components.pusher.registry import Registry
+from components.registry import Registry
 registry = Registry(sys.argv[1], "digits")
 registry.latest()  # load TensorFlow and the S3 filesystem before saying ready
 files = sys.argv[2:]
@@ -101,7 +101,7 @@ for i in itertools.count():
 CHECK = """
 import json, sys
 from components import fsutil
-from components.pusher.registry import Registry
+from components.registry import Registry
 registry = Registry(sys.argv[1], "digits")
 print(json.dumps({"versions": registry.versions(), "latest": registry.latest(),
                   "problems": {v: registry.verify(v) for v in registry.versions()}}))
@@ -127,7 +127,7 @@ def test_killing_a_pusher_on_s3_never_leaves_a_version_a_poller_would_serve(s3_s
         assert state["latest"] is None or state["latest"] in state["versions"], state
     assert len(state["versions"]) >= 3, state  # the loop really pushed between kills
     # The next push works and takes a number above every folder a killed pusher claimed.
-    code = ("import sys, json\nfrom components import fsutil\nfrom components.pusher.registry import Registry\n"
+    code = ("import sys, json\nfrom components import fsutil\nfrom components.registry import Registry\n"
             "r = Registry(sys.argv[1], 'digits')\nprint(json.dumps([r.push(f, {'variant': 'after'}) for f in sys.argv[2:]]))\n"
             "fsutil.exit_process(0)\n")
     pushed = json.loads(_run(["-c", code, dest, *files[:2]], env).stdout)
@@ -182,8 +182,8 @@ def test_whole_pipeline_with_root_and_registry_in_a_bucket(s3_server, tmp_path):
     # Second run: the deployed model is read back from the bucket and re-evaluated.
     second = _run([str(REPO_ROOT / "pipeline" / "local_runner.py")], env, timeout=1200)
     assert "Selected variant :" in second.stdout
-    reports = sorted(k for k in s3_server.keys("pipeline-e2e", "root/TFLiteEvaluator/evaluation/")
-                     if k.endswith("/metrics.json"))
+    reports = sorted((k for k in s3_server.keys("pipeline-e2e", "root/TFLiteEvaluator/evaluation/")
+                      if k.endswith("/metrics.json")), key=lambda k: int(k.split("/")[3]))  # by execution id
     assert len(reports) == 2
     metrics = json.loads(s3_server.read("pipeline-e2e", reports[-1]))
     assert metrics["baseline"]["version"] == "1" and metrics["baseline"]["accuracy"] > 0.5

@@ -10,7 +10,7 @@ import sys
 import pytest
 from tfx import v1 as tfx
 
-from components.pusher.registry import Registry
+from components.registry import Registry
 from pipeline import summary
 from pipeline.config import PipelineConfig
 from pipeline.dag import create_pipeline

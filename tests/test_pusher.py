@@ -15,7 +15,7 @@ from components.fsutil import sha256_file as file_sha256
 from components.pusher import __main__ as cli
 from components.pusher.component import QuantizedModelPusher
 from components.pusher.executor import Executor
-from components.pusher.registry import LOCK_FILE, Registry
+from components.registry import LOCK_FILE, Registry
 from components.settings import PushSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers import artifact
@@ -109,7 +109,7 @@ def test_verify_detects_a_flipped_byte_and_rollback_and_list(tmp_path, digits_qu
 
 PUSH_LOOP = """
 import itertools, sys
-from components.pusher.registry import Registry
+from components.registry import Registry
 registry = Registry(sys.argv[1], "digits")
 files = sys.argv[2:]
 print("ready", flush=True)
@@ -152,7 +152,7 @@ def test_killing_a_pusher_at_random_moments_never_leaves_a_partial_version(tmp_p
 
 CONCURRENT = """
 import os, sys, time
-from components.pusher.registry import Registry
+from components.registry import Registry
 while not os.path.exists(sys.argv[3]):
     time.sleep(0.001)
 print(Registry(sys.argv[1], "digits").push(sys.argv[2], {"variant": "concurrent"}))

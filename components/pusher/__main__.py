@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from components import fsutil
-from components.pusher.registry import Registry
+from components.registry import Registry
 from components.settings import SettingsError
 
 

@@ -1,7 +1,9 @@
 """Pusher: publishes the blessed, selected TFLite variant as a new registry version."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
+
+from tfx.orchestration import data_types
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -32,11 +34,14 @@ class QuantizedModelPusher(base_component.BaseComponent):
         self,
         quantized_models: types.BaseChannel,
         blessing: types.BaseChannel,
-        settings: PushSettings,
+        settings: Union[PushSettings, data_types.RuntimeParameter],
         evaluation: Optional[types.BaseChannel] = None,
     ):
-        settings.check_complete()
+        """settings: a PushSettings, or a Kubeflow runtime parameter holding one as JSON."""
+        if isinstance(settings, PushSettings):
+            settings.check_complete()
+            settings = settings.to_json()
         super().__init__(spec=QuantizedModelPusherSpec(
             quantized_models=quantized_models, blessing=blessing, evaluation=evaluation,
-            settings=settings.to_json(), pushed_model=types.Channel(type=standard_artifacts.PushedModel),
+            settings=settings, pushed_model=types.Channel(type=standard_artifacts.PushedModel),
         ))

@@ -7,7 +7,7 @@ import platform
 from typing import Dict, Optional
 
 from components import contracts
-from components.pusher.registry import Registry
+from components.registry import Registry
 from components.settings import PushSettings
 
 log = logging.getLogger(__name__)

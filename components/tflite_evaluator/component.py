@@ -1,24 +1,31 @@
 """TFLiteEvaluator: every variant against the float model, the gate, selection, report."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
+from tfx.orchestration import data_types
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.settings import GateSettings
+from components.settings import GateSettings, PushSettings
 from components.tflite_evaluator import executor
 
 
 class TFLiteEvaluatorSpec(ComponentSpec):
-    PARAMETERS = {"settings": ExecutionParameter(type=str)}  # GateSettings as JSON
+    PARAMETERS = {
+        "settings": ExecutionParameter(type=str),  # GateSettings as JSON
+        # JSON merged over `settings` when the executor decodes them: a Kubeflow runtime
+        # parameter lets operators change a bound without recompiling.
+        "overrides": ExecutionParameter(type=str, optional=True),
+        # PushSettings as JSON: the registry whose LATEST version is the deployed baseline.
+        "registry": ExecutionParameter(type=str, optional=True),
+    }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "model": ChannelParameter(type=standard_artifacts.Model),
         "quantized_models": ChannelParameter(type=standard_artifacts.Model),
-        "baseline": ChannelParameter(type=standard_artifacts.PushedModel, optional=True),
     }
     OUTPUTS = {
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
@@ -38,13 +45,19 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
         examples: types.BaseChannel,
         model: types.BaseChannel,
         quantized_models: types.BaseChannel,
-        baseline: Optional[types.BaseChannel] = None,
         settings: Optional[GateSettings] = None,
+        registry: Optional[Union[PushSettings, data_types.RuntimeParameter]] = None,
+        overrides: Optional[Union[str, data_types.RuntimeParameter]] = None,
     ):
+        """registry: where the deployed model is (the Pusher's settings); its LATEST version
+        is re-evaluated on the same examples for the no-regression check. None: no check."""
         settings = settings or GateSettings()
+        if isinstance(overrides, str):
+            settings.with_overrides(overrides)  # fails now, not in the run
         super().__init__(spec=TFLiteEvaluatorSpec(
-            examples=examples, model=model, quantized_models=quantized_models, baseline=baseline,
-            settings=settings.to_json(),
+            examples=examples, model=model, quantized_models=quantized_models,
+            settings=settings.to_json(), overrides=overrides,
+            registry=registry.to_json() if isinstance(registry, PushSettings) else registry,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         ))

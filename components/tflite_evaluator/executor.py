@@ -3,7 +3,6 @@ writes the blessing."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import types
@@ -11,22 +10,40 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.utils import path_utils
 
 from components import contracts, fsutil
-from components.settings import GateSettings
+from components.registry import Registry
+from components.settings import GateSettings, PushSettings
 from components.tflite_evaluator import evaluate
-from components.tfx_utils import get_property, set_properties, single, split_uri
+from components.tfx_utils import set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
 
 
-def deployed_model(baseline: Optional[types.Artifact]) -> Tuple[Optional[str], dict]:
-    """The .tflite file the baseline PushedModel says is deployed, if any."""
-    version_dir = get_property(baseline, contracts.DEPLOYED_VERSION_DIR, "")
-    path = fsutil.join(version_dir, contracts.MODEL_FILE) if version_dir else ""
-    if not path or not fsutil.exists(path):
-        if baseline is not None:
-            log.info("No deployed model to compare against (baseline %s): no-regression check skipped", baseline.uri)
+def deployed_model(registry_json: Optional[str]) -> Tuple[Optional[str], dict]:
+    """The .tflite file of the registry's LATEST version, and what its manifest says.
+
+    The registry is the one truth for "what is deployed". A LATEST version that does not
+    verify (bytes changed since the push) is refused with the reason: the no-regression
+    check never compares against a model nobody can vouch for.
+    """
+    if not registry_json:
         return None, {}
-    return path, {"version_dir": version_dir, "version": os.path.basename(version_dir.rstrip("/"))}
+    push = PushSettings.from_json(registry_json)
+    push.check_complete()
+    registry = Registry(push.destination, push.model_name)
+    version = registry.latest()
+    if version is None:
+        log.info("No model deployed yet in %s: no-regression check skipped", registry.root)
+        return None, {}
+    problems = registry.verify(version)
+    if problems:
+        raise ValueError(
+            f"the deployed version {version} in {registry.root} does not verify ({'; '.join(problems)}): refusing to "
+            "use it as the no-regression baseline; roll back to an intact version "
+            "(python -m components.pusher ... rollback N) or repair the registry")
+    manifest = registry.manifest(version)
+    return fsutil.join(registry.version_dir(version), contracts.MODEL_FILE), {
+        "version_dir": registry.version_dir(version), "version": str(version), "variant": manifest.get("variant"),
+        "recorded_metrics": manifest.get("metrics", {})}
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -37,14 +54,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         exec_properties: Dict[str, Any],
     ) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
-        settings = GateSettings.from_json(exec_properties["settings"])
+        settings = GateSettings.from_json(exec_properties["settings"]).with_overrides(exec_properties.get("overrides"))
         examples = single(input_dict, "examples")
         model = single(input_dict, "model")
         quantized = single(input_dict, "quantized_models")
         evaluation_artifact = single(output_dict, "evaluation")
         blessing = single(output_dict, "blessing")
         eval_split_dir = split_uri(examples, settings.eval_split)
-        baseline_path, baseline_info = deployed_model(single(input_dict, "baseline", optional=True))
+        baseline_path, baseline_info = deployed_model(exec_properties.get("registry"))
 
         result = evaluate.evaluate_models(
             eval_split_dir=eval_split_dir,

@@ -1,0 +1,33 @@
+"""The container command of every step: TFX's Kubeflow V2 executor entry point, with
+s3:// registered for TensorFlow and TFX's file IO (tensorflow-io), and an exit code that
+says how the step went.
+
+    python -m kubeflow.entrypoint --executor_class_path ... --json_serialized_invocation_args ...
+
+TFX's own `kubeflow_v2_run_executor` is run unchanged (same arguments). After S3 use, the
+interpreter's teardown can abort in tensorflow-io ("pure virtual method called", exit 134)
+and fail a step that succeeded; components/fsutil.py:exit_process leaves without it.
+"""
+import sys
+
+import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from absl import app
+from components import fsutil
+
+TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+
+
+def main() -> None:
+    fsutil.register_filesystems()
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entrypoint
+
+    code = 0
+    try:
+        app.run(tfx_entrypoint.main, argv=[TFX_ENTRYPOINT, *sys.argv[1:]], flags_parser=tfx_entrypoint._parse_flags)
+    except SystemExit as e:  # absl's app.run always exits
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    fsutil.exit_process(code)
+
+
+if __name__ == "__main__":
+    main()
