@@ -38,6 +38,9 @@ SELECTIVE_INTEGER = "selective_integer"  # the accuracy-aware search; needs vali
 VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8)
 ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,)
 
+# ---- switches read from the environment --------------------------------------------------
+VERBOSE_VAR = "QP_VERBOSE"  # full TFX/TensorFlow/converter output (pipeline/logs.py, convert.py)
+
 # ---- built-in models (components/models builds them) ---------------------------------
 BUILTIN_MODELS = ("digits_cnn", "mobilenet_v2")
 
@@ -51,6 +54,7 @@ SELECTED_ACCURACY_DROP = "selected_accuracy_drop"
 SELECTED_SIZE_BYTES = "selected_size_bytes"
 SELECTED_LATENCY_MS = "selected_latency_ms"
 VERDICTS = "verdicts"
+NUM_THREADS = "num_threads"  # interpreter threads the latency was measured with
 CURRENT_MODEL_ID = "current_model_id"  # TFX's name for the blessed model's artifact id
 QUANTIZED_MODELS_ID = "quantized_models_id"
 QUANTIZED_MODELS_URI = "quantized_models_uri"

@@ -24,9 +24,14 @@ from pathlib import Path
 from typing import Iterator, List, Sequence
 
 
+_S3_IN_USE = False  # set once TensorFlow may have touched s3:// (see exit_process)
+
+
 def register_filesystems() -> None:
     """Makes TensorFlow (and so TFX's fileio) read and write s3:// URIs: the S3 filesystem
     ships in tensorflow-io. gs:// is built into TensorFlow. Safe to call more than once."""
+    global _S3_IN_USE
+    _S3_IN_USE = True
     try:
         import tensorflow_io  # noqa: F401  (registers s3:// with tf.io.gfile)
     except ImportError:  # only s3:// needs it; the error then names the scheme
@@ -45,14 +50,15 @@ def gfile(uri: str | Path = ""):
 def exit_process(code: int) -> None:
     """Ends an entry point with `code`. Once tensorflow-io's S3 filesystem has been used,
     the interpreter's teardown can abort ("pure virtual method called") and turn a success
-    into exit 134; so, with tensorflow-io loaded, flush everything and leave without it."""
+    into exit 134; so, after S3 use, flush everything and leave without the teardown.
+    Otherwise a normal exit (atexit handlers run: the TFX CLI relies on them)."""
     import logging
     import sys
 
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    if "tensorflow_io" in sys.modules:
+    if _S3_IN_USE:
         os._exit(code)
     sys.exit(code)
 

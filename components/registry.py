@@ -35,13 +35,33 @@ import uuid
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from components import fsutil
+from components import fsutil, signing
 from components.contracts import LATEST_FILE, MANIFEST_FILE, MODEL_FILE
 from components.settings import PushSettings
 
 LOCK_FILE = ".lock"
 CLAIM_FILE = ".claim"
 MAX_CLAIM_ATTEMPTS = 20
+
+
+# The fields every version's manifest.json carries, and their types.
+MANIFEST_SCHEMA = {"version": int, "sha256": str, "size_bytes": int, "model_file": str, "variant": str,
+                   "created_at": str}
+
+
+def manifest_schema_problems(manifest) -> List[str]:
+    if not isinstance(manifest, dict):
+        return ["not a JSON object"]
+    problems = []
+    for key, kind in MANIFEST_SCHEMA.items():
+        if key not in manifest:
+            problems.append(f"{key!r} is missing")
+        elif not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
+            problems.append(f"{key!r} is {type(manifest[key]).__name__}, not {kind.__name__}")
+    sha = manifest.get("sha256")
+    if isinstance(sha, str) and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        problems.append("'sha256' is not 64 hex digits")
+    return problems
 
 
 class VersionTaken(RuntimeError):
@@ -89,25 +109,52 @@ class Registry:
             raise ValueError(f"version {version} of {self.root} has no {MANIFEST_FILE}")
         return fsutil.read_json(path)
 
-    def verify(self, version: int) -> List[str]:
-        """Problems with a version (empty when it is intact)."""
+    def state(self) -> str:
+        """What is deployed, as one string: LATEST and its model's sha256 ('none' when
+        nothing is). Changes exactly when the deployed model does."""
+        latest = self.latest()
+        if latest is None:
+            return "none"
+        try:
+            return f"{latest}:{self.manifest(latest).get('sha256', '')}"
+        except (ValueError, json.JSONDecodeError):
+            return f"{latest}:unreadable"
+
+    def signature_status(self, version: int) -> str:
+        """'signed' when the version has a signature file, else 'unsigned'."""
+        return "signed" if fsutil.exists(self._path(str(version), signing.SIGNATURE_FILE)) else "unsigned"
+
+    def verify(self, version: int, public_key: str = "") -> List[str]:
+        """Problems with a version (empty when it is intact): the manifest's schema, the
+        model's size and sha256 against it, and, with a public key, the manifest's signature
+        (an unsigned version then fails). Without a key the signature is not checked:
+        `signature_status` says whether there is one."""
         if not fsutil.isdir(self.version_dir(version)):
             return [f"version {version} does not exist in {self.root}"]
+        manifest_path = self._path(str(version), MANIFEST_FILE)
+        if not fsutil.exists(manifest_path):
+            return [f"version {version} has no {MANIFEST_FILE}: it was never committed"]
+        manifest_bytes = fsutil.read_bytes(manifest_path)
         try:
-            manifest = self.manifest(version)
-        except (ValueError, json.JSONDecodeError) as e:
+            manifest = json.loads(manifest_bytes)
+        except json.JSONDecodeError as e:
             return [f"manifest unreadable: {e}"]
+        problems = [f"manifest schema: {p}" for p in manifest_schema_problems(manifest)]
         model = self._path(str(version), MODEL_FILE)
         if not fsutil.exists(model):
-            return [f"{MODEL_FILE} is missing"]
-        problems = []
-        size, sha = fsutil.size(model), fsutil.sha256_file(model)
-        if size != manifest.get("size_bytes"):
-            problems.append(f"size {size} != manifest size_bytes {manifest.get('size_bytes')}")
-        if sha != manifest.get("sha256"):
-            problems.append(f"sha256 {sha} != manifest sha256 {manifest.get('sha256')}")
+            problems.append(f"{MODEL_FILE} is missing")
+        else:
+            size, sha = fsutil.size(model), fsutil.sha256_file(model)
+            if size != manifest.get("size_bytes"):
+                problems.append(f"size {size} != manifest size_bytes {manifest.get('size_bytes')}")
+            if sha != manifest.get("sha256"):
+                problems.append(f"sha256 {sha} != manifest sha256 {manifest.get('sha256')}")
         if manifest.get("version") != version:
             problems.append(f"manifest says version {manifest.get('version')}, folder is {version}")
+        if public_key:
+            sig_path = self._path(str(version), signing.SIGNATURE_FILE)
+            envelope = fsutil.read_bytes(sig_path) if fsutil.exists(sig_path) else None
+            problems += signing.verify(manifest_bytes, envelope, public_key)
         return problems
 
     def list(self) -> List[Dict]:
@@ -162,11 +209,12 @@ class Registry:
             return latest
         return None
 
-    def push(self, model_path: str, manifest: Dict) -> Tuple[int, bool]:
+    def push(self, model_path: str, manifest: Dict, signing_key: str = "") -> Tuple[int, bool]:
         """Publishes model_path as a new version unless LATEST already has the same bytes.
 
         Returns (version, created). `manifest` is extended with version, sha256, size and
-        creation time.
+        creation time. With a signing key, a DSSE signature over the manifest's bytes is
+        written beside it, before the manifest (which stays the commit marker).
         """
         content = fsutil.read_bytes(model_path)
         sha = fsutil.sha256_bytes(content)
@@ -182,13 +230,20 @@ class Registry:
             if not self.remote:
                 self._remove_stale_staging()
                 version = max(self._numbered(), default=0) + 1
+                manifest_bytes = fsutil.to_json(full(version))
                 with fsutil.staged_dir(self.version_dir(version), commit_last=[MANIFEST_FILE]) as staging:
                     (staging / MODEL_FILE).write_bytes(content)
-                    (staging / MANIFEST_FILE).write_bytes(fsutil.to_json(full(version)))
+                    if signing_key:
+                        (staging / signing.SIGNATURE_FILE).write_bytes(signing.sign(manifest_bytes, signing_key))
+                    (staging / MANIFEST_FILE).write_bytes(manifest_bytes)
             else:
                 version = self._claim_next()
+                manifest_bytes = fsutil.to_json(full(version))
                 fsutil.write_bytes_atomic(self._path(str(version), MODEL_FILE), content)
-                fsutil.write_bytes_atomic(self._path(str(version), MANIFEST_FILE), fsutil.to_json(full(version)))
+                if signing_key:
+                    fsutil.write_bytes_atomic(self._path(str(version), signing.SIGNATURE_FILE),
+                                              signing.sign(manifest_bytes, signing_key))
+                fsutil.write_bytes_atomic(self._path(str(version), MANIFEST_FILE), manifest_bytes)
             self._set_latest(version)
             return version, True
 
@@ -204,12 +259,13 @@ class Registry:
             f"could not claim a version number in {self.root} after {MAX_CLAIM_ATTEMPTS} attempts: other pushers "
             "are writing; run one pipeline at a time against one registry")
 
-    def rollback(self, version: int) -> int:
-        """Points LATEST at an earlier, intact version. Writes nothing else."""
+    def rollback(self, version: int, public_key: str = "") -> int:
+        """Points LATEST at an earlier version that verifies (with the public key, when given:
+        then its signature too). Writes nothing else."""
         with self._locked():
             if version not in self.versions():
                 raise ValueError(f"version {version} does not exist in {self.root} (versions: {self.versions()})")
-            problems = self.verify(version)
+            problems = self.verify(version, public_key)
             if problems:
                 raise ValueError(f"version {version} is damaged, not rolling back to it: {problems}")
             fsutil.write_bytes_atomic(self._path(LATEST_FILE), f"{version}\n".encode())

@@ -243,6 +243,9 @@ class PushSettings(StageSettings):
     destination: str = Field("", description="registry base: <destination>/<model_name>/<version>/; "
                                              "'' in the pipeline: <output_root>/serving")
     model_name: str = Field("digits", min_length=1, description="the model's folder in the registry")
+    signing_key: str = Field("", description="PEM private key: sign each version's manifest (DSSE); '': unsigned")
+    public_key: str = Field("", description="PEM public key: the deployed baseline must verify with it; '': "
+                                            "hashes only")
 
     @field_validator("model_name")
     @classmethod

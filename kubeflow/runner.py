@@ -46,7 +46,8 @@ RESOURCES: Dict[str, Dict[str, float]] = {
     "QATTrainer": {"cpu_request": 2, "cpu_limit": 2, "memory_request": 8, "memory_limit": 8},
     "TFLiteEvaluator": {"cpu_request": 2, "cpu_limit": 2, "memory_request": 4, "memory_limit": 4},
 }
-UNCACHED = ("QuantizedModelPusher",)  # a push must look at the registry every run
+# Both read the registry, which changes between runs outside any task's inputs.
+UNCACHED = ("TFLiteEvaluator", "QuantizedModelPusher")
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 PLACEHOLDERS = ("YOUR_", "REGISTRY/", "BUCKET", "example.com", "<", ">")
 

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components import fsutil
+from components.contracts import VERBOSE_VAR
 from components.settings import (
     DEFAULT_MAX_ACCURACY_DROP, DIGITS_PIXEL_KEYS, CalibrationSettings, GateSettings, PushSettings,
     QuantizeSettings, SettingsError, TrainSettings, describe_errors,
@@ -43,7 +44,6 @@ from components.settings import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "QP_"
 CONFIG_FILE_VAR = "QP_CONFIG"
-VERBOSE_VAR = "QP_VERBOSE"  # read by pipeline/logs.py
 # QP_ variables that are not settings: the Makefile's interpreter, the config file, logging.
 NON_SETTING_VARS = {"QP_PYTHON", CONFIG_FILE_VAR, VERBOSE_VAR}
 NESTED = "__"

@@ -18,6 +18,7 @@ from tfx.orchestration import data_types
 from components import contracts
 from components.post_training_quantizer.component import PostTrainingQuantizer
 from components.pusher.component import QuantizedModelPusher
+from components.registry import Registry
 from components.representative_dataset_gen.component import RepresentativeDatasetGen
 from components.tflite_evaluator.component import TFLiteEvaluator
 from components.trainer.component import QATTrainer
@@ -88,6 +89,9 @@ def create_components(config: PipelineConfig, params: Optional[RuntimeParameters
     # The deployed baseline is the registry's LATEST version, read by the evaluator itself:
     # the registry is the one truth for what is deployed (no resolver node, which
     # open-source Kubeflow Pipelines cannot run).
+    # Local runs: what is deployed now is part of the evaluator's cache key. Kubeflow: the
+    # evaluator task is never cached (kubeflow/runner.py), since the spec is compiled once.
+    deployed_state = None if params else Registry(config.push.destination, config.push.model_name).state()
     evaluator = TFLiteEvaluator(
         examples=examples,
         model=trainer.outputs["model"],
@@ -95,6 +99,7 @@ def create_components(config: PipelineConfig, params: Optional[RuntimeParameters
         settings=config.gate,
         registry=push,
         overrides=params.gate_overrides if params else None,
+        deployed_state=deployed_state,
     )
     pusher = QuantizedModelPusher(
         quantized_models=quantizer.outputs["quantized_models"],

@@ -10,11 +10,13 @@ the `pipeline` package (the DAG factory is pipeline/dag.py), which comes from th
 root (PYTHONPATH, as the Makefile sets it, or the editable install).
 """
 import os
+import sys
 
 from tfx import v1 as tfx
 
 from components import fsutil
-from pipeline import logs, summary
+from pipeline import logs, preflight, summary
+from components.settings import SettingsError
 from pipeline.config import PipelineConfig
 from pipeline.dag import create_pipeline
 
@@ -25,9 +27,14 @@ def _execution_count(metadata_path: str) -> int:
     return len(summary.open_store(metadata_path).get_executions())
 
 
-def main() -> None:
+def main() -> int:
     logs.configure()
-    config = PipelineConfig.from_env()
+    try:
+        config = PipelineConfig.from_env()
+        preflight.check(config)  # the inputs and the destination, before any stage runs
+    except (SettingsError, preflight.PreflightError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     if config.uses_s3():
         fsutil.register_filesystems()  # s3:// for TFX's own file IO too (tensorflow-io)
     before = _execution_count(config.metadata_path)
@@ -37,8 +44,8 @@ def main() -> None:
         text = summary.summarize(config.metadata_path)
         if text:
             print("\n" + text, flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
-    fsutil.exit_process(0)  # an error above exits 1 with its traceback, as before
+    fsutil.exit_process(main())  # a stage's error exits 1 with its traceback

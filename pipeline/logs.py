@@ -8,9 +8,9 @@ import os
 import re
 import warnings
 
+from components.contracts import VERBOSE_VAR
+
 _TFX_PROGRESS = re.compile(r"^Component \S+ is (running|finished)|^Running pipeline|^Pipeline run")
-
-
 
 
 class _OnlyProgress(logging.Filter):
@@ -21,7 +21,7 @@ class _OnlyProgress(logging.Filter):
 
 def configure(verbose: bool | None = None) -> None:
     if verbose is None:
-        verbose = os.environ.get("QP_VERBOSE", "") not in ("", "0", "false")
+        verbose = os.environ.get(VERBOSE_VAR, "") not in ("", "0", "false")
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)

@@ -36,6 +36,22 @@ def executions(store) -> List[Dict[str, object]]:
     ]
 
 
+def stage_seconds(store) -> Dict[str, str]:
+    """Each stage of the newest pipeline run: its duration, or 'cached'."""
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        return {}
+    run = max(runs, key=lambda c: c.id)
+    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    out = {}
+    for e in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
+        if e.last_known_state == metadata_store_pb2.Execution.CACHED:
+            out[types[e.type_id]] = "cached"
+        else:
+            out[types[e.type_id]] = f"{(e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000:.1f} s"
+    return out
+
+
 def latest_artifact(store, type_name: str):
     artifacts = store.get_artifacts_by_type(type_name)
     return max(artifacts, key=lambda a: a.id) if artifacts else None
@@ -62,7 +78,7 @@ def summarize(metadata_path: str) -> Optional[str]:
         )
         lines.append(
             f"Size, latency    : {ev[contracts.SELECTED_SIZE_BYTES]} bytes, {ev[contracts.SELECTED_LATENCY_MS]:.4f} ms "
-            "median per example (host CPU, XNNPACK, 1 thread)"
+            f"median per example (host CPU, XNNPACK, {ev.get(contracts.NUM_THREADS, 1)} thread(s))"
         )
     else:
         verdicts = json.loads(ev.get(contracts.VERDICTS, "{}"))
@@ -78,4 +94,7 @@ def summarize(metadata_path: str) -> Optional[str]:
             if p.get(contracts.DEPLOYED_VERSION_DIR):
                 lines.append(f"Deployed         : {p[contracts.DEPLOYED_VERSION_DIR]}")
     lines.append(f"Report           : {os.path.join(evaluation.uri, contracts.REPORT_FILE)}")
+    stages = stage_seconds(store)
+    if stages:
+        lines.append("Stages           : " + ", ".join(f"{name} {took}" for name, took in stages.items()))
     return "\n".join(lines)

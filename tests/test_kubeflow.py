@@ -1,5 +1,5 @@
 """Kubeflow v2: the compiled spec (no resolver, pipeline root, runtime parameters,
-resources, an uncached pusher), the executors it names, cron validation, the dry-run
+resources, an uncached evaluator and pusher), the executors it names, cron validation, the dry-run
 scheduler with the pipeline root and parameter values, and every task of the spec run in
 DAG order through the spec's own container command, as KFP's launcher runs it, on s3://
 artifact URIs of a real S3-compatible server: twice, the second time with a stricter gate
@@ -52,6 +52,7 @@ def test_compiled_yaml_parses_into_a_pipeline_spec_with_one_task_per_component(s
     assert trainer.resources.cpu_request == 2 and trainer.resources.memory_limit == 8
     assert deployment.executors["TFLiteEvaluator_executor"].container.resources.memory_request == 4
     assert not tasks["QuantizedModelPusher"].caching_options.enable_cache
+    assert not tasks["TFLiteEvaluator"].caching_options.enable_cache
     assert tasks["QATTrainer"].caching_options.enable_cache
 
 

@@ -72,7 +72,7 @@ def test_registry_protocol_on_s3(s3_server, digits_quantized):
     rows = [line.split() for line in listed.stdout.splitlines()[1:]]
     assert rows[0][:3] == ["*", "1", "a"] and rows[1][:2] == ["2", "b"] and rows[2][:2] == ["4", "c"], listed.stdout
     verified = _run(["-m", "components.pusher", "--destination", dest, "--model-name", "digits", "verify", "4"], env)
-    assert verified.stdout.strip() == "version 4: OK"
+    assert verified.stdout.strip().startswith("version 4: OK (hashes and schema; unsigned)")
     missing = subprocess.run([sys.executable, "-m", "components.pusher", "--destination", dest, "--model-name",
                               "digits", "rollback", "3"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "version 3 does not exist" in missing.stderr
@@ -177,7 +177,7 @@ def test_whole_pipeline_with_root_and_registry_in_a_bucket(s3_server, tmp_path):
     assert os.path.exists(tmp_path / "out" / "metadata.sqlite")  # ML Metadata stays local
 
     cli = ["-m", "components.pusher", "--destination", f"{bucket}/serving", "--model-name", "digits"]
-    assert _run([*cli, "verify"], env).stdout.strip() == "version 1: OK"
+    assert _run([*cli, "verify"], env).stdout.strip().startswith("version 1: OK")
 
     # Second run: the deployed model is read back from the bucket and re-evaluated.
     second = _run([str(REPO_ROOT / "pipeline" / "local_runner.py")], env, timeout=1200)

@@ -177,9 +177,9 @@ def image_examples(tmp_path_factory):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(label_key="digit"), "label key 'digit' is not a feature of the examples"),
+        (dict(label_key="digit"), "label 'digit' is missing: 60 of 60 example(s)"),
         (dict(feature_keys=["image"], input_shape=[8, 8, 2]),
-         "feature 'image' holds 64 values per example, but the declared input shape needs 128"),
+         "input feature 'image' holds 64 values, the declared input shape needs 128"),
         (dict(model="resnet9000"), "model 'resnet9000' is not a built-in model"),
         (dict(feature_keys=["image"], label_key="image"), "label_key 'image' is also listed"),
         (dict(epochs=0), "epochs = 0: Input should be greater than or equal to 1"),
@@ -213,3 +213,16 @@ def test_component_checks_arguments_early():
     component = QATTrainer(examples=examples, settings=TrainSettings(epochs=3))
     assert set(component.outputs) == {"model", "qat_model", "model_run"}
     assert TrainSettings.from_json(component.exec_properties["settings"]).epochs == 3
+
+
+def test_int_and_float_columns_mixed_train_and_record_their_dtypes(tmp_path):
+    """CsvExampleGen types each column on its own: some int64, some float."""
+    rows = [dict(r, **{k: float(r[k]) + 0.5 for k in PIXEL_KEYS[:20]}) for r in __import__(
+        "tests.helpers", fromlist=["digits_rows"]).digits_rows()[:150]]
+    examples = write_examples(tmp_path / "ex", rows=rows)
+    cfg = TrainSettings(feature_keys=PIXEL_KEYS, epochs=1, steps_per_epoch=3, qat_epochs=1, qat_steps_per_epoch=2)
+    split = lambda s: f"{examples.uri}/Split-{s}"  # noqa: E731
+    result = training.train(split("train"), split("eval"), str(tmp_path / "f"), None, str(tmp_path / "l"), cfg)
+    spec = ModelSpec.read(str(tmp_path / "f"))
+    assert spec.dtype_of("pixel_00") == "float32" and spec.dtype_of("pixel_63") == "int64"
+    assert 0.0 <= result.float_accuracy <= 1.0

@@ -83,7 +83,12 @@ def get_builder(model_name: str = "", module_file: str = "") -> Callable:
                 f.write(fsutil.read_bytes(module_file))
         spec = importlib.util.spec_from_file_location("user_model_module", local)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - any error in the user's module means the same
+            raise ValueError(
+                f"module_file {module_file} raised {type(e).__name__} while loading: {str(e)[:300]}; "
+                "fix the module (it must import cleanly and define build_model)") from e
         fn = getattr(module, BUILDER_FN, None)
         if not callable(fn):
             raise ValueError(

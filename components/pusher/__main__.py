@@ -1,8 +1,9 @@
 """python -m components.pusher {list,verify,rollback} --destination DIR --model-name NAME
 
   list                 every version with its variant, accuracy, size; * marks LATEST
-  verify [VERSION]     checks sha256 and size against the manifest (default: LATEST)
-  rollback VERSION     points LATEST at VERSION (which must verify)
+  verify [VERSION]     checks the manifest's schema, the model's sha256 and size against it,
+                       and with --public-key the manifest's signature (default: LATEST)
+  rollback VERSION     points LATEST at VERSION (which must verify, signature too with --public-key)
 Only `rollback` writes, and only LATEST. DIR may be a local folder, s3://… or gs://….
 The options may come before or after the command.
 """
@@ -33,8 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", parents=[common], help="every version; * marks LATEST")
     verify = sub.add_parser("verify", parents=[common], help="check a version's bytes against its manifest")
     verify.add_argument("version", nargs="?", type=int, help="default: LATEST")
+    verify.add_argument("--public-key", default="", help="PEM public key: also check the manifest's signature")
     rollback = sub.add_parser("rollback", parents=[common], help="point LATEST at an earlier intact version")
     rollback.add_argument("version", type=int)
+    rollback.add_argument("--public-key", default="", help="PEM public key: the version's signature must verify")
     return parser
 
 
@@ -76,16 +79,22 @@ def main(argv=None) -> int:
             if version is None:
                 print(f"no LATEST in {registry.root}", file=sys.stderr)
                 return 1
-            problems = registry.verify(version)
+            problems = registry.verify(version, public_key=args.public_key)
             if problems:
                 print(f"version {version}: FAILED: " + "; ".join(problems))
                 return 1
-            print(f"version {version}: OK")
+            status = registry.signature_status(version)
+            if args.public_key:
+                print(f"version {version}: OK (signature verified, model sha256 and manifest schema checked)")
+            elif status == "signed":
+                print(f"version {version}: OK (hashes and schema; signed, signature not checked: pass --public-key)")
+            else:
+                print(f"version {version}: OK (hashes and schema; unsigned)")
             return 0
-        registry.rollback(args.version)
+        registry.rollback(args.version, public_key=args.public_key)
         print(f"LATEST -> {args.version}")
         return 0
-    except (ValueError, SettingsError) as e:
+    except (ValueError, SettingsError) as e:  # SigningError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
 

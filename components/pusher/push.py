@@ -56,7 +56,7 @@ def push_selected(
         "lineage": dict(lineage or {}),
         "library_versions": library_versions(),
     }
-    version, created = registry.push(model_path, push_manifest)
+    version, created = registry.push(model_path, push_manifest, signing_key=settings.signing_key)
     version_dir = str(registry.version_dir(version))
     if created:
         log.info("Pushed %s as version %d: %s", selected_variant, version, version_dir)

@@ -1,9 +1,10 @@
 """tf.Example TFRecords -> model inputs. One home for parsing, shared by every stage."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -30,47 +31,105 @@ def compression_of(path: str) -> str:
 
 
 def iter_serialized(files: List[str]) -> Iterator[bytes]:
+    """The serialized records of the files, in order; a corrupt or truncated file is a
+    ValueError that names it."""
     for f in files:
-        for record in tf.data.TFRecordDataset(f, compression_type=compression_of(f)):
-            yield record.numpy()
-
-
-def inspect_examples(files: List[str], feature_keys: List[str], label_key: str, values_per_key: int) -> str:
-    """Checks the first example against the declared input and returns the features' dtype.
-
-    Raises a ValueError that names the problem: an empty split, a missing label or feature
-    key, a feature whose size does not match the declared input shape, mixed dtypes.
-    """
-    first = next(iter_serialized(files), None)
-    if first is None:
-        raise ValueError(f"the split in {os.path.dirname(files[0])} is empty: it holds no examples")
-    feats = tf.train.Example.FromString(first).features.feature
-    names = sorted(feats)
-    shown = f"{names[:8]}{' ...' if len(names) > 8 else ''}"
-    if label_key not in feats:
-        raise ValueError(f"label key {label_key!r} is not a feature of the examples (they have {shown})")
-    kinds = set()
-    for key in feature_keys:
-        if key not in feats:
-            raise ValueError(f"input feature {key!r} is not a feature of the examples (they have {shown})")
-        kind = feats[key].WhichOneof("kind")
-        size = len(getattr(feats[key], kind).value) if kind else 0
-        if size != values_per_key:
+        try:
+            for record in tf.data.TFRecordDataset(f, compression_type=compression_of(f)):
+                yield record.numpy()
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
             raise ValueError(
-                f"feature {key!r} holds {size} values per example, but the declared input shape "
-                f"needs {values_per_key}: fix input_shape or feature_keys"
-            )
-        kinds.add(kind)
-    if kinds == {"int64_list"}:
-        return "int64"
-    if kinds == {"float_list"}:
-        return "float32"
-    raise ValueError(f"input features must be all int64 or all float, found {sorted(kinds)}")
+                f"{f} is not a valid {'gzipped ' if compression_of(f) else ''}TFRecord file (corrupt or truncated: "
+                f"{str(e).splitlines()[0][:200]}); write it again or remove it from the input") from None
+
+
+KINDS = {"int64_list": "int64", "float_list": "float32", "bytes_list": "bytes"}
+MAX_LISTED = 8
+
+
+class _Problems:
+    """Counts each kind of problem with where it first occurs, for one message."""
+
+    def __init__(self):
+        self.found: Dict[str, list] = {}
+
+    def add(self, what: str, where: str) -> None:
+        entry = self.found.setdefault(what, [0, where])
+        entry[0] += 1
+
+    def message(self, folder: str, total: int) -> str:
+        lines = [f"{what}: {n} of {total} example(s), first at {first}"
+                 for what, (n, first) in list(self.found.items())[:MAX_LISTED]]
+        more = f"; and {len(self.found) - MAX_LISTED} more" if len(self.found) > MAX_LISTED else ""
+        return f"the examples in {folder} are not usable: " + "; ".join(lines) + more
+
+
+def check_examples(
+    files: List[str],
+    feature_keys: List[str],
+    label_key: str,
+    values_per_key: int,
+    num_classes: Optional[int] = None,
+) -> Dict[str, str]:
+    """Checks EVERY example against the declared input and returns each feature's storage
+    dtype ('int64' or 'float32'; int and float columns may be mixed).
+
+    One pass over the records; a ValueError lists each problem with its count and where it
+    first occurs (file and record number): an empty split, a missing feature or label (an
+    empty CSV cell), a feature holding the wrong number of values, text where numbers are
+    needed, NaN or infinite values, a label that is not one integer or lies outside
+    0..num_classes-1, a feature stored as int in some examples and float in others, and a
+    corrupt file (named).
+    """
+    folder = os.path.dirname(files[0]) if files else "(no files)"
+    problems = _Problems()
+    kinds: Dict[str, set] = {k: set() for k in feature_keys}
+    total = 0
+    for path in files:
+        for index, record in enumerate(iter_serialized([path])):
+            total += 1
+            where = f"example {index} of {os.path.basename(path)}"
+            feats = tf.train.Example.FromString(record).features.feature
+            for key in feature_keys:
+                feat = feats.get(key)
+                kind = feat.WhichOneof("kind") if feat is not None else None
+                values = getattr(feat, kind).value if kind else []
+                if not len(values):
+                    problems.add(f"input feature {key!r} is missing (an empty cell?)", where)
+                    continue
+                if kind == "bytes_list":
+                    problems.add(f"input feature {key!r} holds text, not numbers", where)
+                    continue
+                kinds[key].add(kind)
+                if len(values) != values_per_key:
+                    problems.add(f"input feature {key!r} holds {len(values)} values, the declared input shape needs "
+                                 f"{values_per_key} (fix input_shape or feature_keys)", where)
+                elif kind == "float_list" and not all(math.isfinite(v) for v in values):
+                    problems.add(f"input feature {key!r} holds NaN or infinite values", where)
+            label = feats.get(label_key)
+            lkind = label.WhichOneof("kind") if label is not None else None
+            lvalues = getattr(label, lkind).value if lkind else []
+            if not len(lvalues):
+                problems.add(f"label {label_key!r} is missing", where)
+            elif lkind != "int64_list" or len(lvalues) != 1:
+                problems.add(f"label {label_key!r} is not one integer (it is {KINDS.get(lkind, lkind)} "
+                             f"x{len(lvalues)})", where)
+            elif num_classes is not None and not 0 <= lvalues[0] < num_classes:
+                problems.add(f"label {label_key!r} is outside 0..{num_classes - 1} (set num_classes, or fix the "
+                             "labels)", where)
+    if total == 0:
+        raise ValueError(f"the split in {folder} is empty: it holds no examples")
+    for key, seen in kinds.items():
+        if len(seen) > 1:
+            problems.add(f"input feature {key!r} is int64 in some examples and float in others", "(several)")
+    if problems.found:
+        raise ValueError(problems.message(folder, total))
+    return {k: KINDS[next(iter(seen))] for k, seen in kinds.items() if seen}
 
 
 def feature_spec(spec: ModelSpec, with_label: bool = True) -> dict:
-    dtype = tf.int64 if spec.feature_dtype == "int64" else tf.float32
-    fs = {k: tf.io.FixedLenFeature([spec.values_per_key], dtype) for k in spec.feature_keys}
+    dtypes = {"int64": tf.int64, "float32": tf.float32}
+    fs = {k: tf.io.FixedLenFeature([spec.values_per_key], dtypes[spec.dtype_of(k)]) for k in spec.feature_keys}
     if with_label:
         fs[spec.label_key] = tf.io.FixedLenFeature([1], tf.int64)
     return fs
@@ -137,11 +196,15 @@ def representative_dataset(files: List[str], spec: ModelSpec, max_samples: Optio
 
 
 def to_example(row: dict) -> tf.train.Example:
-    """A tf.Example from {key: int | float | list of them}; floats become float_list."""
+    """A tf.Example from {key: int | float | bytes | list of them}; floats become float_list,
+    bytes or str bytes_list (as CsvExampleGen writes a text column)."""
     feats = {}
     for key, value in row.items():
         values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
-        if any(isinstance(v, (float, np.floating)) for v in values):
+        if any(isinstance(v, (bytes, str)) for v in values):
+            feats[key] = tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[v if isinstance(v, bytes) else str(v).encode() for v in values]))
+        elif any(isinstance(v, (float, np.floating)) for v in values):
             feats[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
         else:
             feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))

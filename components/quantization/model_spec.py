@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import List
+from typing import Dict, List
 
 from components import fsutil
 from components.contracts import MODEL_SPEC_FILE
@@ -27,8 +27,10 @@ class ModelSpec:
     label_key: str
     num_classes: int
     # Storage dtype of the feature(s) in the tf.Examples ('int64' or 'float32'); the model
-    # always receives float32.
+    # always receives float32. feature_dtypes, when given, holds it per key (a CSV's int and
+    # float columns mixed) and wins over feature_dtype.
     feature_dtype: str = "float32"
+    feature_dtypes: Dict[str, str] = dataclasses.field(default_factory=dict)
     # Name of the model input in the serving signature (and the TFLite input tensor).
     input_name: str = "image"
     output_name: str = "probabilities"
@@ -59,8 +61,12 @@ class ModelSpec:
             raise ValueError(f"label_key {self.label_key!r} is also listed as an input feature.")
         if self.num_classes < 2:
             raise ValueError(f"num_classes={self.num_classes}: a classifier needs at least 2 classes.")
-        if self.feature_dtype not in DTYPES:
-            raise ValueError(f"feature_dtype={self.feature_dtype!r}: use one of {DTYPES}.")
+        for dtype in [self.feature_dtype, *self.feature_dtypes.values()]:
+            if dtype not in DTYPES:
+                raise ValueError(f"feature dtype {dtype!r}: use one of {DTYPES}.")
+
+    def dtype_of(self, key: str) -> str:
+        return self.feature_dtypes.get(key, self.feature_dtype)
 
     @property
     def values_per_key(self) -> int:

@@ -44,7 +44,8 @@ def layer_errors(saved_model_dir: str, calibration) -> List[Dict[str, object]]:
     """Per-layer error statistics of full-integer quantization, worst first."""
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=_converter(saved_model_dir, calibration, None), debug_dataset=calibration)
-    debugger.run()
+    with convert.quiet_native_output():
+        debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
     rows = []
@@ -65,14 +66,16 @@ def calibrate(saved_model_dir: str, calibration) -> bytes:
     converter = _converter(saved_model_dir, calibration, None)
     converter.experimental_mlir_quantizer = True
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
-    return converter.convert()
+    with convert.quiet_native_output():
+        return converter.convert()
 
 
 def quantize_calibrated(calibrated: bytes, denylist: List[str], io_type: Optional[str]) -> bytes:
     """Full-integer quantization of a calibrated model with `denylist` kept float."""
     io = convert.INTEGER_IO_TYPES[io_type] if io_type else tf.float32
-    return _tflite_convert.mlir_quantize(
-        calibrated, input_data_type=io, output_data_type=io, denylisted_nodes=list(denylist) or None)
+    with convert.quiet_native_output():
+        return _tflite_convert.mlir_quantize(
+            calibrated, input_data_type=io, output_data_type=io, denylisted_nodes=list(denylist) or None)
 
 
 def integer_op_fraction(model_content: bytes) -> float:

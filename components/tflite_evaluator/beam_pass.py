@@ -5,12 +5,15 @@ gives identical figures."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Callable, Dict, List, Optional
 
 import apache_beam as beam
 import numpy as np
 
+log = logging.getLogger(__name__)
+PROGRESS_EVERY = 5000  # examples between progress lines
 FLOAT_MODEL = "float_model"  # the float SavedModel (the reference)
 BASELINE = "deployed_baseline"  # the currently deployed TFLite model, re-evaluated here
 LABELS = "__labels__"
@@ -75,7 +78,18 @@ class Predict(beam.DoFn):
         self._float = tf.saved_model.load(self._float_dir).signatures["serving_default"] if self._float_dir else None
         self._tf = tf
 
+    def start_bundle(self):
+        self._seen, self._next_report = 0, PROGRESS_EVERY
+
+    def finish_bundle(self):
+        if self._seen:
+            log.info("Beam evaluation: %d example(s) evaluated in this bundle", self._seen)
+
     def process(self, batch: List[bytes]):
+        self._seen += len(batch)
+        if self._seen >= self._next_report:
+            log.info("Beam evaluation: %d examples evaluated so far in this bundle", self._seen)
+            self._next_report += PROGRESS_EVERY
         spec, c = self._spec, self._spec.num_classes
         x, y = self._data.parse_numpy(batch, spec)
         valid = (y >= 0) & (y < c)

@@ -21,6 +21,10 @@ class TFLiteEvaluatorSpec(ComponentSpec):
         "overrides": ExecutionParameter(type=str, optional=True),
         # PushSettings as JSON: the registry whose LATEST version is the deployed baseline.
         "registry": ExecutionParameter(type=str, optional=True),
+        # What that registry held when the pipeline was built (Registry.state): part of the
+        # cache key, so a cached evaluation is reused only while the same model is deployed.
+        # The executor itself reads the registry when it runs.
+        "deployed_state": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -48,6 +52,7 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
         settings: Optional[GateSettings] = None,
         registry: Optional[Union[PushSettings, data_types.RuntimeParameter]] = None,
         overrides: Optional[Union[str, data_types.RuntimeParameter]] = None,
+        deployed_state: Optional[str] = None,
     ):
         """registry: where the deployed model is (the Pusher's settings); its LATEST version
         is re-evaluated on the same examples for the no-regression check. None: no check."""
@@ -56,7 +61,7 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
             settings.with_overrides(overrides)  # fails now, not in the run
         super().__init__(spec=TFLiteEvaluatorSpec(
             examples=examples, model=model, quantized_models=quantized_models,
-            settings=settings.to_json(), overrides=overrides,
+            settings=settings.to_json(), overrides=overrides, deployed_state=deployed_state,
             registry=registry.to_json() if isinstance(registry, PushSettings) else registry,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),

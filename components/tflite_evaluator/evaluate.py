@@ -29,7 +29,7 @@ def _first_input(files, spec: ModelSpec, split_dir: str) -> np.ndarray:
     first = next(data.iter_serialized(files), None)
     if first is None:
         raise ValueError(f"the eval split in {split_dir} is empty: nothing to evaluate, so nothing can be blessed")
-    data.inspect_examples(files, spec.feature_keys, spec.label_key, spec.values_per_key)
+    data.check_examples(files, spec.feature_keys, spec.label_key, spec.values_per_key, spec.num_classes)
     x, _ = data.parse_numpy([first], spec)
     return x[0]
 

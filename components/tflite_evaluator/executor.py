@@ -34,7 +34,7 @@ def deployed_model(registry_json: Optional[str]) -> Tuple[Optional[str], dict]:
     if version is None:
         log.info("No model deployed yet in %s: no-regression check skipped", registry.root)
         return None, {}
-    problems = registry.verify(version)
+    problems = registry.verify(version, public_key=push.public_key)
     if problems:
         raise ValueError(
             f"the deployed version {version} in {registry.root} does not verify ({'; '.join(problems)}): refusing to "
@@ -79,6 +79,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             contracts.SELECTED_VARIANT: selected or "",
             contracts.FLOAT_ACCURACY: result["float_model"][result["metric"]],
             contracts.VERDICTS: result["verdicts"],
+            contracts.NUM_THREADS: settings.num_threads,
         }
         if selected:
             fig = result["variants"][selected]

@@ -14,6 +14,7 @@ import components  # noqa: F401
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from tf_keras.src.saving import serialization_lib
 
 from components import contracts, fsutil
 from components.models import get_builder
@@ -23,6 +24,7 @@ from components.quantization.stats import is_finite
 from components.settings import TrainSettings
 
 log = logging.getLogger(__name__)
+MAX_SHOWN = 8
 
 
 @dataclasses.dataclass
@@ -71,7 +73,10 @@ def quantization_aware_copy(model: keras.Model) -> Tuple[keras.Model, List[str]]
 
         annotated = keras.models.clone_model(model, clone_function=annotate)
         try:
-            with tfmot.quantization.keras.quantize_scope(custom):
+            # tfmot clones the model through Keras serialization, whose safe mode refuses
+            # Lambda layers holding Python functions. This is the user's own model, built
+            # in this process from their module: allowing it here loads nothing foreign.
+            with tfmot.quantization.keras.quantize_scope(custom), serialization_lib.SafeModeScope(False):
                 qat = tfmot.quantization.keras.quantize_apply(annotated)
         except RuntimeError as e:
             match = _UNSUPPORTED_LAYER.search(str(e))
@@ -130,15 +135,29 @@ def train(
     builder = get_builder(cfg.model, cfg.module_file)
     train_files, eval_files = data.split_files(train_dir), data.split_files(eval_dir)
     probe = ModelSpec(cfg.feature_keys, cfg.input_shape, cfg.label_key, cfg.num_classes)
-    dtype = data.inspect_examples(train_files, probe.feature_keys, cfg.label_key, probe.values_per_key)
-    data.inspect_examples(eval_files, probe.feature_keys, cfg.label_key, probe.values_per_key)
-    spec = dataclasses.replace(probe, feature_dtype=dtype, input_name=cfg.input_name, output_name=cfg.output_name)
+    # Every example of both splits, before any training: a bad value fails here, named.
+    dtypes = data.check_examples(train_files, probe.feature_keys, cfg.label_key, probe.values_per_key, cfg.num_classes)
+    eval_dtypes = data.check_examples(eval_files, probe.feature_keys, cfg.label_key, probe.values_per_key,
+                                      cfg.num_classes)
+    differ = sorted(k for k in dtypes if eval_dtypes.get(k) != dtypes[k])
+    if differ:
+        raise ValueError(f"feature(s) {differ[:MAX_SHOWN]} are stored as int64 in one split and float in the other: "
+                         "write them with one type")
+    kinds = set(dtypes.values())
+    spec = dataclasses.replace(
+        probe, feature_dtype=next(iter(kinds)) if len(kinds) == 1 else "float32",
+        feature_dtypes=dtypes if len(kinds) > 1 else {}, input_name=cfg.input_name, output_name=cfg.output_name)
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    model = builder(spec.input_shape, spec.num_classes, spec.input_name, spec.output_name, **cfg.model_kwargs)
+    source = cfg.module_file or f"built-in model {cfg.model!r}"
+    try:
+        model = builder(spec.input_shape, spec.num_classes, spec.input_name, spec.output_name, **cfg.model_kwargs)
+    except Exception as e:  # noqa: BLE001 - the user's builder: say where it failed
+        raise ValueError(f"build_model of {source} raised {type(e).__name__}: {str(e)[:300]}") from e
     if not isinstance(model, keras.Model):
-        raise ValueError(f"the model builder returned {type(model).__name__}, not a tf_keras.Model")
+        raise ValueError(f"build_model of {source} returned {type(model).__name__}, not a tf_keras.Model: return "
+                         "a functional tf_keras model (tfmot needs Keras 2, `import tf_keras as keras`)")
 
     def fit(m: keras.Model, phase: str, lr: float, epochs: int, steps: int) -> float:
         """Compiles, trains and evaluates one phase; returns its eval accuracy."""

@@ -1,0 +1,97 @@
+"""Cheap checks of what a run will read and write, before any stage runs.
+
+The settings are validated when the configuration is built (pipeline/config.py); these
+checks look at the world: the input files exist, their header (CSV) or first record
+(TFRecord) has the feature and label keys, the user module exists, the push destination
+can be written. Reading every example is the trainer's job (its first step); here one
+header or one record per run is read, so a typo fails in seconds instead of minutes.
+"""
+from __future__ import annotations
+
+import difflib
+import io
+import os
+from typing import List
+
+from components import fsutil, signing
+from pipeline.config import PipelineConfig
+
+
+class PreflightError(ValueError):
+    """What is wrong with the run's inputs or outputs, and the setting to fix."""
+
+
+def input_files(config: PipelineConfig) -> List[str]:
+    """The files ExampleGen will read (every span, for a span pattern)."""
+    pattern = config.input_pattern.replace("{SPAN}", "*").replace("{VERSION}", "*")
+    if not fsutil.isdir(config.data_root):
+        raise PreflightError(f"data_root {config.data_root} does not exist: set QP_DATA_ROOT to the input folder")
+    files = [f for f in fsutil.gfile(config.data_root).glob(fsutil.join(config.data_root, pattern))
+             if not fsutil.isdir(f)]
+    if not files:
+        raise PreflightError(
+            f"no file under data_root {config.data_root} matches input_pattern {config.input_pattern!r}: "
+            f"it holds {fsutil.listdir(config.data_root)[:8]}; fix QP_INPUT_PATTERN or QP_DATA_ROOT")
+    return sorted(files)
+
+
+def _columns(path: str, data_format: str) -> List[str]:
+    if data_format == "csv":
+        with fsutil.gfile(path).GFile(path, "r") as f:
+            header = f.readline().strip()
+        if not header:
+            raise PreflightError(f"{path} is empty: a CSV input needs a header line and rows")
+        import csv
+
+        return next(csv.reader(io.StringIO(header)))
+    from components.quantization import data
+
+    first = next(data.iter_serialized([path]), None)
+    if first is None:
+        raise PreflightError(f"{path} holds no records")
+    import tensorflow as tf
+
+    return sorted(tf.train.Example.FromString(first).features.feature)
+
+
+def _missing(wanted: List[str], have: List[str], what: str, var: str, path: str) -> None:
+    missing = [k for k in wanted if k not in have]
+    if not missing:
+        return
+    hints = {k: difflib.get_close_matches(k, have, n=1) for k in missing[:3]}
+    hint = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k, m in hints.items() if m)
+    raise PreflightError(
+        f"{what} {missing[:8]} {'is' if len(missing) == 1 else 'are'} not in {path} (it has {have[:8]}"
+        f"{' ...' if len(have) > 8 else ''}){': ' + hint if hint else ''}; fix {var}")
+
+
+def _check_writable(destination: str) -> None:
+    if fsutil.is_remote(destination):
+        return  # object stores: credentials decide, and the first write says so
+    probe = os.path.abspath(destination)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise PreflightError(
+            f"push destination {destination} cannot be written ({probe} is not a writable folder): set "
+            "QP_PUSH__DESTINATION to a folder this user can write")
+
+
+def check(config: PipelineConfig) -> None:
+    files = input_files(config)
+    columns = _columns(files[0], config.data_format)
+    where = files[0]
+    _missing([config.train.label_key], columns, "label key", "QP_LABEL_KEY", where)
+    _missing(config.train.feature_keys, columns, "feature key(s)", "QP_FEATURE_KEYS", where)
+    module = config.train.module_file
+    if module and (not fsutil.exists(module) or fsutil.isdir(module)):
+        raise PreflightError(f"module_file {module} does not exist: set QP_MODULE_FILE to a Python file "
+                             "that defines build_model()")
+    _check_writable(config.push.destination)
+    try:  # a key that cannot be read fails now, not after training
+        if config.push.signing_key:
+            signing.load_signer(config.push.signing_key)
+        if config.push.public_key:
+            signing.load_public_key(config.push.public_key)
+    except signing.SigningError as e:
+        raise PreflightError(f"{e}; fix QP_PUSH__SIGNING_KEY / QP_PUSH__PUBLIC_KEY") from None
