@@ -11,11 +11,15 @@ import warnings
 from components.contracts import VERBOSE_VAR
 
 _TFX_PROGRESS = re.compile(r"^Component \S+ is (running|finished)|^Running pipeline|^Pipeline run")
+# TFX's input resolution complains about a query option it does not use, on every stage.
+_HARMLESS = re.compile(r"^ArtifactQuery.property_predicate is not supported")
 
 
 class _OnlyProgress(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        if _HARMLESS.search(message):
+            return False
         return record.levelno >= logging.WARNING or bool(_TFX_PROGRESS.search(message))
 
 

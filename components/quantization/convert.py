@@ -5,22 +5,18 @@ describe and convert models through this module.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-import tempfile
 from collections import Counter
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
 # The variant names are a cross-stage contract; the library re-exports them as its vocabulary.
 from components.contracts import (  # noqa: F401
-    VERBOSE_VAR, ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INTEGER_ONLY, QAT_INT8, SELECTIVE_INTEGER, VARIANTS,
+    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INTEGER_ONLY, QAT_INT8, SELECTIVE_INTEGER, VARIANTS,
 )
-from components.quantization.interpreter import TFLiteRunner
+from components.quantization.interpreter import TFLiteRunner, quiet_native_output  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -40,40 +36,6 @@ DEVICE_CLASS = {
 INTEGER_ONLY_VARIANTS = frozenset({INTEGER_ONLY, QAT_INT8})
 
 RepresentativeDataset = Callable[[], Iterable[List[np.ndarray]]]
-
-
-@contextlib.contextmanager
-def quiet_native_output() -> Iterator[None]:
-    """Holds back what TensorFlow Lite's converter prints from C++ straight to the
-    process's stdout and stderr ("Ignored output_format", "fully_quantize: 0, ..."), past
-    Python logging and TF_CPP_MIN_LOG_LEVEL. The lines go to this module's log at DEBUG,
-    or at WARNING when the conversion fails. With QP_VERBOSE set they are left alone."""
-    if os.environ.get(VERBOSE_VAR, "") not in ("", "0", "false"):
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as held:
-        saved = [os.dup(1), os.dup(2)]
-        os.dup2(held.fileno(), 1)
-        os.dup2(held.fileno(), 2)
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            held.seek(0)
-            text = held.read().decode("utf-8", "replace").strip()
-            if text:
-                log.log(logging.WARNING if failed else logging.DEBUG, "converter output:\n%s", text[-4000:])
 
 
 def converter_settings(variant: str, io_type: str = "int8") -> Dict[str, object]:

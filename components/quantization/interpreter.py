@@ -6,16 +6,57 @@ search and the benchmarks all use TFLiteRunner.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, Iterator, List, Union
 
 import numpy as np
 import tensorflow as tf
 
 from components import fsutil
+from components.contracts import VERBOSE_VAR
 
 OpResolver = tf.lite.experimental.OpResolverType
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """Holds back what TensorFlow Lite's converter prints from C++ straight to the
+    process's stdout and stderr ("Ignored output_format", "fully_quantize: 0, ..."), past
+    Python logging and TF_CPP_MIN_LOG_LEVEL. The lines go to this module's log at DEBUG,
+    or at WARNING when the conversion fails. With QP_VERBOSE set they are left alone."""
+    if os.environ.get(VERBOSE_VAR, "") not in ("", "0", "false"):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(held.fileno(), 1)
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            held.seek(0)
+            text = held.read().decode("utf-8", "replace").strip()
+            if text:
+                log.log(logging.WARNING if failed else logging.DEBUG, "converter output:\n%s", text[-4000:])
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -42,14 +83,15 @@ class TFLiteRunner:
         content = model if isinstance(model, (bytes, bytearray)) else fsutil.read_bytes(model)
         self.num_threads = num_threads
         self.use_xnnpack = use_xnnpack
-        self.interpreter = tf.lite.Interpreter(
-            model_content=bytes(content),
-            num_threads=num_threads,
-            experimental_op_resolver_type=(
-                OpResolver.AUTO if use_xnnpack else OpResolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            ),
-        )
-        self.interpreter.allocate_tensors()
+        with quiet_native_output():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            self.interpreter = tf.lite.Interpreter(
+                model_content=bytes(content),
+                num_threads=num_threads,
+                experimental_op_resolver_type=(
+                    OpResolver.AUTO if use_xnnpack else OpResolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+                ),
+            )
+            self.interpreter.allocate_tensors()
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
             raise ValueError(f"the model has {len(inputs)} inputs; only single-input models are supported")

@@ -42,9 +42,9 @@ def _converter(saved_model_dir: str, calibration, io_type: Optional[str]):
 
 def layer_errors(saved_model_dir: str, calibration) -> List[Dict[str, object]]:
     """Per-layer error statistics of full-integer quantization, worst first."""
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_converter(saved_model_dir, calibration, None), debug_dataset=calibration)
-    with convert.quiet_native_output():
+    with convert.quiet_native_output():  # the debugger converts while it is built
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=_converter(saved_model_dir, calibration, None), debug_dataset=calibration)
         debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
