@@ -64,8 +64,8 @@ def test_no_executor_open_source_kfp_rejects_and_the_run_settings_are_in_the_spe
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == {"input_config", "gate_overrides", "push_settings"}
     assert params["gate_overrides"]["defaultValue"] == "{}"
-    assert json.loads(params["push_settings"]["defaultValue"]) == {"destination": "s3://qp-bucket/serving",
-                                                                   "model_name": "digits"}
+    push = json.loads(params["push_settings"]["defaultValue"])
+    assert push["destination"] == "s3://qp-bucket/serving" and push["model_name"] == "digits"
     assert '"pattern": "*"' in params["input_config"]["defaultValue"]
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["TFLiteEvaluator"]["inputs"]["parameters"]["overrides"] == {"componentInputParameter": "gate_overrides"}
