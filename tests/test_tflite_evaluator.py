@@ -265,7 +265,8 @@ def test_labels_outside_the_class_range_fail_the_stage(tmp_path, trained_digits,
     rows = digits_rows()[:60]
     rows[0]["label"] = 12
     examples = write_examples(tmp_path / "ex", rows=rows)
-    with pytest.raises(ValueError, match=r"1 of 20 eval examples have a label outside 0..9"):
+    with pytest.raises(ValueError, match=r"label 'label' is outside 0..9 \(set num_classes, or fix the labels\): "
+                                         r"1 of 20 example\(s\)"):
         evaluate.evaluate_models(_eval_dir(examples), trained_digits["float"], digits_quantized,
                                  str(tmp_path / "ev"), _params(), ONE_WORKER)
     assert not os.path.exists(tmp_path / "ev")

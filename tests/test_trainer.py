@@ -1,6 +1,7 @@
 """QATTrainer: executor on the real digits data, selective QAT, MobileNetV2, bad inputs."""
 import json
 import os
+import re
 import textwrap
 
 import numpy as np
@@ -187,7 +188,7 @@ def image_examples(tmp_path_factory):
 )
 def test_bad_parameters_name_the_problem(tmp_path, image_examples, overrides, message):
     overrides.setdefault("feature_keys", ["image"])
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         _run_executor(tmp_path, image_examples, **overrides)
 
 
