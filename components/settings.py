@@ -13,12 +13,12 @@ in the lock already); the cross-field rules are the validators below.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components import contracts
+from components.quantization.model_spec import ModelSpec
 
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 DIGITS_PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
@@ -117,22 +117,11 @@ class TrainSettings(StageSettings):
     input_name: str = Field("image", min_length=1, description="input name in the serving signature")
     output_name: str = Field("probabilities", min_length=1, description="output name in the serving signature")
 
-    @field_validator("input_shape")
-    @classmethod
-    def _positive_shape(cls, v: List[int]) -> List[int]:
-        if any(d <= 0 for d in v):
-            raise ValueError("every dimension must be positive, e.g. [8, 8, 1]")
-        return v
-
     @model_validator(mode="after")
     def _contract(self) -> "TrainSettings":
-        size = math.prod(self.input_shape)
-        if len(self.feature_keys) not in (1, size):
-            raise ValueError(
-                f"{len(self.feature_keys)} feature keys cannot fill input_shape={self.input_shape} ({size} values): "
-                f"give one key holding {size} values, or {size} scalar keys")
-        if self.label_key in self.feature_keys:
-            raise ValueError(f"label_key {self.label_key!r} is also listed in feature_keys")
+        # The model contract's rules (shape, keys, label) live in ModelSpec, which also
+        # checks a model_spec.json read from disk; the trainer writes one from these fields.
+        ModelSpec(self.feature_keys, self.input_shape, self.label_key, self.num_classes)
         if not self.module_file and self.model not in contracts.BUILTIN_MODELS:
             raise ValueError(
                 f"model {self.model!r} is not a built-in model: use one of {list(contracts.BUILTIN_MODELS)} "
