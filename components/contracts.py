@@ -16,6 +16,7 @@ MODEL_FILE = "model.tflite"  # one TFLite variant (quantizer output) or a pushed
 MANIFEST_FILE = "manifest.json"  # the quantizer's variants; a registry version's record
 METRICS_FILE = "metrics.json"  # the evaluator's figures, verdicts and decision
 REPORT_FILE = "report.html"  # the evaluator's report
+OUTCOME_FILE = "outcome.json"  # the evaluator's decision, machine-readable, next to the report
 MODEL_SPEC_FILE = "model_spec.json"  # the model contract, next to every SavedModel
 QAT_FLOAT_LAYERS_FILE = "qat_float_layers.json"  # layers selective QAT left float
 SAMPLING_STATS_FILE = "sampling_stats.json"  # RepresentativeDatasetGen's counts
@@ -37,6 +38,7 @@ FULL_INTEGER, INTEGER_ONLY, QAT_INT8 = "full_integer", "integer_only", "qat_int8
 SELECTIVE_INTEGER = "selective_integer"  # the accuracy-aware search; needs validation data
 VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8)
 ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,)
+MIXED_VARIANTS = (SELECTIVE_INTEGER,)  # integer or float per layer: the gate checks their integer-op fraction
 
 # ---- switches read from the environment --------------------------------------------------
 VERBOSE_VAR = "QP_VERBOSE"  # full TFX/TensorFlow/converter output (pipeline/logs.py, convert.py)

@@ -23,6 +23,7 @@ from components.quantization.model_spec import ModelSpec
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 DIGITS_PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
 SMALLEST, FASTEST = "smallest", "fastest"
+UPPER_BOUND, POINT, LOWER_BOUND = "upper_bound", "point", "lower_bound"  # the gate's drop decision
 METRICS = ("accuracy", "top_k_accuracy")
 
 S = TypeVar("S", bound="StageSettings")
@@ -188,15 +189,33 @@ class GateSettings(StageSettings):
 
     max_accuracy_drop: Optional[float] = Field(
         DEFAULT_MAX_ACCURACY_DROP, ge=0, description="bound on float - variant (0.01 = 1 pp); None: off")
+    drop_decision: Literal["upper_bound", "point", "lower_bound"] = Field(
+        UPPER_BOUND, description="upper_bound: pass only when the drop's upper confidence bound is within the "
+                                 "bound; lower_bound: fail only when its lower bound exceeds it; point: the "
+                                 "observed drop")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of the drop's bounds "
+                                                              "(0.95: the two-sided 90% paired interval)")
     max_relative_drop: Optional[float] = Field(None, ge=0, le=1, description="bound on (float - variant) / float")
     max_model_bytes: Optional[int] = Field(None, ge=1, description="bound on the .tflite file size")
     max_latency_ms: Optional[float] = Field(None, gt=0, description="bound on the median single-example latency")
     min_accuracy: Optional[float] = Field(None, ge=0, le=1, description="floor on the variant's metric")
+    min_margin_over_majority: Optional[float] = Field(
+        0.02, ge=0, le=1, description="the float model and a variant must beat the majority-class rate of the eval "
+                                      "labels (top-k: the k largest classes) by this much; None: off")
     allow_float32: bool = Field(False, description="whether the unquantized float32 variant may be selected")
+    min_integer_op_fraction: float = Field(
+        0.8, ge=0, le=1, description="a mixed variant (selective_integer) with a smaller share of integer ops "
+                                     "counts as float32 for the gate")
     selection: Union[Literal["smallest", "fastest"], List[str]] = Field(
         SMALLEST, description="smallest, fastest, or a list of variant names in order of preference")
     metric: Literal["accuracy", "top_k_accuracy"] = Field("accuracy", description="the metric the gate judges")
     top_k: int = Field(5, ge=1, description="k of top_k_accuracy")
+    latency_tie_tolerance: float = Field(
+        0.05, ge=0, le=1, description="fastest: variants within this share of the fastest median, or within the "
+                                      "measured spread (IQR), are tied and the smallest of them wins")
+    max_deployed_shift: Optional[float] = Field(
+        0.05, ge=0, le=1, description="flag a shift when the deployed model scores this much below its own "
+                                      "manifest's figure on this run's eval data; None: off")
     latency_runs: int = Field(50, ge=1, description="timed runs per variant (after the warm-up)")
     latency_warmup: int = Field(5, ge=0, description="untimed warm-up runs per variant")
     num_threads: int = Field(1, ge=1, description="interpreter threads")

@@ -117,6 +117,12 @@ def describe(model_content: bytes) -> Dict[str, object]:
     }
 
 
+def integer_op_fraction(model_content: bytes) -> float:
+    """The share of ops with no float input or output: 1.0 for an integer-only model."""
+    info = describe(model_content)
+    return 1.0 - sum(info["float_ops"].values()) / info["num_ops"] if info["num_ops"] else 0.0
+
+
 def validate(variant: str, model_content: bytes, example: np.ndarray) -> Dict[str, object]:
     """Loads, allocates and runs one example; an integer-only variant may hold no float op.
 

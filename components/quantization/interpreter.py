@@ -148,6 +148,7 @@ class TFLiteRunner:
         return {
             "latency_ms_median": float(np.median(times)),
             "latency_ms_p90": float(np.percentile(times, 90)),
+            "latency_ms_iqr": float(np.percentile(times, 75) - np.percentile(times, 25)),
             "latency_runs": runs,
             "num_threads": self.num_threads,
             "xnnpack": self.use_xnnpack,

@@ -78,11 +78,6 @@ def quantize_calibrated(calibrated: bytes, denylist: List[str], io_type: Optiona
             calibrated, input_data_type=io, output_data_type=io, denylisted_nodes=list(denylist) or None)
 
 
-def integer_op_fraction(model_content: bytes) -> float:
-    info = convert.describe(model_content)
-    return 1.0 - sum(info["float_ops"].values()) / info["num_ops"] if info["num_ops"] else 0.0
-
-
 def search(
     saved_model_dir: str,
     calibration: Callable,
@@ -147,7 +142,7 @@ def search(
         record.update(float_layers=None, best_step=closest)
         return None, record
     record.update(float_layers=steps_for(steps, best)["float_layers"],
-                  integer_op_fraction=integer_op_fraction(models[best]))
+                  integer_op_fraction=convert.integer_op_fraction(models[best]))
     return models[best], record
 
 

@@ -19,22 +19,46 @@ BASELINE = "deployed_baseline"  # the currently deployed TFLite model, re-evalua
 LABELS = "__labels__"
 
 
-def batch_counts(probs: np.ndarray, labels: np.ndarray, float_top1: np.ndarray, k: int, num_classes: int) -> dict:
-    """Integer counts for one batch of predictions (rows with non-finite outputs count as wrong)."""
+MAX_CONFUSION_CLASSES = 100  # a confusion matrix is counted up to this many classes
+METRIC_COUNTS = {"accuracy": "top1", "top_k_accuracy": "topk"}  # metric -> its correctness counts
+
+
+def outcomes(probs: np.ndarray, labels: np.ndarray, k: int) -> Dict[str, np.ndarray]:
+    """Per-example outcomes of one model on one batch (non-finite rows count as wrong)."""
     finite = np.all(np.isfinite(probs), axis=-1)
     top1 = np.argmax(np.where(np.isfinite(probs), probs, -np.inf), axis=-1)
     k = min(k, probs.shape[-1])
     topk = np.argsort(-np.nan_to_num(probs, nan=-np.inf), axis=-1, kind="stable")[:, :k]
-    correct = (top1 == labels) & finite
-    return {
+    return {"finite": finite, "pred": top1, "top1": (top1 == labels) & finite,
+            "topk": np.any(topk == labels[:, None], axis=-1) & finite}
+
+
+def paired_table(reference: np.ndarray, variant: np.ndarray) -> np.ndarray:
+    """[both right, reference right only, variant right only, both wrong] (components/quantization/stats.py)."""
+    return np.array([(reference & variant).sum(), (reference & ~variant).sum(),
+                     (~reference & variant).sum(), (~reference & ~variant).sum()], dtype=np.int64)
+
+
+def batch_counts(out: Dict[str, np.ndarray], labels: np.ndarray, references: Dict[str, Dict[str, np.ndarray]],
+                 num_classes: int) -> dict:
+    """Integer counts for one model on one batch: totals, per class, the confusion matrix,
+    and the paired tables against each reference model (the float model, the deployed one)."""
+    counts = {
         "n": np.int64(len(labels)),
-        "top1": np.int64(correct.sum()),
-        "topk": np.int64((np.any(topk == labels[:, None], axis=-1) & finite).sum()),
-        "agree": np.int64(((top1 == float_top1) & finite).sum()),
-        "non_finite": np.int64((~finite).sum()),
+        "top1": np.int64(out["top1"].sum()),
+        "topk": np.int64(out["topk"].sum()),
+        "non_finite": np.int64((~out["finite"]).sum()),
         "class_total": np.bincount(labels, minlength=num_classes).astype(np.int64),
-        "class_correct": np.bincount(labels[correct], minlength=num_classes).astype(np.int64),
+        "class_correct": np.bincount(labels[out["top1"]], minlength=num_classes).astype(np.int64),
     }
+    if FLOAT_MODEL in references:
+        counts["agree"] = np.int64(((out["pred"] == references[FLOAT_MODEL]["pred"]) & out["finite"]).sum())
+    if num_classes <= MAX_CONFUSION_CLASSES:
+        cells = labels * num_classes + np.clip(out["pred"], 0, num_classes - 1)
+        counts["confusion"] = np.bincount(cells, minlength=num_classes * num_classes).astype(np.int64)
+    for ref_name, ref in references.items():
+        counts[f"paired_vs_{ref_name}"] = np.stack([paired_table(ref[c], out[c]) for c in METRIC_COUNTS.values()])
+    return counts
 
 
 class SumCounts(beam.CombineFn):
@@ -102,10 +126,10 @@ class Predict(beam.DoFn):
             outputs[FLOAT_MODEL] = self._float(**{spec.input_name: self._tf.constant(x)})[spec.output_name].numpy()
         for name, runner in self._runners.items():
             outputs[name] = runner.predict(x)
-        reference = outputs[FLOAT_MODEL] if self._float is not None else next(iter(outputs.values()))
-        float_top1 = np.argmax(reference, axis=-1)
-        for name, probs in outputs.items():
-            yield name, batch_counts(probs, y, float_top1, self._k, c)
+        results = {name: outcomes(probs, y, self._k) for name, probs in outputs.items()}
+        for name, out in results.items():
+            references = {r: results[r] for r in (FLOAT_MODEL, BASELINE) if r in results and r != name}
+            yield name, batch_counts(out, y, references, c)
 
 
 def build_evaluation(
@@ -154,10 +178,18 @@ def metrics_from_counts(counts: Dict[str, dict], top_k: int) -> Dict[str, dict]:
             "accuracy": div(c["top1"]),
             "top_k_accuracy": div(c["topk"]),
             "top_k": top_k,
-            "agreement_with_float": div(c["agree"]),
+            "agreement_with_float": div(c["agree"]) if "agree" in c else None,
             "non_finite_outputs": c["non_finite"],
             "per_class_accuracy": per_class,
+            "class_total": list(c["class_total"]),
         }
+        if "confusion" in c:
+            k = len(c["class_total"])
+            out[name]["confusion"] = np.asarray(c["confusion"]).reshape(k, k).tolist()
+        for ref in (FLOAT_MODEL, BASELINE):
+            if f"paired_vs_{ref}" in c:
+                tables = np.asarray(c[f"paired_vs_{ref}"])
+                out[name][f"paired_vs_{ref}"] = {m: tables[i].tolist() for i, m in enumerate(METRIC_COUNTS)}
     return out
 
 

@@ -8,14 +8,14 @@ import datetime
 import logging
 import math
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
 from components import contracts, fsutil
-from components.quantization import data
+from components.quantization import convert, data
 from components.quantization.interpreter import TFLiteRunner
 from components.quantization.model_spec import ModelSpec
 from components.quantization.stats import is_finite
@@ -42,7 +42,8 @@ def _prepare(name: str, path: str, spec: ModelSpec, example: np.ndarray, params:
     timing = runner.time_single_example(example, runs=params.latency_runs, warmup=params.latency_warmup)
     log.info("%s: single-example latency median %.4f ms (p90 %.4f, %d threads)", name,
              timing["latency_ms_median"], timing["latency_ms_p90"], params.num_threads)
-    return dict(timing, size_bytes=fsutil.size(path))
+    return dict(timing, size_bytes=fsutil.size(path),
+                integer_op_fraction=convert.integer_op_fraction(fsutil.read_bytes(path)))
 
 
 def evaluate_models(
@@ -54,6 +55,7 @@ def evaluate_models(
     pipeline_factory: Callable[[], beam.Pipeline] = beam.Pipeline,
     baseline_tflite: Optional[str] = None,
     baseline_info: Optional[dict] = None,
+    history: Optional[List[dict]] = None,
 ) -> dict:
     manifest = contracts.read_manifest(quantized_dir)
     spec = ModelSpec.read(float_model_dir)
@@ -108,19 +110,38 @@ def evaluate_models(
             if is_finite(fig.get(metric)) and is_finite(float_value):
                 fig["accuracy_drop"] = float_value - fig[metric]
                 fig["relative_drop"] = (float_value - fig[metric]) / float_value if float_value else math.nan
+        for fig in list(figures.values()) + ([baseline_fig] if baseline_fig else []):
+            for key, reference in (("vs_float", beam_pass.FLOAT_MODEL), ("vs_deployed", beam_pass.BASELINE)):
+                table = fig.get(f"paired_vs_{reference}", {}).get(metric)
+                if table:
+                    fig[key] = gate.comparison(table, params)
         baseline_value = None
         if baseline_fig and "error" not in baseline_fig:
             baseline_value = baseline_fig[metric]
-        verdicts = gate.judge(figures, float_value, params, baseline_value)
-        selected = gate.select(figures, verdicts, params)
+        chance = gate.chance_rate(float_metrics["class_total"], metric, params.top_k)
+        verdicts = gate.judge(figures, float_value, params, baseline_value, chance)
+        selected, selection = gate.select(figures, verdicts, params)
+        warnings = [w for w in (gate.resolution_warning(labels["n"], float_value, params),) if w]
+        floor = gate.majority_floor(chance, params)
+        if floor is not None and is_finite(float_value) and float_value < floor - gate.TOLERANCE:
+            warnings.append(f"the float model's {metric} {float_value:.4f} does not beat the majority-class rate "
+                            f"{chance:.4f} by {params.min_margin_over_majority:g}: it has not learned the task")
+        shift = deployed_shift(baseline_fig, baseline_info, params)
+        if shift and shift["flagged"]:
+            warnings.append(shift["message"])
         result = {
             "blessed": selected is not None,
             "selected_variant": selected,
+            "selection": selection,
             "metric": metric,
             "float_model": float_metrics,
+            "majority_class_rate": chance,
             "variants": figures,
             "verdicts": verdicts,
+            "warnings": warnings,
+            "deployed_shift": shift,
             "baseline": dict(baseline_fig or {}, **(baseline_info or {})) if baseline_tflite else None,
+            "history": list(history or []),
             "settings": params.model_dump(),
             "host": {"note": "latency is measured on this host's CPU with XNNPACK, not on a device",
                      "tensorflow_version": tf.__version__, "cpu_count": os.cpu_count()},
@@ -133,10 +154,45 @@ def evaluate_models(
         }
         os.unlink(staging / "counts.json")
         (staging / contracts.METRICS_FILE).write_bytes(fsutil.to_json(_jsonable(result)))
-        report.write_report(str(staging), result)
+        (staging / contracts.OUTCOME_FILE).write_bytes(fsutil.to_json(outcome(result)))
+        report.write_report(str(staging), _jsonable(result))
     log.info("Gate: %s", {n: v["passed"] for n, v in verdicts.items()})
-    log.info("Selected variant: %s", selected)
+    log.info("Selected variant: %s (%s)", selected, selection["why"])
+    for warning in warnings:
+        log.warning("TFLiteEvaluator: %s", warning)
     return result
+
+
+def deployed_shift(baseline_fig: Optional[dict], baseline_info: Optional[dict], params: GateSettings) -> Optional[dict]:
+    """The deployed model's metric on this run's eval data against the figure its own
+    manifest recorded when it was pushed; flagged when it fell by more than max_deployed_shift."""
+    if not baseline_fig or "error" in baseline_fig or not baseline_info:
+        return None
+    recorded = (baseline_info.get("recorded_metrics") or {}).get(params.metric)
+    now = baseline_fig.get(params.metric)
+    if not (is_finite(recorded) and is_finite(now)):
+        return None
+    fall = recorded - now
+    flagged = params.max_deployed_shift is not None and fall > params.max_deployed_shift + gate.TOLERANCE
+    message = (f"shift: the deployed version {baseline_info.get('version')} scores {params.metric} {now:.4f} on this "
+               f"run's eval data, {100 * fall:.2f} pp below the {recorded:.4f} its manifest recorded at push time "
+               f"(max_deployed_shift {100 * (params.max_deployed_shift or 0):g} pp): the data or labels have changed")
+    return {"version": baseline_info.get("version"), "recorded": recorded, "now": now, "fall": fall,
+            "flagged": flagged, "message": message if flagged else ""}
+
+
+def outcome(result: dict) -> dict:
+    """outcome.json: the decision for automation (blessed, why, warnings, shift)."""
+    selected = result["selected_variant"]
+    why = ([f"{selected}: {result['selection']['why']}"] if selected else
+           [f"{n}: {'; '.join(v['reasons'])}" for n, v in result["verdicts"].items()])
+    return _jsonable({
+        "blessed": result["blessed"], "selected_variant": selected, "why": why, "warnings": result["warnings"],
+        "deployed_shift": result["deployed_shift"], "metric": result["metric"],
+        "selected_metrics": {k: result["variants"][selected].get(k) for k in (result["metric"], "accuracy_drop",
+                             "vs_float", "size_bytes", "latency_ms_median")} if selected else None,
+        "created_at": result["created_at"],
+    })
 
 
 def _jsonable(obj):

@@ -18,6 +18,15 @@ from components.tfx_utils import set_properties, single, split_uri
 log = logging.getLogger(__name__)
 
 
+def registry_history(registry_json: Optional[str]) -> List[dict]:
+    """The registry's versions, oldest first, with the figures their manifests recorded."""
+    if not registry_json:
+        return []
+    push = PushSettings.from_json(registry_json)
+    push.check_complete()
+    return Registry(push.destination, push.model_name).list()
+
+
 def deployed_model(registry_json: Optional[str]) -> Tuple[Optional[str], dict]:
     """The .tflite file of the registry's LATEST version, and what its manifest says.
 
@@ -72,6 +81,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             pipeline_factory=self._make_beam_pipeline,
             baseline_tflite=baseline_path,
             baseline_info=baseline_info,
+            history=registry_history(exec_properties.get("registry")),
         )
         selected = result["selected_variant"]
         summary = {

@@ -1,41 +1,98 @@
 """The accuracy-drop gate and the selection policy: pure functions over metrics.
 
 Semantics (all bounds inclusive; a bound left as None is not checked):
-  absolute drop   = float_metric - variant_metric          passes when <= max_accuracy_drop
-  relative drop   = absolute drop / float_metric            passes when <= max_relative_drop
-  size            = size_bytes                              passes when <= max_model_bytes
-  latency         = median single-example latency (ms)      passes when <= max_latency_ms
-  minimum         = variant_metric                          passes when >= min_accuracy
-  no regression   = baseline_metric - variant_metric, on the same eval data, must satisfy
-                    the same drop bounds (absolute and/or relative to the baseline)
-A variant passes when every configured bound holds. float32 is eligible only with
-allow_float32. Missing or non-finite figures never pass. Accuracy comparisons allow
-TOLERANCE (1e-9) for floating-point rounding, so a drop exactly at the bound passes.
+  drop            = reference - variant on the same eval examples, a paired comparison
+                    with a two-sided (2 * confidence - 1) interval [low, high]
+                    (components/quantization/stats.py: Newcombe's paired interval)
+  decisive drop   = high (drop_decision upper_bound, the default: pass only when the
+                    data show the drop is within the bound), low (lower_bound: fail only
+                    when the data show it exceeds the bound) or the observed drop (point)
+  absolute        = decisive drop                          passes when <= max_accuracy_drop
+  relative        = decisive drop / reference metric       passes when <= max_relative_drop
+  reference       = the float model, and the deployed model when there is one
+  majority        = the float model and the variant must score at least the majority-class
+                    rate of the eval labels (top-k: the k largest classes) + min_margin_over_majority;
+                    when the float model does not, nothing passes
+  size            = size_bytes                             passes when <= max_model_bytes
+  latency         = median single-example latency (ms)     passes when <= max_latency_ms
+  minimum         = variant_metric                         passes when >= min_accuracy
+float32 is eligible only with allow_float32; so is a mixed variant (selective_integer)
+whose integer-op fraction is below min_integer_op_fraction, since it is mostly float.
+Missing or non-finite figures never pass. Comparisons allow TOLERANCE (1e-9) for
+floating-point rounding, so a drop exactly at the bound passes.
+
+Selection among the passing variants: smallest (size, then latency), fastest (latency
+medians within the measurement's noise are tied: within latency_tie_tolerance of the
+fastest median or within the larger IQR of the two; the smallest tied variant wins), or a
+list of names in order of preference.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from components.contracts import FLOAT32
+from components.contracts import FLOAT32, MIXED_VARIANTS
+from components.quantization import stats
 from components.quantization.stats import is_finite
-from components.settings import FASTEST, SMALLEST, GateSettings  # noqa: F401  (SMALLEST, FASTEST: policy names)
+from components.settings import FASTEST, LOWER_BOUND, POINT, SMALLEST, GateSettings  # noqa: F401
 
 TOLERANCE = 1e-9
+FLOAT_REFERENCE, DEPLOYED_REFERENCE = "float model", "deployed model"
 
 
-def _drop_reasons(what: str, reference: float, value: float, cfg: GateSettings) -> List[str]:
+def chance_rate(class_total: List[int], metric: str, top_k: int) -> Optional[float]:
+    """The metric a model that always answers the most frequent class(es) would score."""
+    n = sum(class_total)
+    if not n:
+        return None
+    k = top_k if metric == "top_k_accuracy" else 1
+    return sum(sorted(class_total, reverse=True)[:k]) / n
+
+
+def comparison(table: Optional[List[int]], cfg: GateSettings) -> Optional[dict]:
+    """The paired drop against a reference from its 2x2 table, as recorded in metrics.json."""
+    if not table or not sum(table):
+        return None
+    return stats.paired_drop(table, 2 * cfg.confidence - 1).to_dict()
+
+
+def decisive(drop: dict, cfg: GateSettings) -> float:
+    return {POINT: drop["drop"], LOWER_BOUND: drop["low"]}.get(cfg.drop_decision, drop["high"])
+
+
+def _describe(drop: dict, cfg: GateSettings) -> str:
+    interval = f"{100 * drop['confidence']:.0f}% interval [{drop['low']:+.4f}, {drop['high']:+.4f}]"
+    return f"{drop['drop']:+.4f} ({interval}; {cfg.drop_decision} {decisive(drop, cfg):+.4f})"
+
+
+def _drop_reasons(what: str, reference: float, drop: Optional[dict], cfg: GateSettings) -> List[str]:
+    if drop is None:
+        return [f"no paired counts against the {what}: the drop cannot be judged"]
     reasons = []
-    drop = reference - value
-    if cfg.max_accuracy_drop is not None and not drop <= cfg.max_accuracy_drop + TOLERANCE:
-        reasons.append(f"{cfg.metric} drop vs {what} {drop:.4f} > max_accuracy_drop {cfg.max_accuracy_drop:.4f}")
+    value = decisive(drop, cfg)
+    if cfg.max_accuracy_drop is not None and not value <= cfg.max_accuracy_drop + TOLERANCE:
+        reasons.append(f"{cfg.metric} drop vs {what} {_describe(drop, cfg)} > max_accuracy_drop "
+                       f"{cfg.max_accuracy_drop:.4f}")
     if cfg.max_relative_drop is not None:
-        relative = drop / reference if reference > 0 else (0.0 if drop <= 0 else math.inf)
+        relative = value / reference if reference > 0 else (0.0 if value <= 0 else math.inf)
         if not relative <= cfg.max_relative_drop + TOLERANCE:
-            reasons.append(
-                f"relative {cfg.metric} drop vs {what} {relative:.4f} > max_relative_drop {cfg.max_relative_drop:.4f}"
-            )
+            reasons.append(f"relative {cfg.metric} drop vs {what} {relative:.4f} (drop {_describe(drop, cfg)} / "
+                           f"{reference:.4f}) > max_relative_drop {cfg.max_relative_drop:.4f}")
     return reasons
+
+
+def majority_floor(chance: Optional[float], cfg: GateSettings) -> Optional[float]:
+    if cfg.min_margin_over_majority is None or chance is None:
+        return None
+    return chance + cfg.min_margin_over_majority
+
+
+def counts_as_float(name: str, fig: dict, cfg: GateSettings) -> bool:
+    """float32, or a mixed variant whose integer-op fraction is below the floor."""
+    if name == FLOAT32:
+        return True
+    fraction = fig.get("integer_op_fraction")
+    return name in MIXED_VARIANTS and not (is_finite(fraction) and fraction >= cfg.min_integer_op_fraction - TOLERANCE)
 
 
 def judge(
@@ -43,12 +100,16 @@ def judge(
     float_metric: Optional[float],
     cfg: GateSettings,
     baseline_metric: Optional[float] = None,
+    chance: Optional[float] = None,
 ) -> Dict[str, dict]:
     """For each variant {name: figures}, {name: {'passed': bool, 'reasons': [...]}}.
 
-    `figures` holds the metric under cfg.metric, 'size_bytes', 'latency_ms_median', and
-    'error' when the variant could not be evaluated at all.
+    `figures` holds the metric under cfg.metric, 'size_bytes', 'latency_ms_median',
+    'vs_float' (and 'vs_deployed' when there is a deployed model: `comparison` dicts),
+    'integer_op_fraction', and 'error' when the variant could not be evaluated at all.
+    `chance` is the majority-class rate of the eval labels (`chance_rate`).
     """
+    floor = majority_floor(chance, cfg)
     verdicts = {}
     for name, fig in variants.items():
         reasons: List[str] = []
@@ -60,14 +121,22 @@ def judge(
         elif not is_finite(float_metric):
             reasons.append(f"the float model's {cfg.metric} is missing or not finite ({float_metric})")
         else:
-            reasons += _drop_reasons("float model", float_metric, value, cfg)
+            if floor is not None and not float_metric >= floor - TOLERANCE:
+                reasons.append(
+                    f"the float model's {cfg.metric} {float_metric:.4f} does not beat the majority-class rate "
+                    f"{chance:.4f} by min_margin_over_majority {cfg.min_margin_over_majority:g}: it has not learned "
+                    "the task, so no variant of it is blessed")
+            elif floor is not None and not value >= floor - TOLERANCE:
+                reasons.append(f"{cfg.metric} {value:.4f} does not beat the majority-class rate {chance:.4f} by "
+                               f"min_margin_over_majority {cfg.min_margin_over_majority:g}")
+            reasons += _drop_reasons(FLOAT_REFERENCE, float_metric, fig.get("vs_float"), cfg)
             if cfg.min_accuracy is not None and not value >= cfg.min_accuracy - TOLERANCE:
                 reasons.append(f"{cfg.metric} {value:.4f} < min_accuracy {cfg.min_accuracy:.4f}")
             if baseline_metric is not None:
                 if not is_finite(baseline_metric):
-                    reasons.append(f"the baseline's {cfg.metric} is not finite ({baseline_metric})")
+                    reasons.append(f"the deployed model's {cfg.metric} is not finite ({baseline_metric})")
                 else:
-                    reasons += _drop_reasons("deployed baseline", baseline_metric, value, cfg)
+                    reasons += _drop_reasons(DEPLOYED_REFERENCE, baseline_metric, fig.get("vs_deployed"), cfg)
             if cfg.max_model_bytes is not None:
                 size = fig.get("size_bytes")
                 if not is_finite(size) or not size <= cfg.max_model_bytes:
@@ -79,20 +148,68 @@ def judge(
                     reasons.append(f"latency {shown} ms > max_latency_ms {cfg.max_latency_ms:g}")
         if name == FLOAT32 and not cfg.allow_float32:
             reasons.append("float32 is the unquantized baseline; set allow_float32 to make it eligible")
+        elif counts_as_float(name, fig, cfg) and not cfg.allow_float32:
+            fraction = fig.get("integer_op_fraction")
+            shown = f"{fraction:.2f}" if is_finite(fraction) else str(fraction)
+            reasons.append(f"integer-op fraction {shown} < min_integer_op_fraction {cfg.min_integer_op_fraction:g}: "
+                           "mostly float, so it counts as float32 (set allow_float32 to make it eligible)")
         verdicts[name] = {"passed": not reasons, "reasons": reasons or ["all bounds hold"]}
     return verdicts
 
 
-def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettings) -> Optional[str]:
-    """The passing variant chosen by cfg.selection, or None when none passes."""
-    passing = [n for n, v in verdicts.items() if v["passed"]]
-    if not passing:
+def resolution_warning(n: int, float_metric: Optional[float], cfg: GateSettings) -> Optional[str]:
+    """Why this eval split is too small to resolve max_accuracy_drop, or None."""
+    bound = cfg.max_accuracy_drop
+    if bound is None or not n or not is_finite(float_metric):
         return None
-    if isinstance(cfg.selection, list):
-        return next((n for n in cfg.selection if n in passing), None)
+    if cfg.drop_decision == POINT:
+        if 1 / n > bound + TOLERANCE:
+            return (f"the eval split has {n} examples: one example is {100 / n:.2f} pp, more than max_accuracy_drop "
+                    f"{100 * bound:g} pp, so any single lost example fails and decisions follow noise; "
+                    f"add eval examples (at least {math.ceil(1 / bound)})")
+        return None
+    right = int(round(float_metric * n))
+    confidence = 2 * cfg.confidence - 1
+    best_case = stats.paired_drop([right, 0, 0, n - right], confidence)
+    if best_case.high <= bound + TOLERANCE:
+        return None
+    need = stats.examples_to_resolve(bound, float_metric, confidence)
+    consequence = ("no variant can pass" if cfg.drop_decision != LOWER_BOUND
+                   else "the gate fails only drops far beyond the bound")
+    return (f"the eval split has {n} examples: too few to resolve max_accuracy_drop {100 * bound:g} pp at "
+            f"{100 * cfg.confidence:g}% confidence (even a variant that agrees with the float model on every example "
+            f"has an upper bound of {100 * best_case.high:.2f} pp), so {consequence}; about {need} examples are needed")
+
+
+def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettings) -> Tuple[Optional[str], dict]:
+    """(the passing variant chosen by cfg.selection or None, how it was chosen)."""
+    passing = [n for n, v in verdicts.items() if v["passed"]]
+    policy = cfg.selection if isinstance(cfg.selection, str) else "preference"
+    if not passing:
+        return None, {"policy": policy, "why": "no variant passed the gate"}
     inf = math.inf
+    size = lambda n: variants[n].get("size_bytes", inf)  # noqa: E731
+    latency = lambda n: variants[n].get("latency_ms_median", inf)  # noqa: E731
+    if isinstance(cfg.selection, list):
+        chosen = next((n for n in cfg.selection if n in passing), None)
+        why = (f"first passing variant of the preference list {cfg.selection}" if chosen
+               else f"none of the preferred variants {cfg.selection} passed")
+        return chosen, {"policy": policy, "why": why}
     if cfg.selection == SMALLEST:
-        key = lambda n: (variants[n].get("size_bytes", inf), variants[n].get("latency_ms_median", inf), n)  # noqa: E731
+        chosen = min(passing, key=lambda n: (size(n), latency(n), n))
+        return chosen, {"policy": policy, "why": f"smallest passing variant ({size(chosen)} bytes)"}
+    fastest = min(passing, key=lambda n: (latency(n), size(n), n))
+    spread = lambda n: variants[n].get("latency_ms_iqr", 0.0) or 0.0  # noqa: E731
+    tied = [n for n in passing
+            if latency(n) - latency(fastest) <= max(cfg.latency_tie_tolerance * latency(fastest),
+                                                    spread(n), spread(fastest)) + TOLERANCE]
+    chosen = min(tied, key=lambda n: (size(n), latency(n), n))
+    record = {"policy": policy, "fastest": fastest, "tied": sorted(tied),
+              "noise_ms": max(cfg.latency_tie_tolerance * latency(fastest), *(spread(n) for n in tied))}
+    if len(tied) == 1:
+        record["why"] = f"fastest passing variant ({latency(chosen):.4f} ms median), no other within its noise"
     else:
-        key = lambda n: (variants[n].get("latency_ms_median", inf), variants[n].get("size_bytes", inf), n)  # noqa: E731
-    return min(passing, key=key)
+        record["why"] = (f"{', '.join(sorted(tied))} are within the timing noise of the fastest "
+                         f"({latency(fastest):.4f} ms, noise {record['noise_ms']:.4f} ms: the larger of "
+                         f"{100 * cfg.latency_tie_tolerance:g}% and the IQR of the runs): the smallest of them wins")
+    return chosen, record

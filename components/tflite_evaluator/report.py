@@ -1,18 +1,30 @@
-"""metrics.json -> report.html with embedded PNG plots (also written beside it)."""
+"""metrics.json -> report.html (a jinja2 template, plots embedded) plus the PNGs beside it.
+
+The plots are matplotlib figures built from the result; the page is
+templates/report.html.j2, rendered with autoescaping, so no HTML is built from strings.
+"""
 from __future__ import annotations
 
 import base64
-import html
 import io
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from components.contracts import REPORT_FILE  # noqa: E402
+
+SELECTED, PASSED, FAILED = "tab:green", "tab:blue", "tab:red"
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("components.tflite_evaluator", "templates"),
+    autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
+    trim_blocks=True, lstrip_blocks=True,
+)
 
 
 def _evaluated(result) -> Dict[str, dict]:
@@ -28,158 +40,232 @@ def _save(fig, out_dir: str, name: str) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _colour(result, name):
+def _status(result, name) -> str:
     if name == result["selected_variant"]:
-        return "tab:green"
-    return "tab:blue" if result["verdicts"][name]["passed"] else "tab:red"
+        return "selected"
+    return "pass" if result["verdicts"][name]["passed"] else "fail"
 
 
-def plots(result, out_dir: str) -> Dict[str, str]:
-    ev = _evaluated(result)
-    metric = result["metric"]
-    names = list(ev)
-    out = {}
+def pareto_front(points: Dict[str, tuple]) -> List[str]:
+    """Names not dominated: no other point is at least as small (x) and as accurate (y),
+    and strictly better in one. Sorted by x."""
+    front = []
+    for n, (x, y) in points.items():
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for m, (x2, y2) in points.items() if m != n):
+            front.append(n)
+    return sorted(front, key=lambda n: points[n])
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    placed = []
-    for n in names:
-        point = (ev[n]["size_bytes"] / 1024, ev[n][metric])
-        ax.scatter(*point, color=_colour(result, n), s=50)
+
+def _trade_off(result, out_dir: str, key: str, scale: float, xlabel: str, name: str) -> str:
+    """metric vs one cost with the Pareto front; every point drawn and labelled, the
+    selected one last (on top) as a large star."""
+    ev, metric = _evaluated(result), result["metric"]
+    points = {n: (f[key] * scale, f[metric]) for n, f in ev.items() if isinstance(f.get(key), (int, float))}
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.step([points[n][0] for n in front], [points[n][1] for n in front], where="post", color="grey", lw=1,
+                ls=":", label="Pareto front")
+    order = sorted(points, key=lambda n: _status(result, n) == "selected")  # selected drawn last
+    placed: List[tuple] = []
+    xs = [p[0] for p in points.values()] or [1]
+    ys = [p[1] for p in points.values()] or [1]
+    dx, dy = (max(xs) - min(xs)) or 1, (max(ys) - min(ys)) or 0.01
+    for n in order:
+        x, y = points[n]
+        status = _status(result, n)
+        style = {"selected": dict(marker="*", s=260, color=SELECTED, edgecolor="black", zorder=5),
+                 "pass": dict(marker="o", s=55, color=PASSED, zorder=3),
+                 "fail": dict(marker="X", s=60, color=FAILED, zorder=3)}[status]
+        ax.scatter(x, y, **style)
         # Stack the labels of points that (nearly) coincide instead of overprinting them.
-        stacked = sum(1 for p in placed if abs(p[0] - point[0]) < 3 and abs(p[1] - point[1]) < 1e-3)
-        placed.append(point)
-        ax.annotate(n, point, textcoords="offset points", xytext=(6, 4 - 11 * stacked), fontsize=8)
+        stacked = sum(1 for p in placed if abs(p[0] - x) < 0.04 * dx and abs(p[1] - y) < 0.04 * dy)
+        placed.append((x, y))
+        ax.annotate(n + (" (selected)" if status == "selected" else ""), (x, y), textcoords="offset points",
+                    xytext=(8, 4 - 11 * stacked), fontsize=8, fontweight="bold" if status == "selected" else None)
     ax.axhline(result["float_model"][metric], color="grey", ls="--", lw=1, label="float model")
-    ax.set_xlabel("model size (KiB)")
+    ax.scatter([], [], marker="*", s=120, color=SELECTED, edgecolor="black", label="selected")
+    ax.scatter([], [], marker="o", color=PASSED, label="passed the gate")
+    ax.scatter([], [], marker="X", color=FAILED, label="failed the gate")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs size (green: selected, red: failed the gate)")
-    ax.legend(loc="lower right", fontsize=8)
-    out["accuracy_vs_size.png"] = _save(fig, out_dir, "accuracy_vs_size.png")
+    ax.set_title(f"{metric} vs {xlabel.split(' (')[0]}")
+    ax.legend(loc="lower right", fontsize=7)
+    return _save(fig, out_dir, name)
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    med = [ev[n]["latency_ms_median"] for n in names]
-    p90 = [ev[n]["latency_ms_p90"] for n in names]
-    ax.bar(names, med, color=[_colour(result, n) for n in names], label="median")
-    ax.scatter(names, p90, color="black", marker="_", s=300, label="p90")
+
+def _intervals(result, out_dir: str) -> Optional[str]:
+    ev = {n: f for n, f in _evaluated(result).items() if f.get("vs_float")}
+    if not ev:
+        return None
+    names = list(ev)
+    fig, ax = plt.subplots(figsize=(6.8, 0.45 * len(names) + 1.5))
+    for i, n in enumerate(names):
+        c = ev[n]["vs_float"]
+        colour = {"selected": SELECTED, "pass": PASSED, "fail": FAILED}[_status(result, n)]
+        ax.plot([100 * c["low"], 100 * c["high"]], [i, i], color=colour, lw=3)
+        ax.scatter(100 * c["drop"], i, color="black", zorder=3, s=18)
+    limit = result["settings"].get("max_accuracy_drop")
+    if limit is not None:
+        ax.axvline(100 * limit, color=FAILED, ls="--", lw=1, label=f"max_accuracy_drop {100 * limit:g} pp")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    confidence = next(iter(ev.values()))["vs_float"]["confidence"]
+    ax.set_xlabel(f"{result['metric']} drop vs float (pp): observed (dot) and {100 * confidence:.0f}% paired interval")
+    ax.set_title(f"paired drops ({result['settings']['drop_decision']} decides)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out_dir, "paired_intervals.png")
+
+
+def _latency(result, out_dir: str) -> str:
+    ev = _evaluated(result)
+    names = list(ev)
+    fig, ax = plt.subplots(figsize=(6.8, 3.5))
+    colours = [{"selected": SELECTED, "pass": PASSED, "fail": FAILED}[_status(result, n)] for n in names]
+    ax.bar(names, [ev[n]["latency_ms_median"] for n in names], color=colours, label="median")
+    ax.scatter(names, [ev[n]["latency_ms_p90"] for n in names], color="black", marker="_", s=300, label="p90")
     ax.set_ylabel("ms per example (host CPU, XNNPACK)")
     ax.set_title(f"single-example latency, {result['settings']['num_threads']} thread(s)")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8)
-    out["latency.png"] = _save(fig, out_dir, "latency.png")
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    drops = [100 * ev[n].get("accuracy_drop", 0.0) for n in names]
-    ax.bar(names, drops, color=[_colour(result, n) for n in names])
-    limit = result["settings"].get("max_accuracy_drop")
-    if limit is not None:
-        ax.axhline(100 * limit, color="red", ls="--", lw=1, label=f"max_accuracy_drop {100 * limit:g} pp")
-        ax.legend(fontsize=8)
-    ax.set_ylabel(f"{metric} drop vs float (pp)")
-    ax.set_title("accuracy drop against the float model")
-    ax.tick_params(axis="x", rotation=30)
-    out["accuracy_drop.png"] = _save(fig, out_dir, "accuracy_drop.png")
-    return out
+    return _save(fig, out_dir, "latency.png")
 
 
-def selective_section(result, out_dir: str) -> str:
-    """Per-layer error table and accuracy vs number of float layers, when the search ran."""
+def _per_class(result, out_dir: str) -> Optional[str]:
+    rows = {"float model": result["float_model"].get("per_class_accuracy")}
+    rows.update({n: f.get("per_class_accuracy") for n, f in _evaluated(result).items()})
+    rows = {n: r for n, r in rows.items() if r}
+    if not rows:
+        return None
+    grid = np.array([[np.nan if v is None else v for v in r] for r in rows.values()], dtype=float)
+    fig, ax = plt.subplots(figsize=(min(14, 1.5 + 0.55 * grid.shape[1]), 0.42 * len(rows) + 1.4))
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=max(0.0, np.nanmin(grid) - 0.02) if np.isfinite(grid).any() else 0,
+                      vmax=1.0, aspect="auto")
+    if grid.shape[1] <= 20:
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_xlabel("class")
+    ax.set_title(f"per-class accuracy ({result['metric'] if result['metric'] == 'accuracy' else 'top-1'})")
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    return _save(fig, out_dir, "per_class_accuracy.png")
+
+
+def _confusion(result, out_dir: str) -> Optional[str]:
+    selected = result["selected_variant"]
+    shown = {"float model": result["float_model"].get("confusion")}
+    if selected:
+        shown[selected] = result["variants"][selected].get("confusion")
+    shown = {n: np.array(m, dtype=float) for n, m in shown.items() if m}
+    if not shown:
+        return None
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
+    for ax, (n, m) in zip(axes[0], shown.items()):
+        rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        if m.shape[0] <= 12:
+            for (i, j), v in np.ndenumerate(m):
+                if v:
+                    ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+        ax.set_title(n)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("label")
+    fig.suptitle("confusion matrices (counts; colour: share of the label's examples)")
+    return _save(fig, out_dir, "confusion.png")
+
+
+def _history(result, out_dir: str) -> Optional[str]:
+    rows = [r for r in result.get("history") or [] if isinstance(r.get("accuracy"), (int, float))]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6.8, 3.2))
+    ax.plot([r["version"] for r in rows], [r["accuracy"] for r in rows], "o-", color=PASSED,
+            label="pushed versions (at push time)")
+    selected = result["selected_variant"]
+    if selected and result["metric"] == "accuracy":
+        ax.scatter(rows[-1]["version"] + 1, result["variants"][selected]["accuracy"], marker="*", s=200,
+                   color=SELECTED, edgecolor="black", zorder=5, label=f"this candidate ({selected})")
+    ax.set_xlabel("registry version")
+    ax.set_ylabel("accuracy")
+    ax.set_title("history of pushed versions")
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, "history.png")
+
+
+def _selective(result, out_dir: str) -> Optional[dict]:
+    """Per-layer errors and the search's steps, when the search ran."""
     record = result.get("selective")
     if not record:
-        return ""
+        return None
     steps = sorted(record["steps"], key=lambda s: s["num_float_layers"])
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    ax.plot([s["num_float_layers"] for s in steps], [s["validation_accuracy"] for s in steps], "o-", color="tab:blue",
-            label="selective_integer (validation)")
+    fig, ax = plt.subplots(figsize=(6.8, 3.5))
+    ax.plot([s["num_float_layers"] for s in steps], [s["validation_accuracy"] for s in steps], "o-",
+            color=PASSED, label="selective_integer (validation)")
+    for order, s in enumerate(record["steps"], 1):
+        ax.annotate(f"step {order}", (s["num_float_layers"], s["validation_accuracy"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=7)
     ref = record["float_accuracy_on_validation"]
     ax.axhline(ref, color="grey", ls="--", lw=1, label="float model (validation)")
-    ax.axhline(ref - record["budget"]["max_drop"], color="red", ls="--", lw=1, label="allowed drop")
+    ax.axhline(ref - record["budget"]["max_drop"], color=FAILED, ls="--", lw=1, label="allowed drop")
     ax.set_xlabel("layers kept float")
     ax.set_ylabel("accuracy")
-    ax.set_title("accuracy-aware search: accuracy vs float layers")
-    ax.legend(fontsize=8)
-    image = _save(fig, out_dir, "selective_search.png")
-    chosen = set(record.get("float_layers") or [])
-    rows = "".join(
-        f"<tr{' class=selected' if r['tensor_name'] in chosen else ''}><td>{i}</td><td>{html.escape(r['op_name'])}</td>"
-        f"<td>{html.escape(r['tensor_name'][:90])}</td><td>{_fmt(r['rmse_over_scale'], '{:.4g}')}</td>"
-        f"<td>{_fmt(r['mean_squared_error'], '{:.4g}')}</td><td>{_fmt(r['scale'], '{:.4g}')}</td></tr>"
-        for i, r in enumerate(record["layer_errors"][:20], 1)
-    )
-    outcome = (f"kept {len(chosen)} layer(s) float (highlighted)" if record.get("float_layers") is not None
-               else "no model passed within the budget")
-    return f"""<h2>Selective integer quantization</h2>
-<p>Layers ranked by quantization error (RMSE / scale) from the QuantizationDebugger; the search
-{outcome}, measured on {record['num_validation_examples']} validation examples (not the eval split).</p>
-<table><tr><th>rank</th><th>op</th><th>tensor</th><th>RMSE/scale</th><th>MSE</th><th>scale</th></tr>{rows}</table>
-<figure><img alt="selective_search.png" src="data:image/png;base64,{image}"></figure>"""
+    ax.set_title(f"accuracy-aware search: {len(steps)} step(s)")
+    ax.legend(fontsize=7)
+    return {"record": record, "chosen": set(record.get("float_layers") or []),
+            "image": _save(fig, out_dir, "selective_search.png")}
 
 
-def _fmt(x, spec="{:.4f}") -> str:
+def _comparison_rows(result) -> List[dict]:
+    """The selected variant (or the best candidate) beside the deployed model, metric by metric."""
+    baseline = result.get("baseline")
+    if not baseline or "error" in baseline:
+        return []
+    candidate = result["selected_variant"] or next(iter(_evaluated(result)), None)
+    if not candidate:
+        return []
+    fig = result["variants"][candidate]
+    rows = []
+    for key, label in (("accuracy", "accuracy"), ("top_k_accuracy", f"top-{fig.get('top_k', '')} accuracy"),
+                       ("agreement_with_float", "agreement with float"), ("size_bytes", "bytes"),
+                       ("latency_ms_median", "latency median (ms)"), ("latency_ms_p90", "latency p90 (ms)"),
+                       ("integer_op_fraction", "integer-op fraction")):
+        rows.append({"metric": label, "candidate": fig.get(key), "deployed": baseline.get(key),
+                     "recorded": (baseline.get("recorded_metrics") or {}).get(key)})
+    return [dict(r, name=candidate) for r in rows]
+
+
+def fmt(x, spec: str = "{:.4f}") -> str:
     if x is None:
         return "–"
+    if isinstance(x, bool):
+        return str(x)
     if isinstance(x, float):
         return spec.format(x)
-    return html.escape(str(x))
+    return str(x)
 
 
 def write_report(out_dir: str, result: dict) -> str:
-    images = plots(result, out_dir) if _evaluated(result) else {}
-    metric = result["metric"]
-    rows: List[str] = []
-    for name, fig in result["variants"].items():
-        verdict = result["verdicts"][name]
-        cls = "selected" if name == result["selected_variant"] else ("pass" if verdict["passed"] else "fail")
-        rows.append(
-            f"<tr class='{cls}'><td>{html.escape(name)}</td><td>{_fmt(fig.get(metric))}</td>"
-            f"<td>{_fmt(100 * fig['accuracy_drop'], '{:+.2f}') if 'accuracy_drop' in fig else '–'}</td>"
-            f"<td>{_fmt(fig.get('agreement_with_float'))}</td><td>{_fmt(fig.get('size_bytes'))}</td>"
-            f"<td>{_fmt(fig.get('latency_ms_median'), '{:.4f}')}</td><td>{_fmt(fig.get('latency_ms_p90'), '{:.4f}')}</td>"
-            f"<td>{'pass' if verdict['passed'] else 'fail'}</td>"
-            f"<td>{'<br>'.join(html.escape(r) for r in verdict['reasons'])}</td></tr>"
-        )
-    selected = result["selected_variant"]
-    headline = (
-        f"Selected <b>{html.escape(selected)}</b>: blessed for push."
-        if selected else "No variant passed the gate: <b>not blessed</b>, nothing will be pushed."
+    images: Dict[str, Optional[str]] = {}
+    if _evaluated(result):
+        images = {
+            "accuracy_vs_size": _trade_off(result, out_dir, "size_bytes", 1 / 1024, "model size (KiB)",
+                                           "accuracy_vs_size.png"),
+            "accuracy_vs_latency": _trade_off(result, out_dir, "latency_ms_median", 1.0,
+                                              "median latency (ms, host CPU)", "accuracy_vs_latency.png"),
+            "intervals": _intervals(result, out_dir),
+            "latency": _latency(result, out_dir),
+            "per_class": _per_class(result, out_dir),
+            "confusion": _confusion(result, out_dir),
+        }
+    images["history"] = _history(result, out_dir)
+    page = _ENV.get_template("report.html.j2").render(
+        r=result, images=images, fmt=fmt, status=lambda n: _status(result, n), selective=_selective(result, out_dir),
+        deployed_rows=_comparison_rows(result),
+        settings={k: v for k, v in result["settings"].items() if v is not None},
     )
-    thresholds = "".join(
-        f"<li>{html.escape(k)}: {_fmt(v, '{:g}')}</li>" for k, v in result["settings"].items() if v is not None
-    )
-    baseline = ""
-    if result.get("baseline"):
-        b = result["baseline"]
-        baseline = (f"<p>Deployed baseline ({html.escape(str(b.get('version', '')))}): "
-                    f"{metric} {_fmt(b.get(metric))} on the same eval examples.</p>")
-    figs = "".join(f"<figure><img alt='{n}' src='data:image/png;base64,{b64}'></figure>" for n, b64 in images.items())
-    fm = result["float_model"]
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>TFLite evaluation report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: right; vertical-align: top; }}
-td:first-child, td:last-child, th:first-child, th:last-child {{ text-align: left; }}
-tr.selected {{ background: #d9f2d9; font-weight: bold; }} tr.fail {{ background: #fbe3e3; }}
-figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 32em; }}
-.note {{ color: #666; font-size: 0.85em; }}
-</style></head><body>
-<h1>TFLite evaluation report</h1>
-<p>{headline}</p>
-<p>Float model {metric}: {_fmt(fm[metric])} on {result['num_eval_examples']} eval examples
-(top-{fm['top_k']}: {_fmt(fm['top_k_accuracy'])}).</p>
-{baseline}
-<h2>Variants</h2>
-<table><tr><th>variant</th><th>{metric}</th><th>drop (pp)</th><th>agreement with float</th><th>bytes</th>
-<th>latency median (ms)</th><th>p90 (ms)</th><th>gate</th><th>reasons</th></tr>
-{''.join(rows)}</table>
-<p class="note">Latency: single example, host CPU with XNNPACK, {result['settings']['num_threads']} thread(s),
-{result['settings']['latency_runs']} runs after warm-up. Host figures, not device figures.</p>
-<h2>Gate</h2><ul>{thresholds}</ul>
-<h2>Plots</h2>{figs}
-{selective_section(result, out_dir)}
-<p class="note">Generated {html.escape(result['created_at'])} with TensorFlow {html.escape(result['host']['tensorflow_version'])}.</p>
-</body></html>
-"""
     path = os.path.join(out_dir, REPORT_FILE)
     with open(path, "w") as f:
         f.write(page)
