@@ -37,7 +37,8 @@ run: $(STAMP)
 	export LOCAL_HOME="$${LOCAL_HOME:-$$($(PY) -m pipeline.config output_root)/tfx_cli_home}" && \
 	if [ -d "$$LOCAL_HOME/$$name" ]; then verb=update; else verb=create; fi && \
 	$(VENV)/bin/tfx pipeline $$verb --engine local --pipeline_path $(ROOT)/pipeline/local_runner.py && \
-	$(VENV)/bin/tfx run create --engine local --pipeline_name "$$name"
+	$(VENV)/bin/tfx run create --engine local --pipeline_name "$$name" && \
+	$(PY) -m pipeline.outcome
 
 test: $(STAMP)
 	cd $(ROOT) && $(PY) -m pytest $(PYTEST_ARGS)

@@ -71,6 +71,9 @@ class PipelineConfig(BaseModel):
     beam_pipeline_args: List[str] = Field(default_factory=lambda: ["--direct_num_workers=1"],
                                           description="Beam pipeline options (a JSON list)")
     enable_cache: bool = Field(True, description="reuse the outputs of unchanged stages")
+    fail_if_nothing_pushed: bool = Field(
+        False, description="python -m pipeline.outcome (the end of make run) exits 3 when the run left no blessed "
+                           "model deployed; off: an unblessed model is a successful run, as in TFX")
 
     train: TrainSettings = Field(default_factory=TrainSettings)
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)

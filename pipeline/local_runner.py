@@ -15,7 +15,7 @@ import sys
 from tfx import v1 as tfx
 
 from components import fsutil
-from pipeline import logs, preflight, summary
+from pipeline import logs, outcome, preflight, summary
 from components.settings import SettingsError
 from pipeline.config import PipelineConfig
 from pipeline.dag import create_pipeline
@@ -44,6 +44,7 @@ def main() -> int:
         text = summary.summarize(config.metadata_path)
         if text:
             print("\n" + text, flush=True)
+        outcome.write(config)  # <output_root>/outcome.json; python -m pipeline.outcome gives the exit status
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import contracts
+from components import contracts, fsutil
 
 
 def open_store(metadata_path: str) -> metadata_store.MetadataStore:
@@ -93,7 +93,13 @@ def summarize(metadata_path: str) -> Optional[str]:
             lines.append(f"Pushed           : no ({p.get(contracts.REASON, '')})")
             if p.get(contracts.DEPLOYED_VERSION_DIR):
                 lines.append(f"Deployed         : {p[contracts.DEPLOYED_VERSION_DIR]}")
-    lines.append(f"Report           : {os.path.join(evaluation.uri, contracts.REPORT_FILE)}")
+    decision_path = fsutil.join(evaluation.uri, contracts.OUTCOME_FILE)
+    decision = fsutil.read_json(decision_path) if fsutil.exists(decision_path) else {}
+    if selected and decision.get("why"):
+        lines.append(f"Why              : {decision['why'][0]}")
+    for warning in decision.get("warnings", []):
+        lines.append(f"WARNING          : {warning}")
+    lines.append(f"Report           : {fsutil.join(evaluation.uri, contracts.REPORT_FILE)}")
     stages = stage_seconds(store)
     if stages:
         lines.append("Stages           : " + ", ".join(f"{name} {took}" for name, took in stages.items()))

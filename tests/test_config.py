@@ -30,7 +30,9 @@ NON_DEFAULT = {
     "gate": dict(
         max_accuracy_drop=0.02, max_relative_drop=0.05, max_model_bytes=90000, max_latency_ms=2.5, min_accuracy=0.5,
         allow_float32=True, selection=["qat_int8", "integer_only"], metric="top_k_accuracy", top_k=3,
-        latency_runs=7, latency_warmup=2, num_threads=2, eval_batch_size=64, eval_split="test"),
+        latency_runs=7, latency_warmup=2, num_threads=2, eval_batch_size=64, eval_split="test",
+        drop_decision="lower_bound", confidence=0.9, min_margin_over_majority=0.1, min_integer_op_fraction=0.5,
+        latency_tie_tolerance=0.1, max_deployed_shift=0.2),
     "push": dict(destination="/tmp/somewhere/registry", model_name="m1", signing_key="/keys/sign.pem",
                  public_key="/keys/sign.pub.pem"),
 }

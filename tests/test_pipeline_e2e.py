@@ -11,7 +11,7 @@ import pytest
 from tfx import v1 as tfx
 
 from components.registry import Registry
-from pipeline import summary
+from pipeline import outcome, summary
 from pipeline.config import PipelineConfig
 from pipeline.dag import create_pipeline
 from tests.conftest import REPO_ROOT
@@ -57,6 +57,13 @@ def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     store = summary.open_store(config.metadata_path)
     report = os.path.join(summary.latest_artifact(store, "ModelEvaluation").uri, "report.html")
     assert evaluation["selected_variant"] in open(report).read()
+    # The run's outcome for automation, and the opt-in exit status (0: a model was deployed).
+    result = json.load(open(tmp_path / "out" / "outcome.json"))
+    assert result["blessed"] and result["deployed"] and result["pushed_version"] == 1
+    assert result["selected_variant"] == evaluation["selected_variant"] and result["report"] == report
+    check = [sys.executable, "-m", "pipeline.outcome"]
+    strict_env = dict(env, QP_FAIL_IF_NOTHING_PUSHED="1", PYTHONPATH=str(REPO_ROOT))
+    assert subprocess.run(check, env=strict_env, cwd=REPO_ROOT, capture_output=True).returncode == 0
 
     # Second run, unchanged: the data, training, calibration and quantization are cached.
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
@@ -80,3 +87,9 @@ def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     assert pushed["pushed"] == 0 and "did not bless" in pushed["reason"]
     assert registry.versions() == [1] and registry.latest() == 1
     assert "none passed the gate" in summary.summarize(config.metadata_path)
+    result = outcome.write(strict)
+    assert not result["blessed"] and not result["deployed"] and result["pushed_version"] is None
+    assert any("> max_model_bytes 1" in why for why in result["why"])
+    status = subprocess.run(check, env=strict_env, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert status.returncode == outcome.NOTHING_PUSHED_EXIT and "nothing deployed by this run" in status.stderr
+    assert subprocess.run(check, env=dict(strict_env, QP_FAIL_IF_NOTHING_PUSHED="0"), cwd=REPO_ROOT).returncode == 0

@@ -117,10 +117,17 @@ def describe(model_content: bytes) -> Dict[str, object]:
     }
 
 
+CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")  # converting between float and integer, not computing
+
+
 def integer_op_fraction(model_content: bytes) -> float:
-    """The share of ops with no float input or output: 1.0 for an integer-only model."""
+    """The share of compute ops with no float input or output: 1.0 for an integer model
+    (with float or integer I/O), 0.0 for a float one. QUANTIZE/DEQUANTIZE are left out:
+    they convert at the model's edges and around float islands, they compute nothing."""
     info = describe(model_content)
-    return 1.0 - sum(info["float_ops"].values()) / info["num_ops"] if info["num_ops"] else 0.0
+    total = info["num_ops"] - sum(info["op_counts"].get(op, 0) for op in CONVERSION_OPS)
+    float_ops = sum(n for op, n in info["float_ops"].items() if op not in CONVERSION_OPS)
+    return 1.0 - float_ops / total if total > 0 else 0.0
 
 
 def validate(variant: str, model_content: bytes, example: np.ndarray) -> Dict[str, object]:

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 
 import jinja2
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -57,8 +58,9 @@ def pareto_front(points: Dict[str, tuple]) -> List[str]:
 
 
 def _trade_off(result, out_dir: str, key: str, scale: float, xlabel: str, name: str) -> str:
-    """metric vs one cost with the Pareto front; every point drawn and labelled, the
-    selected one last (on top) as a large star."""
+    """metric vs one cost with the Pareto front; every point drawn and labelled. The
+    selected one is a large star drawn first, so that variants at the same point stay
+    visible on top of it; labels of (nearly) coinciding points are stacked."""
     ev, metric = _evaluated(result), result["metric"]
     points = {n: (f[key] * scale, f[metric]) for n, f in ev.items() if isinstance(f.get(key), (int, float))}
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
@@ -66,7 +68,7 @@ def _trade_off(result, out_dir: str, key: str, scale: float, xlabel: str, name: 
     if len(front) > 1:
         ax.step([points[n][0] for n in front], [points[n][1] for n in front], where="post", color="grey", lw=1,
                 ls=":", label="Pareto front")
-    order = sorted(points, key=lambda n: _status(result, n) == "selected")  # selected drawn last
+    order = sorted(points, key=lambda n: _status(result, n) != "selected")  # selected drawn first
     placed: List[tuple] = []
     xs = [p[0] for p in points.values()] or [1]
     ys = [p[1] for p in points.values()] or [1]
@@ -74,9 +76,9 @@ def _trade_off(result, out_dir: str, key: str, scale: float, xlabel: str, name: 
     for n in order:
         x, y = points[n]
         status = _status(result, n)
-        style = {"selected": dict(marker="*", s=260, color=SELECTED, edgecolor="black", zorder=5),
-                 "pass": dict(marker="o", s=55, color=PASSED, zorder=3),
-                 "fail": dict(marker="X", s=60, color=FAILED, zorder=3)}[status]
+        style = {"selected": dict(marker="*", s=520, color=SELECTED, edgecolor="black", zorder=2, alpha=0.85),
+                 "pass": dict(marker="o", s=36, color=PASSED, edgecolor="white", zorder=3),
+                 "fail": dict(marker="X", s=44, color=FAILED, edgecolor="white", zorder=3)}[status]
         ax.scatter(x, y, **style)
         # Stack the labels of points that (nearly) coincide instead of overprinting them.
         stacked = sum(1 for p in placed if abs(p[0] - x) < 0.04 * dx and abs(p[1] - y) < 0.04 * dy)
@@ -211,6 +213,8 @@ def _selective(result, out_dir: str) -> Optional[dict]:
     ax.axhline(ref, color="grey", ls="--", lw=1, label="float model (validation)")
     ax.axhline(ref - record["budget"]["max_drop"], color=FAILED, ls="--", lw=1, label="allowed drop")
     ax.set_xlabel("layers kept float")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlim(-0.5, max(s["num_float_layers"] for s in steps) + 1.5)
     ax.set_ylabel("accuracy")
     ax.set_title(f"accuracy-aware search: {len(steps)} step(s)")
     ax.legend(fontsize=7)
