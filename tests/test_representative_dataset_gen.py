@@ -50,6 +50,31 @@ def test_same_seed_same_bytes_different_seed_different_sample(tmp_path, train_sp
     assert records(tmp_path / "a") != records(tmp_path / "c")
 
 
+def test_the_sample_does_not_depend_on_the_serialized_feature_order(tmp_path, train_split):
+    """ExampleGen may write the same example with its features in another order on another
+    run: the calibration set (and so the model bytes) must not change."""
+    records = list(data.iter_serialized(data.split_files(train_split)))[:300]
+
+    def reordered(record):
+        example = tf.train.Example.FromString(record)
+        out = tf.train.Example()
+        for name in reversed(sorted(example.features.feature)):  # insertion order is serialization order
+            out.features.feature[name].CopyFrom(example.features.feature[name])
+        return out.SerializeToString()
+
+    shuffled = [reordered(r) for r in reversed(records)]
+    assert set(shuffled).isdisjoint(records)  # the bytes differ, the examples do not
+    for name, recs in (("forward", records), ("reversed", shuffled)):
+        with tf.io.TFRecordWriter(str(tmp_path / f"{name}.gz"), options="GZIP") as w:
+            for r in recs:
+                w.write(r)
+        split = tmp_path / f"split_{name}"
+        split.mkdir()
+        (tmp_path / f"{name}.gz").rename(split / "data.gz")
+        sampling.run_sampling(str(split), str(tmp_path / f"out_{name}"), _cal(40, "stratified", "label", 3))
+    assert _sample_bytes(tmp_path / "out_forward") == _sample_bytes(tmp_path / "out_reversed")
+
+
 def test_two_workers_give_the_same_bytes_as_one(tmp_path, train_split):
     sampling.run_sampling(train_split, str(tmp_path / "one"), _cal(120, "stratified", "label", 9),
                           ["--direct_num_workers=1"])

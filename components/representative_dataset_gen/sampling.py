@@ -1,6 +1,9 @@
 """Seeded, reproducible sampling of calibration examples with Apache Beam.
 
-Every record gets the key sha256(seed || record); the sample is the `num_samples` records
+Every record is first put in canonical form (the tf.Example re-serialized deterministically:
+features sorted by name), so that an ExampleGen that writes the same example with its
+features in another order yields the same key and the same bytes. Every record gets the key
+sha256(seed || canonical record); the sample is the `num_samples` records
 with the smallest keys (globally, or per class for `stratified`, with per-class quotas
 proportional to class frequency). Beam's Top combiners keep at most `num_samples` records
 per key on any worker, so memory does not grow with the split, and the result does not
@@ -57,6 +60,12 @@ def stratified_quotas(class_counts: Dict[int, int], num_samples: int) -> Dict[in
     return quotas
 
 
+def canonical(example: tf.train.Example) -> bytes:
+    """The example's bytes with its features in name order (protobuf's deterministic
+    serialization sorts map keys): equal examples, equal bytes, whatever the writer's order."""
+    return example.SerializeToString(deterministic=True)
+
+
 class _Inspect(beam.DoFn):
     """Keys each record; routes records with NaN/infinite float values to 'dropped'."""
 
@@ -64,7 +73,9 @@ class _Inspect(beam.DoFn):
         self._seed, self._label_key = seed, label_key
 
     def process(self, record: bytes):
-        feats = tf.train.Example.FromString(record).features.feature
+        example = tf.train.Example.FromString(record)
+        record = canonical(example)
+        feats = example.features.feature
         for name, feat in feats.items():
             if feat.WhichOneof("kind") == "float_list" and not all(math.isfinite(v) for v in feat.float_list.value):
                 yield beam.pvalue.TaggedOutput("dropped", name)
