@@ -56,6 +56,7 @@ SELECTED_ACCURACY_DROP = "selected_accuracy_drop"
 SELECTED_SIZE_BYTES = "selected_size_bytes"
 SELECTED_LATENCY_MS = "selected_latency_ms"
 VERDICTS = "verdicts"
+TARGET_SELECTIONS = "target_selections"  # JSON {target: selected variant or null}; {} without targets
 NUM_THREADS = "num_threads"  # interpreter threads the latency was measured with
 CURRENT_MODEL_ID = "current_model_id"  # TFX's name for the blessed model's artifact id
 QUANTIZED_MODELS_ID = "quantized_models_id"
@@ -64,6 +65,7 @@ QUANTIZED_MODELS_URI = "quantized_models_uri"
 PUSHED = "pushed"  # int 1/0, as TFX's Pusher
 PUSHED_VERSION = "pushed_version"
 PUSHED_DESTINATION = "pushed_destination"
+PUSHED_TARGETS = "pushed_targets"  # JSON {target: {variant, version, created, version_dir}}
 DEPLOYED_VERSION_DIR = "deployed_version_dir"  # what is deployed after this push (or not)
 REASON = "reason"
 

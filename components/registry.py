@@ -270,3 +270,15 @@ class Registry:
                 raise ValueError(f"version {version} is damaged, not rolling back to it: {problems}")
             fsutil.write_bytes_atomic(self._path(LATEST_FILE), f"{version}\n".encode())
         return version
+
+
+TARGETS_FOLDER = "targets"  # <base>/<model>/targets/<target>/<version>/: one registry per deployment target
+
+
+def open_registry(base: str | Path, model_name: str, target: str = "") -> Registry:
+    """The model's registry (`<base>/<model>/`), or a deployment target's
+    (`<base>/<model>/targets/<target>/`: the same layout, its own versions and LATEST).
+    The main registry's `versions()` ignores the `targets` folder (not a number)."""
+    if not target:
+        return Registry(base, model_name)
+    return Registry(fsutil.join(str(base), model_name, TARGETS_FOLDER), target)

@@ -181,6 +181,42 @@ class QuantizeSettings(StageSettings):
         return DEFAULT_MAX_ACCURACY_DROP if self.search_max_drop is None else self.search_max_drop
 
 
+class DeploymentTarget(BaseModel):
+    """A device class the model ships to: its runtime and budgets (a list entry, not code).
+
+    litert: the LiteRT (TFLite) interpreter with XNNPACK, as phones and servers run it.
+    tflm: TFLite Micro, as microcontrollers run it: the variant must allocate and run in it,
+    and its tensor arena and file must fit the device's RAM and flash budgets.
+    integer_only + integer_io describe an Edge TPU-style accelerator: every compute op integer,
+    int8/uint8 input and output (the Edge TPU compiler itself is not run: it is not
+    installable here; op support and its partitioning are not checked).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+                      description="the target's name (lowercase letters, digits, _ and -); its registry folder")
+    runtime: Literal["litert", "tflm"] = Field("litert", description="litert or tflm (TFLite Micro)")
+    integer_only: bool = Field(False, description="every compute op must be integer (integer-op fraction 1.0)")
+    integer_io: bool = Field(False, description="input and output must be int8 or uint8")
+    max_model_bytes: Optional[int] = Field(None, ge=1, description="flash budget: the .tflite file size")
+    max_arena_bytes: Optional[int] = Field(None, ge=1, description="RAM budget: TFLM's tensor arena (tflm only)")
+    max_latency_ms: Optional[float] = Field(None, gt=0, description="median host latency budget (litert only)")
+    selection: Optional[Union[Literal["smallest", "fastest"], List[str]]] = Field(
+        None, description="this target's selection policy; None: the gate's")
+
+    @model_validator(mode="after")
+    def _runtime_budgets(self) -> "DeploymentTarget":
+        if self.max_arena_bytes is not None and self.runtime != "tflm":
+            raise ValueError(f"target {self.name!r}: max_arena_bytes is a TFLite Micro budget: set runtime: tflm")
+        if self.max_latency_ms is not None and self.runtime != "litert":
+            raise ValueError(f"target {self.name!r}: max_latency_ms is measured with the LiteRT interpreter on this "
+                             "host, not on a microcontroller: drop it or use runtime: litert")
+        if isinstance(self.selection, list):
+            _check_variants(self.selection)
+        return self
+
+
 class GateSettings(StageSettings):
     """TFLiteEvaluator: the gate's bounds, the selection policy, and how figures are measured.
 
@@ -216,6 +252,12 @@ class GateSettings(StageSettings):
     max_deployed_shift: Optional[float] = Field(
         0.05, ge=0, le=1, description="flag a shift when the deployed model scores this much below its own "
                                       "manifest's figure on this run's eval data; None: off")
+    targets: List[DeploymentTarget] = Field(
+        default_factory=list, description="deployment targets, each selected on its own (a JSON list of "
+                                          "{name, runtime, integer_only, integer_io, max_model_bytes, "
+                                          "max_arena_bytes, max_latency_ms, selection}); []: one default target")
+    device_check_examples: int = Field(
+        500, ge=1, description="eval examples each variant runs on a target runtime other than LiteRT")
     latency_runs: int = Field(50, ge=1, description="timed runs per variant (after the warm-up)")
     latency_warmup: int = Field(5, ge=0, description="untimed warm-up runs per variant")
     num_threads: int = Field(1, ge=1, description="interpreter threads")
@@ -236,6 +278,15 @@ class GateSettings(StageSettings):
             if not v:
                 raise ValueError("an empty list: name the variants in order of preference")
             _check_variants(v)
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, v):
+        names = [t.name for t in v]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"target name(s) {duplicated} used more than once: each target needs its own name")
         return v
 
     @model_validator(mode="after")

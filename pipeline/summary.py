@@ -93,6 +93,12 @@ def summarize(metadata_path: str) -> Optional[str]:
             lines.append(f"Pushed           : no ({p.get(contracts.REASON, '')})")
             if p.get(contracts.DEPLOYED_VERSION_DIR):
                 lines.append(f"Deployed         : {p[contracts.DEPLOYED_VERSION_DIR]}")
+    pushed_targets = json.loads(props(pushed).get(contracts.PUSHED_TARGETS, "{}")) if pushed is not None else {}
+    for target, variant in json.loads(ev.get(contracts.TARGET_SELECTIONS, "{}")).items():
+        where = pushed_targets.get(target, {})
+        shown = f"{variant} (version {where['version']} at {where['version_dir']})" if where.get("version") else (
+            variant or "none passed the gate and this target's checks")
+        lines.append(f"Target {target:<10}: {shown}")
     decision_path = fsutil.join(evaluation.uri, contracts.OUTCOME_FILE)
     decision = fsutil.read_json(decision_path) if fsutil.exists(decision_path) else {}
     if selected and decision.get("why"):

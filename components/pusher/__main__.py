@@ -1,9 +1,11 @@
-"""python -m components.pusher {list,verify,rollback} --destination DIR --model-name NAME
+"""python -m components.pusher {list,verify,rollback} --destination DIR --model-name NAME [--target T]
 
   list                 every version with its variant, accuracy, size; * marks LATEST
   verify [VERSION]     checks the manifest's schema, the model's sha256 and size against it,
                        and with --public-key the manifest's signature (default: LATEST)
   rollback VERSION     points LATEST at VERSION (which must verify, signature too with --public-key)
+With --target T, the same commands act on deployment target T's registry
+(DIR/NAME/targets/T/); without it, on the model's main registry (the primary target's).
 Only `rollback` writes, and only LATEST. DIR may be a local folder, s3://… or gs://….
 The options may come before or after the command.
 """
@@ -13,7 +15,7 @@ import argparse
 import sys
 
 from components import fsutil
-from components.registry import Registry
+from components.registry import Registry, open_registry
 from components.settings import SettingsError
 
 
@@ -21,6 +23,7 @@ def _common(default) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--destination", default=default, help="the registry's base folder or URI (push destination)")
     common.add_argument("--model-name", default=default, help="the model's folder in the registry")
+    common.add_argument("--target", default=default, help="a deployment target's registry (default: the main one)")
     return common
 
 
@@ -64,7 +67,11 @@ def main(argv=None) -> int:
     if missing:
         parser.error(f"{' and '.join(missing)} required")
     try:
-        registry = Registry(args.destination, args.model_name)
+        registry = open_registry(args.destination, args.model_name, args.target or "")
+        if args.target and not registry.exists():
+            print(f"error: no target {args.target!r} for model {args.model_name!r} in {args.destination}",
+                  file=sys.stderr)
+            return 2
         if not registry.exists():
             known = [n for n in fsutil.listdir(args.destination) if not n.startswith(".")]
             print(f"error: no model {args.model_name!r} in {args.destination}"

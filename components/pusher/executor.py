@@ -63,6 +63,7 @@ class Executor(base_executor.BaseExecutor):
             contracts.PUSHED: 1, contracts.PUSHED_DESTINATION: result["version_dir"],
             contracts.PUSHED_VERSION: str(result["version"]),
             contracts.DEPLOYED_VERSION_DIR: result["deployed_version_dir"], contracts.REASON: result["reason"],
+            contracts.PUSHED_TARGETS: result.get("targets", {}),
         })
         log.info("Pusher: %s", result["reason"])
 
@@ -70,6 +71,7 @@ class Executor(base_executor.BaseExecutor):
         set_properties(pushed_model, {
             contracts.PUSHED: 0, contracts.DEPLOYED_VERSION_DIR: result["deployed_version_dir"],
             contracts.REASON: result["reason"], contracts.PUSHED_VERSION: str(result.get("version", "")),
+            contracts.PUSHED_TARGETS: result.get("targets", {}),
         })
         if result.get("version"):  # blessed, but LATEST already holds the same bytes
             log.info("Pusher: nothing new to push: %s", result["reason"])

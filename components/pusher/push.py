@@ -7,7 +7,7 @@ import platform
 from typing import Dict, Optional
 
 from components import contracts
-from components.registry import Registry
+from components.registry import Registry, open_registry
 from components.settings import PushSettings
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ def push_selected(
         "lineage": dict(lineage or {}),
         "library_versions": library_versions(),
     }
+    targets = push_targets(quantized_dir, manifest, push_manifest, metrics.get("targets") or {},
+                           metrics.get("variants", {}), settings)
     version, created = registry.push(model_path, push_manifest, signing_key=settings.signing_key)
     version_dir = str(registry.version_dir(version))
     if created:
@@ -65,4 +67,29 @@ def push_selected(
         log.info("Version %d already holds these bytes: nothing new pushed", version)
         reason = f"version {version} already holds the same model (sha256): nothing new pushed"
     return {"pushed": created, "reason": reason, "version": version, "version_dir": version_dir,
-            "deployed_version_dir": version_dir}
+            "deployed_version_dir": version_dir, "targets": targets}
+
+
+def push_targets(quantized_dir: str, manifest: Dict, base_manifest: Dict, targets: Dict[str, Dict],
+                 figures: Dict[str, Dict], settings: PushSettings) -> Dict[str, Dict]:
+    """Each deployment target's selected variant into the target's own registry
+    (<destination>/<model>/targets/<target>/), so that a device fleet pulls "the current model
+    for mcu" from its LATEST. Idempotent per target like the main push."""
+    out = {}
+    for target, decision in targets.items():
+        variant = decision.get("selected")
+        if not variant:
+            out[target] = {"variant": None, "reason": decision.get("selection", {}).get("why", "no variant")}
+            continue
+        registry = open_registry(settings.destination, settings.model_name, target)
+        target_manifest = dict(
+            base_manifest, variant=variant, target=target, target_settings=decision.get("settings", {}),
+            verdict=decision["verdicts"][variant], metrics=figures.get(variant, {}),
+            model={k: manifest["variants"][variant].get(k)
+                   for k in ("inputs", "outputs", "converter_settings", "device_class", "op_counts")})
+        version, created = registry.push(contracts.variant_path(quantized_dir, manifest, variant), target_manifest,
+                                         signing_key=settings.signing_key)
+        log.info("Target %s: %s %s as version %d", target, "pushed" if created else "already holds", variant, version)
+        out[target] = {"variant": variant, "version": version, "created": created,
+                       "version_dir": str(registry.version_dir(version))}
+    return out

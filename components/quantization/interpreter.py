@@ -26,26 +26,18 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def quiet_native_output() -> Iterator[None]:
-    """Holds back what TensorFlow Lite's converter prints from C++ straight to the
-    process's stdout and stderr ("Ignored output_format", "fully_quantize: 0, ..."), past
-    Python logging and TF_CPP_MIN_LOG_LEVEL. The lines go to this module's log at DEBUG,
-    or at WARNING when the conversion fails. With QP_VERBOSE set they are left alone."""
-    if os.environ.get(VERBOSE_VAR, "") not in ("", "0", "false"):
-        yield
-        return
+def captured_native_output() -> Iterator[List[str]]:
+    """Captures what native code prints straight to the process's stdout and stderr (past
+    Python logging): the yielded list holds the text once the block ends."""
+    captured: List[str] = []
     sys.stdout.flush()
     sys.stderr.flush()
     with tempfile.TemporaryFile() as held:
         saved = [os.dup(1), os.dup(2)]
         os.dup2(held.fileno(), 1)
         os.dup2(held.fileno(), 2)
-        failed = False
         try:
-            yield
-        except BaseException:
-            failed = True
-            raise
+            yield captured
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -54,9 +46,30 @@ def quiet_native_output() -> Iterator[None]:
             for fd in saved:
                 os.close(fd)
             held.seek(0)
-            text = held.read().decode("utf-8", "replace").strip()
-            if text:
-                log.log(logging.WARNING if failed else logging.DEBUG, "converter output:\n%s", text[-4000:])
+            captured.append(held.read().decode("utf-8", "replace").strip())
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """Holds back what TensorFlow Lite's converter prints from C++ straight to the
+    process's stdout and stderr ("Ignored output_format", "fully_quantize: 0, ..."), past
+    Python logging and TF_CPP_MIN_LOG_LEVEL. The lines go to this module's log at DEBUG,
+    or at WARNING when the conversion fails. With QP_VERBOSE set they are left alone."""
+    if os.environ.get(VERBOSE_VAR, "") not in ("", "0", "false"):
+        yield
+        return
+    failed = False
+    try:
+        with captured_native_output() as captured:
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+    finally:
+        text = captured[0] if captured else ""
+        if text:
+            log.log(logging.WARNING if failed else logging.DEBUG, "converter output:\n%s", text[-4000:])
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import math
 import os
@@ -15,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import contracts, fsutil
-from components.quantization import convert, data
+from components.quantization import convert, data, micro
 from components.quantization.interpreter import TFLiteRunner
 from components.quantization.model_spec import ModelSpec
 from components.quantization.stats import is_finite
@@ -42,8 +43,27 @@ def _prepare(name: str, path: str, spec: ModelSpec, example: np.ndarray, params:
     timing = runner.time_single_example(example, runs=params.latency_runs, warmup=params.latency_warmup)
     log.info("%s: single-example latency median %.4f ms (p90 %.4f, %d threads)", name,
              timing["latency_ms_median"], timing["latency_ms_p90"], params.num_threads)
-    return dict(timing, size_bytes=fsutil.size(path),
+    io_dtypes = [np.dtype(runner.input["dtype"]).name, np.dtype(runner.output["dtype"]).name]
+    return dict(timing, size_bytes=fsutil.size(path), io_dtypes=io_dtypes,
+                integer_io=all(d in ("int8", "uint8") for d in io_dtypes),
                 integer_op_fraction=convert.integer_op_fraction(fsutil.read_bytes(path)))
+
+
+def device_checks(tflite: Dict[str, str], figures: Dict[str, dict], files, spec: ModelSpec,
+                  params: GateSettings) -> None:
+    """Runs every variant on the target runtimes other than LiteRT (TFLite Micro) over the
+    first device_check_examples eval examples; records figures[name]['tflm']."""
+    if not any(t.runtime == gate.TFLM for t in params.targets):
+        return
+    x, _ = data.parse_numpy(list(itertools.islice(data.iter_serialized(files), params.device_check_examples)), spec)
+    for name, path in tflite.items():
+        if name == beam_pass.BASELINE:
+            continue
+        content = fsutil.read_bytes(path)
+        figures[name]["tflm"] = micro.check(content, x, TFLiteRunner(content).predict(x))
+        outcome = figures[name]["tflm"]
+        log.info("%s on TFLite Micro: %s", name, f"runs, arena {outcome['arena_bytes']} bytes, top-1 agreement "
+                 f"{outcome['agreement_with_litert']:.4f}" if outcome["runs"] else f"does not run: {outcome['reason']}")
 
 
 def evaluate_models(
@@ -120,7 +140,13 @@ def evaluate_models(
             baseline_value = baseline_fig[metric]
         chance = gate.chance_rate(float_metrics["class_total"], metric, params.top_k)
         verdicts = gate.judge(figures, float_value, params, baseline_value, chance)
-        selected, selection = gate.select(figures, verdicts, params)
+        device_checks(tflite, figures, files, spec, params)
+        targets = gate.judge_targets(figures, verdicts, params)
+        if targets:  # the first target is the primary one: the blessing and the main registry follow it
+            primary = targets[params.targets[0].name]
+            selected, selection = primary["selected"], dict(primary["selection"], target=params.targets[0].name)
+        else:
+            selected, selection = gate.select(figures, verdicts, params)
         warnings = [w for w in (gate.resolution_warning(labels["n"], float_value, params),) if w]
         floor = gate.majority_floor(chance, params)
         if floor is not None and is_finite(float_value) and float_value < floor - gate.TOLERANCE:
@@ -138,6 +164,7 @@ def evaluate_models(
             "majority_class_rate": chance,
             "variants": figures,
             "verdicts": verdicts,
+            "targets": targets,
             "warnings": warnings,
             "deployed_shift": shift,
             "baseline": dict(baseline_fig or {}, **(baseline_info or {})) if baseline_tflite else None,
@@ -189,6 +216,7 @@ def outcome(result: dict) -> dict:
     return _jsonable({
         "blessed": result["blessed"], "selected_variant": selected, "why": why, "warnings": result["warnings"],
         "deployed_shift": result["deployed_shift"], "metric": result["metric"],
+        "targets": {name: t["selected"] for name, t in result["targets"].items()},
         "selected_metrics": {k: result["variants"][selected].get(k) for k in (result["metric"], "accuracy_drop",
                              "vs_float", "size_bytes", "latency_ms_median")} if selected else None,
         "created_at": result["created_at"],

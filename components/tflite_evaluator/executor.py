@@ -90,6 +90,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             contracts.FLOAT_ACCURACY: result["float_model"][result["metric"]],
             contracts.VERDICTS: result["verdicts"],
             contracts.NUM_THREADS: settings.num_threads,
+            contracts.TARGET_SELECTIONS: {n: t["selected"] for n, t in result["targets"].items()},
         }
         if selected:
             fig = result["variants"][selected]

@@ -21,6 +21,11 @@ whose integer-op fraction is below min_integer_op_fraction, since it is mostly f
 Missing or non-finite figures never pass. Comparisons allow TOLERANCE (1e-9) for
 floating-point rounding, so a drop exactly at the bound passes.
 
+Deployment targets (settings.targets): a variant ships to a target when it passed the gate
+and the target's checks hold: it runs on the target's runtime (TFLite Micro: allocates and
+runs, within max_arena_bytes), integer_only (integer-op fraction 1), integer_io (int8/uint8
+input and output), and the target's size and latency budgets. Each target selects on its own.
+
 Selection among the passing variants: smallest (size, then latency), fastest (latency
 medians within the measurement's noise are tied: within latency_tie_tolerance of the
 fastest median or within the larger IQR of the two; the smallest tied variant wins), or a
@@ -34,10 +39,11 @@ from typing import Dict, List, Optional, Tuple
 from components.contracts import FLOAT32, MIXED_VARIANTS
 from components.quantization import stats
 from components.quantization.stats import is_finite
-from components.settings import FASTEST, LOWER_BOUND, POINT, SMALLEST, GateSettings  # noqa: F401
+from components.settings import FASTEST, LOWER_BOUND, POINT, SMALLEST, DeploymentTarget, GateSettings  # noqa: F401
 
 TOLERANCE = 1e-9
 FLOAT_REFERENCE, DEPLOYED_REFERENCE = "float model", "deployed model"
+TFLM = "tflm"
 
 
 def chance_rate(class_total: List[int], metric: str, top_k: int) -> Optional[float]:
@@ -213,3 +219,46 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
                          f"({latency(fastest):.4f} ms, noise {record['noise_ms']:.4f} ms: the larger of "
                          f"{100 * cfg.latency_tie_tolerance:g}% and the IQR of the runs): the smallest of them wins")
     return chosen, record
+
+
+def target_reasons(target: DeploymentTarget, fig: dict) -> List[str]:
+    """Why a variant that passed the gate cannot ship to `target` (empty: it can)."""
+    reasons: List[str] = []
+    if target.runtime == TFLM:
+        micro = fig.get("tflm")
+        if not micro:
+            reasons.append("not checked on TFLite Micro")
+        elif not micro["runs"]:
+            reasons.append(f"does not run on TFLite Micro: {micro['reason']}")
+        elif target.max_arena_bytes is not None and not micro["arena_bytes"] <= target.max_arena_bytes:
+            reasons.append(f"tensor arena {micro['arena_bytes']} bytes > max_arena_bytes {target.max_arena_bytes}")
+    fraction = fig.get("integer_op_fraction")
+    if target.integer_only and not (is_finite(fraction) and fraction >= 1 - TOLERANCE):
+        shown = f"{fraction:.2f}" if is_finite(fraction) else str(fraction)
+        reasons.append(f"integer-op fraction {shown} < 1: not integer-only")
+    if target.integer_io and not fig.get("integer_io"):
+        reasons.append(f"input/output types {fig.get('io_dtypes')} are not int8/uint8")
+    size = fig.get("size_bytes")
+    if target.max_model_bytes is not None and not (is_finite(size) and size <= target.max_model_bytes):
+        reasons.append(f"size {size} bytes > max_model_bytes {target.max_model_bytes}")
+    latency = fig.get("latency_ms_median")
+    if target.max_latency_ms is not None and not (is_finite(latency) and latency <= target.max_latency_ms):
+        reasons.append(f"latency {latency} ms > max_latency_ms {target.max_latency_ms:g}")
+    return reasons
+
+
+def judge_targets(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettings) -> Dict[str, dict]:
+    """For each configured target: every variant's verdict (the gate's, then the target's
+    checks and budgets) and the variant selected for it by its own (or the gate's) policy."""
+    out = {}
+    for target in cfg.targets:
+        target_verdicts = {}
+        for name, fig in variants.items():
+            reasons = [] if verdicts[name]["passed"] else ["fails the gate: " + "; ".join(verdicts[name]["reasons"])]
+            reasons += target_reasons(target, fig)
+            target_verdicts[name] = {"passed": not reasons, "reasons": reasons or ["the gate and every target check hold"]}
+        policy = cfg if target.selection is None else cfg.model_copy(update={"selection": target.selection})
+        selected, selection = select(variants, target_verdicts, policy)
+        out[target.name] = {"settings": target.model_dump(), "selected": selected, "selection": selection,
+                            "verdicts": target_verdicts}
+    return out
