@@ -219,6 +219,9 @@ def main() -> None:
            f"### (c) MobileNetV2-style (alpha 0.35, 8×8 input upsampled to 32×32) trained on digits (float "
            f"accuracy {mnd_acc['float_model']['accuracy']:.4f})", "", md_table(HEADER, mnd_rows), ""]
     md += variant_notes(cnn_raw, mn_raw, mnd_raw, read_manifest(cnn_q), read_manifest(mq))
+    log.info("1d. TFLite Micro")
+    md += tflm_section({"digits CNN": (cnn_q, x_eval), "MobileNetV2 224": (str(tmp / "mnv2q"), None),
+                        "MobileNetV2-style digits": (mq, x_eval)})
     plot_variants({"digits CNN": cnn_raw, "MobileNetV2 224": mn_raw, "MobileNetV2-style digits": mnd_raw})
 
     # 2. our evaluator vs TFMA
@@ -240,6 +243,33 @@ def main() -> None:
     (REPO / "BENCHMARKS.md").write_text("\n".join(md) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %s", REPO / "BENCHMARKS.md")
+
+
+def tflm_section(models: Dict[str, tuple]) -> List[str]:
+    """Per variant: does TFLite Micro allocate it (and run one example, where given), the
+    smallest tensor arena (RAM) and the file size (flash)."""
+    from components.quantization import micro
+
+    md = ["### (d) TFLite Micro on the host: tensor arena (RAM) and file (flash) per variant", "",
+          "The smallest arena in which the `tflite-micro` interpreter allocates the model (bisection to 16 bytes), "
+          "and the file size, which a microcontroller keeps in flash. Where a model does not allocate, the "
+          "runtime's own reason. The digits models also ran one eval example; MobileNetV2 224 was only "
+          "allocated (TFLM's reference kernels take too long on it for a benchmark).", ""]
+    rows = []
+    for label, (quantized_dir, example) in models.items():
+        manifest = read_manifest(quantized_dir)["variants"]
+        for name, entry in manifest.items():
+            if entry["status"] != "ok":
+                continue
+            content = Path(quantized_dir, entry["file"]).read_bytes()
+            arena, reason = micro.smallest_arena(content)
+            ran = "–"
+            if arena is not None and example is not None:
+                ran = "yes" if np.all(np.isfinite(micro.MicroRunner(content, arena).predict(example[:1]))) else "no"
+            rows.append([label, name, f"{len(content):,}", f"{arena:,}" if arena else "does not allocate", ran,
+                         (reason or "").replace("|", "\\|")])
+    return md + [md_table(["model", "variant", "flash (file bytes)", "arena bytes", "ran an example", "runtime's reason"],
+                          rows), ""]
 
 
 def variant_notes(cnn, mn, mnd, cnn_manifest, mnd_manifest) -> List[str]:
