@@ -32,7 +32,9 @@ NON_DEFAULT = {
         allow_float32=True, selection=["qat_int8", "integer_only"], metric="top_k_accuracy", top_k=3,
         latency_runs=7, latency_warmup=2, num_threads=2, eval_batch_size=64, eval_split="test",
         drop_decision="lower_bound", confidence=0.9, min_margin_over_majority=0.1, min_integer_op_fraction=0.5,
-        latency_tie_tolerance=0.1, max_deployed_shift=0.2),
+        latency_tie_tolerance=0.1, max_deployed_shift=0.2, device_check_examples=50,
+        targets=[{"name": "mcu", "runtime": "tflm", "integer_only": False, "integer_io": True, "max_model_bytes": None,
+                  "max_arena_bytes": 9000, "max_latency_ms": None, "selection": None}]),
     "push": dict(destination="/tmp/somewhere/registry", model_name="m1", signing_key="/keys/sign.pem",
                  public_key="/keys/sign.pub.pem"),
 }
@@ -67,7 +69,7 @@ def test_every_setting_reaches_its_component_from_the_environment():
     for component_id, (section, model) in SECTION_OF_COMPONENT.items():
         received = model.from_json(components[component_id].exec_properties["settings"])
         for name, value in NON_DEFAULT[section].items():
-            assert getattr(received, name) == value, f"{component_id} did not receive {section}.{name}"
+            assert received.model_dump()[name] == value, f"{component_id} did not receive {section}.{name}"
     gen = components["ImportExampleGen"]
     assert gen.exec_properties["input_base"] == "/data/x"
     assert "span-{SPAN}/*" in gen.exec_properties["input_config"]
