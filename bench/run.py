@@ -37,7 +37,7 @@ from components.models import mobilenet_v2  # noqa: E402
 from components.contracts import read_manifest  # noqa: E402
 from components.post_training_quantizer.build import quantize_all  # noqa: E402
 from components.settings import CalibrationSettings, GateSettings, QuantizeSettings, TrainSettings  # noqa: E402
-from components.quantization import data  # noqa: E402
+from components.quantization import data, host  # noqa: E402
 from components.quantization.model_spec import ModelSpec  # noqa: E402
 from components.quantization.interpreter import TFLiteRunner, accuracy  # noqa: E402
 from components.representative_dataset_gen.sampling import run_sampling  # noqa: E402
@@ -51,11 +51,11 @@ REPS = 3
 
 
 def machine() -> List[str]:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = host.describe(host.cpu_info())
     mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
     libs = ", ".join(f"{d} {metadata.version(d)}" for d in (
         "tensorflow", "tfx", "tensorflow-model-optimization", "tensorflow-model-analysis", "apache-beam"))
-    return [f"- CPU: {cpu}, {os.cpu_count()} cores, {int(mem) / 1024 / 1024:.0f} GiB",
+    return [f"- CPU: {cpu}; {int(mem) / 1024 / 1024:.0f} GiB",
             f"- Python {platform.python_version()}; {libs}",
             f"- Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, `make bench`"]
 

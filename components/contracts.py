@@ -26,6 +26,7 @@ LATEST_FILE = "LATEST"  # the registry's current version number
 
 # ---- splits ------------------------------------------------------------------------
 TRAIN_SPLIT = "train"
+VALIDATION_SPLIT = "validation"  # the selective search's split: never trained on, never the gate's
 EVAL_SPLIT = "eval"  # the gate's split: training and the selective search never see it
 CALIBRATION_SPLIT = "calibration"
 
@@ -35,8 +36,9 @@ OK, FAILED = "ok", "failed"
 # ---- variants ------------------------------------------------------------------------
 FLOAT32, DYNAMIC_RANGE, FLOAT16 = "float32", "dynamic_range", "float16"
 FULL_INTEGER, INTEGER_ONLY, QAT_INT8 = "full_integer", "integer_only", "qat_int8"
+INT16X8 = "int16x8"  # 16-bit activations, 8-bit weights
 SELECTIVE_INTEGER = "selective_integer"  # the accuracy-aware search; needs validation data
-VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8)
+VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8, INT16X8)
 ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,)
 MIXED_VARIANTS = (SELECTIVE_INTEGER,)  # integer or float per layer: the gate checks their integer-op fraction
 

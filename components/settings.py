@@ -153,8 +153,9 @@ class QuantizeSettings(StageSettings):
     variants: List[str] = Field(default_factory=list, description="variants to build; empty: all the inputs allow")
     integer_io_type: Literal["int8", "uint8"] = Field("int8", description="I/O type of the integer-only variants")
     max_calibration_samples: Optional[int] = Field(None, ge=1, description="None: the whole calibration sample")
-    validation_split: str = Field(contracts.TRAIN_SPLIT, min_length=1,
-                                  description="split the selective search validates on; never the gate's split")
+    validation_split: str = Field(contracts.VALIDATION_SPLIT, min_length=1,
+                                  description="split the selective search validates on: held out from training, "
+                                              "never the gate's split")
     validation_samples: int = Field(1000, ge=1, description="examples the selective search validates on")
     search_max_drop: Optional[float] = Field(
         None, ge=0, description="accuracy drop the selective search accepts; None: the gate's max_accuracy_drop")
@@ -173,7 +174,7 @@ class QuantizeSettings(StageSettings):
         if v == contracts.EVAL_SPLIT:
             raise ValueError(
                 f"{v!r} is the split the evaluator's gate uses: searching on it would leak the gate's data into "
-                "the model choice; use 'train' or a dedicated validation split")
+                "the model choice; use a dedicated validation split (the default ExampleGen writes 'validation') or, as a last resort, 'train'")
         return v
 
     @property

@@ -30,12 +30,14 @@ def input_config(config: PipelineConfig):
 
 
 def example_gen(config: PipelineConfig, runtime_input_config: Optional[data_types.RuntimeParameter] = None):
-    # Hash split train:eval = 2:1, deterministic per example.
+    # Hash split train:validation:eval = 5:1:3, deterministic per example. Training sees
+    # train only; the selective search judges on validation; the gate on eval.
     output_config = tfx.proto.Output(
         split_config=tfx.proto.SplitConfig(
             splits=[
-                tfx.proto.SplitConfig.Split(name=contracts.TRAIN_SPLIT, hash_buckets=2),
-                tfx.proto.SplitConfig.Split(name=contracts.EVAL_SPLIT, hash_buckets=1),
+                tfx.proto.SplitConfig.Split(name=contracts.TRAIN_SPLIT, hash_buckets=5),
+                tfx.proto.SplitConfig.Split(name=contracts.VALIDATION_SPLIT, hash_buckets=1),
+                tfx.proto.SplitConfig.Split(name=contracts.EVAL_SPLIT, hash_buckets=3),
             ]
         )
     )

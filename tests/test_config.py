@@ -25,7 +25,7 @@ NON_DEFAULT = {
     "calibration": dict(source_split="validation", num_samples=50, strategy="uniform", label_key="lbl", seed=9),
     "quantize": dict(
         variants=["float32", "integer_only", "qat_int8"], integer_io_type="uint8", max_calibration_samples=40,
-        validation_split="validation", validation_samples=300, search_max_drop=0.03, max_float_layers=3,
+        validation_split="holdout", validation_samples=300, search_max_drop=0.03, max_float_layers=3,
         max_search_steps=4, selective_integer_io=True),
     "gate": dict(
         max_accuracy_drop=0.02, max_relative_drop=0.05, max_model_bytes=90000, max_latency_ms=2.5, min_accuracy=0.5,

@@ -40,6 +40,12 @@ class Executor(base_executor.BaseExecutor):
             calibration_files = data.split_files(split_uri(calibration, split))
         validation_files = None
         if validation is not None:
+            splits = artifact_utils.decode_split_names(validation.split_names)
+            if settings.validation_split not in splits:
+                raise ValueError(
+                    f"the validation examples have no split {settings.validation_split!r} (they have {splits}): set "
+                    f"quantize.validation_split (QP_VALIDATION_SPLIT) to a split held out from training, never "
+                    f"{contracts.EVAL_SPLIT!r}, or give ExampleGen a {contracts.VALIDATION_SPLIT!r} split")
             validation_files = data.split_files(split_uri(validation, settings.validation_split))
         sources = {"model_uri": model.uri, "model_id": str(model.id)}
         if qat_model is not None:

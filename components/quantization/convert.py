@@ -14,13 +14,15 @@ import tensorflow as tf
 
 # The variant names are a cross-stage contract; the library re-exports them as its vocabulary.
 from components.contracts import (  # noqa: F401
-    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INTEGER_ONLY, QAT_INT8, SELECTIVE_INTEGER, VARIANTS,
+    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INT16X8, INTEGER_ONLY, QAT_INT8, SELECTIVE_INTEGER,
+    VARIANTS,
 )
 from components.quantization.interpreter import TFLiteRunner, quiet_native_output  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-NEEDS_CALIBRATION = frozenset({FULL_INTEGER, INTEGER_ONLY})
+NEEDS_CALIBRATION = frozenset({FULL_INTEGER, INTEGER_ONLY, INT16X8})
+INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
 NEEDS_QAT_MODEL = frozenset({QAT_INT8})
 INTEGER_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
 # Which device class each variant suits (documented in the quantizer README too).
@@ -32,6 +34,8 @@ DEVICE_CLASS = {
     INTEGER_ONLY: "Edge TPU, microcontrollers, NPUs (integer I/O, no float ops)",
     QAT_INT8: "as integer_only, from the quantization-aware model",
     SELECTIVE_INTEGER: "CPU: integer except the few most sensitive layers, kept float",
+    INT16X8: "accuracy rescue for int8-sensitive models: 16-bit activations, 8-bit weights, float I/O "
+             "(reference kernels on CPU: slower than int8; no XNNPACK support)",
 }
 INTEGER_ONLY_VARIANTS = frozenset({INTEGER_ONLY, QAT_INT8})
 
@@ -56,6 +60,8 @@ def converter_settings(variant: str, io_type: str = "int8") -> Dict[str, object]
     if variant in INTEGER_ONLY_VARIANTS:
         s["supported_ops"] = ["TFLITE_BUILTINS_INT8"]
         s["inference_input_type"] = s["inference_output_type"] = io_type
+    if variant == INT16X8:
+        s["supported_ops"] = [INT16X8_OPS]
     return s
 
 
@@ -80,6 +86,8 @@ def convert(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = INTEGER_IO_TYPES[io_type]
         converter.inference_output_type = INTEGER_IO_TYPES[io_type]
+    if variant == INT16X8:
+        converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, INT16X8_OPS)]
     with quiet_native_output():
         return converter.convert()
 

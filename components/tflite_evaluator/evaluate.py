@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import contracts, fsutil
-from components.quantization import convert, data, micro
+from components.quantization import convert, data, host, micro
 from components.quantization.interpreter import TFLiteRunner
 from components.quantization.model_spec import ModelSpec
 from components.quantization.stats import is_finite
@@ -152,6 +152,10 @@ def evaluate_models(
         if floor is not None and is_finite(float_value) and float_value < floor - gate.TOLERANCE:
             warnings.append(f"the float model's {metric} {float_value:.4f} does not beat the majority-class rate "
                             f"{chance:.4f} by {params.min_margin_over_majority:g}: it has not learned the task")
+        cpu = host.cpu_info()
+        slow_int8 = latency_warning(figures, params, cpu)
+        if slow_int8:
+            warnings.append(slow_int8)
         shift = deployed_shift(baseline_fig, baseline_info, params)
         if shift and shift["flagged"]:
             warnings.append(shift["message"])
@@ -171,7 +175,8 @@ def evaluate_models(
             "history": list(history or []),
             "settings": params.model_dump(),
             "host": {"note": "latency is measured on this host's CPU with XNNPACK, not on a device",
-                     "tensorflow_version": tf.__version__, "cpu_count": os.cpu_count()},
+                     "tensorflow_version": tf.__version__, "cpu_count": os.cpu_count(), "cpu": cpu,
+                     "cpu_description": host.describe(cpu)},
             "num_eval_examples": labels["n"],
             "manifest": {n: {k: e.get(k) for k in ("size_bytes", "sha256", "file", "status", "reason")}
                          for n, e in manifest["variants"].items()},
@@ -188,6 +193,26 @@ def evaluate_models(
     for warning in warnings:
         log.warning("TFLiteEvaluator: %s", warning)
     return result
+
+
+def latency_warning(figures: Dict[str, dict], params: GateSettings, cpu: dict) -> Optional[str]:
+    """A warning when latency decides (fastest, or a latency budget) on a host whose int8
+    kernels run slower than float: such figures say little about a device that has int8
+    dot-product instructions."""
+    uses_latency = params.selection == gate.FASTEST or params.max_latency_ms is not None or any(
+        t.max_latency_ms is not None or t.selection == gate.FASTEST for t in params.targets)
+    reference = figures.get(contracts.FLOAT32, {}).get("latency_ms_median")
+    integer = {n: f["latency_ms_median"] for n, f in figures.items()
+               if f.get("integer_op_fraction") == 1.0 and is_finite(f.get("latency_ms_median"))}
+    if not uses_latency or not is_finite(reference) or not integer:
+        return None
+    fastest = min(integer, key=integer.get)
+    if integer[fastest] <= reference:
+        return None
+    return (f"latency decides here (selection or a latency budget), but on this host ({host.describe(cpu)}) the "
+            f"fastest integer variant, {fastest}, takes {integer[fastest]:.4f} ms against float32's {reference:.4f} ms: "
+            "int8 kernels are slower than float on this CPU, so these latencies say little about a device with int8 "
+            "dot-product instructions; measure on the target hardware before relying on them")
 
 
 def deployed_shift(baseline_fig: Optional[dict], baseline_info: Optional[dict], params: GateSettings) -> Optional[dict]:
