@@ -60,7 +60,10 @@ SELECTED_LATENCY_MS = "selected_latency_ms"
 VERDICTS = "verdicts"
 TARGET_SELECTIONS = "target_selections"  # JSON {target: selected variant or null}; {} without targets
 NUM_THREADS = "num_threads"  # interpreter threads the latency was measured with
-CURRENT_MODEL_ID = "current_model_id"  # TFX's name for the blessed model's artifact id
+# TFX's name for the blessed model's artifact id, read by LatestBlessedModelStrategy: the
+# quantizer's Model artifact (which holds the blessed .tflite), not the float SavedModel.
+CURRENT_MODEL_ID = "current_model_id"
+FLOAT_MODEL_ID = "float_model_id"  # the float SavedModel the variants were built from
 QUANTIZED_MODELS_ID = "quantized_models_id"
 QUANTIZED_MODELS_URI = "quantized_models_uri"
 # QuantizedModelPusher -> PushedModel

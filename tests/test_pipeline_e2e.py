@@ -34,6 +34,22 @@ def _latest_props(metadata_path, type_name):
     return summary.props(summary.latest_artifact(store, type_name))
 
 
+def _latest_blessed_model(store):
+    from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+    from tfx.types import artifact_utils
+
+    def artifacts(type_name):
+        [mlmd_type] = [t for t in store.get_artifact_types() if t.name == type_name]
+        return [artifact_utils.deserialize_artifact(mlmd_type, a) for a in store.get_artifacts_by_type(type_name)]
+
+    models = artifacts("Model")
+    assert len(models) == 3  # the float and QAT SavedModels, and the quantized models
+    result = LatestBlessedModelStrategy().resolve_artifacts(
+        store, {"model": models, "model_blessing": artifacts("ModelBlessing")})
+    [model] = result["model"]
+    return model
+
+
 def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     env = dict(os.environ, QP_OUTPUT_ROOT=str(tmp_path / "out"), LOCAL_HOME=str(tmp_path / "cli_home"), **SMALL)
     env.pop("QP_PYTHON", None)
@@ -64,6 +80,12 @@ def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     check = [sys.executable, "-m", "pipeline.outcome"]
     strict_env = dict(env, QP_FAIL_IF_NOTHING_PUSHED="1", PYTHONPATH=str(REPO_ROOT))
     assert subprocess.run(check, env=strict_env, cwd=REPO_ROOT, capture_output=True).returncode == 0
+
+    # TFX's own LatestBlessedModelStrategy, run on this store, resolves the quantized models
+    # (the artifact holding the blessed .tflite), not the float SavedModel.
+    resolved = _latest_blessed_model(store)
+    assert "PostTrainingQuantizer" in resolved.uri
+    assert os.path.exists(os.path.join(resolved.uri, evaluation["selected_variant"], "model.tflite"))
 
     # Second run, unchanged: the data, training, calibration and quantization are cached.
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config))

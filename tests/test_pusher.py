@@ -25,7 +25,8 @@ def _blessing(tmp_path, blessed, variant, name="blessing"):
     b = artifact(standard_artifacts.ModelBlessing, tmp_path / name)
     b.set_int_custom_property("blessed", int(blessed))
     b.set_string_custom_property("selected_variant", variant if blessed else "")
-    b.set_int_custom_property("current_model_id", 7)
+    b.set_int_custom_property("current_model_id", 11)  # the quantized models
+    b.set_int_custom_property("float_model_id", 7)
     return b
 
 

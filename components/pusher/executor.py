@@ -26,7 +26,7 @@ class Executor(base_executor.BaseExecutor):
             if artifact is not None:
                 lineage[f"{key}_id"] = artifact.id
                 lineage[f"{key}_uri"] = artifact.uri
-        float_model_id = get_property(single(input_dict, "blessing"), contracts.CURRENT_MODEL_ID)
+        float_model_id = get_property(single(input_dict, "blessing"), contracts.FLOAT_MODEL_ID)
         if float_model_id is not None:
             lineage["float_model_id"] = float_model_id
         if self._context is not None:

@@ -102,7 +102,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             })
         set_properties(evaluation_artifact, summary)
         set_properties(blessing, summary)
-        set_properties(blessing, {contracts.CURRENT_MODEL_ID: model.id, contracts.QUANTIZED_MODELS_ID: quantized.id,
+        # current_model_id names the quantized models, so that TFX's LatestBlessedModelStrategy
+        # (and a stock Pusher behind it) resolves the artifact holding the blessed TFLite model.
+        set_properties(blessing, {contracts.CURRENT_MODEL_ID: quantized.id, contracts.FLOAT_MODEL_ID: model.id,
+                                  contracts.QUANTIZED_MODELS_ID: quantized.id,
                                   contracts.QUANTIZED_MODELS_URI: quantized.uri})
         fsutil.write_bytes_atomic(fsutil.join(
             blessing.uri, contracts.BLESSED_FILE if result["blessed"] else contracts.NOT_BLESSED_FILE), b"")
