@@ -261,12 +261,15 @@ def tflm_section(models: Dict[str, tuple]) -> List[str]:
         for name, entry in manifest.items():
             if entry["status"] != "ok":
                 continue
-            content = Path(quantized_dir, entry["file"]).read_bytes()
-            arena, reason = micro.smallest_arena(content)
+            path = str(Path(quantized_dir, entry["file"]))
+            arena, reason = micro.smallest_arena(path)
             ran = "–"
             if arena is not None and example is not None:
-                ran = "yes" if np.all(np.isfinite(micro.MicroRunner(content, arena).predict(example[:1]))) else "no"
-            rows.append([label, name, f"{len(content):,}", f"{arena:,}" if arena else "does not allocate", ran,
+                try:
+                    ran = "yes" if np.all(np.isfinite(micro.run(path, arena, example[:1]))) else "non-finite outputs"
+                except RuntimeError as e:
+                    ran, reason = "no", str(e)
+            rows.append([label, name, f"{entry['size_bytes']:,}", f"{arena:,}" if arena else "does not allocate", ran,
                          (reason or "").replace("|", "\\|")])
     return md + [md_table(["model", "variant", "flash (file bytes)", "arena bytes", "ran an example", "runtime's reason"],
                           rows), ""]

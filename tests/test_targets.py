@@ -50,12 +50,26 @@ def test_tflm_runs_the_integer_variants_and_refuses_hybrid_and_float16_with_the_
     assert results["integer_only"]["arena_bytes"] < results["float32"]["arena_bytes"]
 
 
+def _path(quantized_dir, name):
+    return os.path.join(quantized_dir, name, "model.tflite")
+
+
 def test_the_arena_figure_is_the_smallest_that_allocates(digits_quantized):
-    content = _variant(digits_quantized, "integer_only")
-    arena, reason = micro.smallest_arena(content)
+    path = _path(digits_quantized, "integer_only")
+    arena, reason = micro.smallest_arena(path)
     assert reason is None and arena % micro.ARENA_ALIGNMENT == 0
-    assert micro.load(content, arena)[0] is not None
-    assert micro.load(content, arena - micro.ARENA_ALIGNMENT)[0] is None
+    assert micro.allocates(path, arena) == (True, "")
+    ok, why = micro.allocates(path, arena - micro.ARENA_ALIGNMENT)
+    assert not ok and "allocate" in why
+
+
+def test_tflm_outputs_match_litert_on_the_examples(digits_quantized, eval_inputs):
+    path = _path(digits_quantized, "integer_only")
+    arena, _ = micro.smallest_arena(path)
+    outputs = micro.run(path, arena, eval_inputs[:20])
+    reference = TFLiteRunner(path).predict(eval_inputs[:20])
+    assert outputs.shape == reference.shape == (20, 10)
+    assert np.array_equal(outputs.argmax(-1), reference.argmax(-1)) and np.abs(outputs - reference).max() < 0.1
 
 
 def _targets(mcu_arena_budget):
@@ -68,7 +82,7 @@ def _targets(mcu_arena_budget):
 
 @pytest.fixture(scope="module")
 def arena(digits_quantized):
-    return micro.smallest_arena(_variant(digits_quantized, "integer_only"))[0]
+    return micro.smallest_arena(_path(digits_quantized, "integer_only"))[0]
 
 
 @pytest.fixture(scope="module")

@@ -2,103 +2,111 @@
 microcontroller runtime, how much tensor arena does it need, and do its outputs agree
 with the LiteRT interpreter's.
 
-The arena figure is the smallest arena in which TFLM allocates the model's tensors and
-runs it (a bisection to 16 bytes, TFLM's alignment), measured with TFLM's default
-recording allocator; on a device add the few hundred bytes its own interpreter bookkeeping
-takes. What the runtime prints when it refuses a model ("Hybrid models are not supported on
-TFLite Micro.") is captured and recorded as the reason.
+The arena figure is the smallest arena in which TFLM allocates the model's tensors (a
+bisection to 16 bytes, TFLM's alignment), measured with TFLM's default recording allocator;
+on a device add the few hundred bytes its own interpreter bookkeeping takes. What the
+runtime prints when it refuses a model ("Hybrid models are not supported on TFLite Micro.")
+is recorded as the reason.
+
+The host build of TFLM can crash its process (a segmentation fault) while failing to
+allocate in some arena sizes (seen here with MobileNetV2-style models), so every attempt
+runs in a child process (micro_probe.py, which imports only tflite-micro and numpy); a crash
+counts as "does not allocate at this size" and is never the caller's crash.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from components.quantization.interpreter import TFLiteRunner, captured_native_output, dequantize
+from components.quantization.interpreter import TFLiteRunner, dequantize
 
 MAX_ARENA_BYTES = 256 << 20  # above this, the model is not a microcontroller model
 ARENA_ALIGNMENT = 16
+CHILD_TIMEOUT_S = 600
 
 
-def _runtime():
-    from tflite_micro.python.tflite_micro import runtime
-
-    return runtime
-
-
-def _reason(native: str, error: Exception) -> str:
+def _reason(native: str) -> str:
     """The runtime's own explanation: its printed lines, without the file:line prefixes."""
-    lines = [re.sub(r"^\S+\.cc(:\d+)?\s*", "", line).strip() for line in native.splitlines() if line.strip()]
-    return "; ".join(lines[:3]) or f"{type(error).__name__}: {error}"
+    lines = [re.sub(r"^\S+\.cc(:\d+)?\s*", "", line).strip() for line in native.splitlines()
+             if line.strip() and "Warning" not in line]
+    return "; ".join(lines[:3])
 
 
-def load(content: bytes, arena_bytes: int):
-    """(interpreter, None) when TFLM allocates the model in `arena_bytes`, else (None, reason)."""
-    runtime = _runtime()
-    with captured_native_output() as captured:
-        try:
-            interpreter = runtime.Interpreter.from_bytes(bytes(content), arena_size=int(arena_bytes))
-        except Exception as e:  # noqa: BLE001 - the runtime raises RuntimeError with no detail
-            error = e
-            interpreter = None
-    if interpreter is None:
-        return None, _reason(captured[0], error)
-    return interpreter, None
+def _child(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH", "")])))
+    return subprocess.run([sys.executable, "-m", "components.quantization.micro_probe", *args],
+                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
 
 
-def smallest_arena(content: bytes, ceiling: int = MAX_ARENA_BYTES) -> Tuple[Optional[int], Optional[str]]:
-    """(the smallest arena in bytes that allocates the model, None) or (None, the reason
-    it does not allocate even in `ceiling` bytes)."""
-    interpreter, reason = load(content, ceiling)
-    if interpreter is None:
+def _root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def allocates(model_path: str, arena_bytes: int) -> Tuple[bool, str]:
+    """(True, '') when TFLM allocates the model in `arena_bytes`; else (False, why)."""
+    done = _child("probe", model_path, str(int(arena_bytes)))
+    if done.returncode != 0:
+        return False, f"the TFLite Micro runtime crashed (exit status {done.returncode}) {_reason(done.stderr)}".strip()
+    if json.loads(done.stdout.strip().splitlines()[-1])["allocated"]:
+        return True, ""
+    return False, _reason(done.stderr) or "TFLM failed to allocate tensors"
+
+
+def smallest_arena(model_path: str, ceiling: int = MAX_ARENA_BYTES) -> Tuple[Optional[int], Optional[str]]:
+    """(the smallest arena in bytes that allocates the model, None) or (None, the reason it
+    does not allocate even in `ceiling` bytes)."""
+    ok, reason = allocates(model_path, ceiling)
+    if not ok:
         return None, reason
-    low, high = 0, ceiling  # low fails (or is 0), high allocates
+    low, high = 0, ceiling  # low does not allocate (or is 0), high does
     while high - low > ARENA_ALIGNMENT:
         mid = (low + high) // 2 // ARENA_ALIGNMENT * ARENA_ALIGNMENT
         if mid <= low:
             break
-        ok, _ = load(content, mid)
-        low, high = (low, mid) if ok is not None else (mid, high)
+        low, high = (low, mid) if allocates(model_path, mid)[0] else (mid, high)
     return high, None
 
 
-class MicroRunner:
-    """One TFLM interpreter; `predict` takes float inputs [B, ...] and returns float outputs,
-    quantizing and dequantizing exactly as TFLiteRunner does (round, then clip)."""
-
-    def __init__(self, content: bytes, arena_bytes: int):
-        self.interpreter, reason = load(content, arena_bytes)
-        if self.interpreter is None:
-            raise RuntimeError(reason)
-        self._litert = TFLiteRunner(content, use_xnnpack=False)  # for the I/O quantization only
-        self.output = self.interpreter.get_output_details(0)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        rows = []
-        for example in np.asarray(x):
-            self.interpreter.set_input(self._litert.prepare_input(example[None]), 0)
-            self.interpreter.invoke()
-            y = self.interpreter.get_output(0)
-            if np.issubdtype(y.dtype, np.integer):
-                scale, zero_point = self.output["quantization_parameters"]["scales"][0], \
-                    self.output["quantization_parameters"]["zero_points"][0]
-                y = dequantize(y, scale, zero_point)
-            rows.append(np.asarray(y, np.float32).reshape(-1))
-        return np.stack(rows)
+def run(model_path: str, arena_bytes: int, x: np.ndarray) -> np.ndarray:
+    """Float outputs [B, C] of TFLM for float inputs [B, ...], quantized and dequantized
+    exactly as TFLiteRunner does (round, then clip). Raises RuntimeError when TFLM fails."""
+    litert = TFLiteRunner(model_path, use_xnnpack=False)  # for the I/O quantization parameters only
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(os.path.join(tmp, "in.npy"), litert.prepare_input(np.asarray(x)))
+        done = _child("run", model_path, str(int(arena_bytes)), os.path.join(tmp, "in.npy"),
+                      os.path.join(tmp, "out.npy"))
+        if done.returncode != 0 or not os.path.exists(os.path.join(tmp, "out.npy")):
+            raise RuntimeError(f"TFLite Micro failed to run the model (exit status {done.returncode}): "
+                               f"{_reason(done.stderr)}")
+        y = np.load(os.path.join(tmp, "out.npy"))
+    if np.issubdtype(y.dtype, np.integer):
+        scale, zero_point = litert.output["quantization"]
+        return dequantize(y, scale, zero_point)
+    return y.astype(np.float32)
 
 
 def check(content: bytes, x: np.ndarray, reference: np.ndarray) -> Dict[str, object]:
     """Runs a model on TFLM: whether it runs (and why not), the smallest arena, and on the
     examples `x` its top-1 agreement with `reference` (the LiteRT interpreter's float
     outputs) and the largest absolute difference of the dequantized outputs."""
-    arena, reason = smallest_arena(content)
-    if arena is None:
-        return {"runs": False, "reason": reason, "arena_bytes": None}
-    try:
-        outputs = MicroRunner(content, arena).predict(x)
-    except Exception as e:  # noqa: BLE001 - recorded: a model that allocates but fails to run
-        return {"runs": False, "reason": f"{type(e).__name__}: {e}", "arena_bytes": arena}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.tflite")
+        with open(path, "wb") as f:
+            f.write(content)
+        arena, reason = smallest_arena(path)
+        if arena is None:
+            return {"runs": False, "reason": reason, "arena_bytes": None}
+        try:
+            outputs = run(path, arena, x)
+        except RuntimeError as e:  # recorded: a model that allocates but fails to run
+            return {"runs": False, "reason": str(e), "arena_bytes": arena}
     return {
         "runs": True, "reason": "", "arena_bytes": int(arena), "examples": int(len(x)),
         "agreement_with_litert": float(np.mean(np.argmax(outputs, -1) == np.argmax(reference, -1))),

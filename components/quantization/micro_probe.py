@@ -1,0 +1,44 @@
+"""The TFLite Micro interpreter, run in a child process by components/quantization/micro.py.
+
+The host build of TFLM can crash the process (a segmentation fault) while failing to
+allocate in some arena sizes, so every allocation attempt and every run happens here, in a
+process of its own, importing only tflite-micro and numpy (fast to start). The runtime's own
+messages go to stderr, where the parent reads them.
+
+    python -m components.quantization.micro_probe probe MODEL ARENA       -> {"allocated": bool}
+    python -m components.quantization.micro_probe run MODEL ARENA IN OUT  -> OUT.npy: raw outputs
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+
+def main(argv) -> int:
+    from tflite_micro.python.tflite_micro import runtime
+
+    command, model_path, arena = argv[0], argv[1], int(argv[2])
+    with open(model_path, "rb") as f:
+        content = f.read()
+    try:
+        interpreter = runtime.Interpreter.from_bytes(content, arena_size=arena)
+    except RuntimeError:
+        print(json.dumps({"allocated": False}), flush=True)
+        return 0
+    if command == "probe":
+        print(json.dumps({"allocated": True}), flush=True)
+        return 0
+    inputs = np.load(argv[3])
+    outputs = []
+    for example in inputs:
+        interpreter.set_input(example[None], 0)
+        interpreter.invoke()
+        outputs.append(np.array(interpreter.get_output(0)).reshape(-1))
+    np.save(argv[4], np.stack(outputs) if outputs else np.zeros((0,)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
