@@ -56,9 +56,10 @@ def push_selected(
         "lineage": dict(lineage or {}),
         "library_versions": library_versions(),
     }
+    version, created = registry.push(model_path, push_manifest, signing_key=settings.signing_key)
+    # The targets after the main registry: its LATEST is the evaluator's no-regression baseline.
     targets = push_targets(quantized_dir, manifest, push_manifest, metrics.get("targets") or {},
                            metrics.get("variants", {}), settings)
-    version, created = registry.push(model_path, push_manifest, signing_key=settings.signing_key)
     version_dir = str(registry.version_dir(version))
     if created:
         log.info("Pushed %s as version %d: %s", selected_variant, version, version_dir)

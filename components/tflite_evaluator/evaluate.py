@@ -147,11 +147,8 @@ def evaluate_models(
             selected, selection = primary["selected"], dict(primary["selection"], target=params.targets[0].name)
         else:
             selected, selection = gate.select(figures, verdicts, params)
-        warnings = [w for w in (gate.resolution_warning(labels["n"], float_value, params),) if w]
-        floor = gate.majority_floor(chance, params)
-        if floor is not None and is_finite(float_value) and float_value < floor - gate.TOLERANCE:
-            warnings.append(f"the float model's {metric} {float_value:.4f} does not beat the majority-class rate "
-                            f"{chance:.4f} by {params.min_margin_over_majority:g}: it has not learned the task")
+        warnings = [w for w in (gate.resolution_warning(labels["n"], float_value, params),
+                                gate.float_not_learned(float_value, chance, params)) if w]
         cpu = host.cpu_info()
         slow_int8 = latency_warning(figures, params, cpu)
         if slow_int8:

@@ -93,6 +93,16 @@ def majority_floor(chance: Optional[float], cfg: GateSettings) -> Optional[float
     return chance + cfg.min_margin_over_majority
 
 
+def float_not_learned(float_metric: Optional[float], chance: Optional[float], cfg: GateSettings) -> Optional[str]:
+    """Why the float model fails the majority-class sanity bound, or None when it passes."""
+    floor = majority_floor(chance, cfg)
+    if floor is None or not is_finite(float_metric) or float_metric >= floor - TOLERANCE:
+        return None
+    return (f"the float model's {cfg.metric} {float_metric:.4f} does not beat the majority-class rate {chance:.4f} "
+            f"by min_margin_over_majority {cfg.min_margin_over_majority:g}: it has not learned the task, so no "
+            "variant of it is blessed")
+
+
 def counts_as_float(name: str, fig: dict, cfg: GateSettings) -> bool:
     """float32, or a mixed variant whose integer-op fraction is below the floor."""
     if name == FLOAT32:
@@ -116,6 +126,7 @@ def judge(
     `chance` is the majority-class rate of the eval labels (`chance_rate`).
     """
     floor = majority_floor(chance, cfg)
+    not_learned = float_not_learned(float_metric, chance, cfg)
     verdicts = {}
     for name, fig in variants.items():
         reasons: List[str] = []
@@ -127,11 +138,8 @@ def judge(
         elif not is_finite(float_metric):
             reasons.append(f"the float model's {cfg.metric} is missing or not finite ({float_metric})")
         else:
-            if floor is not None and not float_metric >= floor - TOLERANCE:
-                reasons.append(
-                    f"the float model's {cfg.metric} {float_metric:.4f} does not beat the majority-class rate "
-                    f"{chance:.4f} by min_margin_over_majority {cfg.min_margin_over_majority:g}: it has not learned "
-                    "the task, so no variant of it is blessed")
+            if not_learned:
+                reasons.append(not_learned)
             elif floor is not None and not value >= floor - TOLERANCE:
                 reasons.append(f"{cfg.metric} {value:.4f} does not beat the majority-class rate {chance:.4f} by "
                                f"min_margin_over_majority {cfg.min_margin_over_majority:g}")
