@@ -257,6 +257,10 @@ def test_a_model_that_does_not_beat_the_majority_class_blesses_nothing():
     figures = {"integer_only": _fig(0.30, [30, 0, 0, 70])}
     verdict = gate.judge(figures, 0.30, GateSettings(), chance=0.30)["integer_only"]
     assert not verdict["passed"] and "does not beat the majority-class rate 0.3000" in verdict["reasons"][0]
+    # A float model below the bound blesses nothing, even a variant that scores above it.
+    better = {"integer_only": _fig(0.40, [30, 0, 10, 60])}
+    verdict = gate.judge(better, 0.30, GateSettings(drop_decision="point"), chance=0.30)["integer_only"]
+    assert not verdict["passed"] and verdict["reasons"][0].startswith("the float model's accuracy 0.3000 does not beat")
     assert gate.judge(figures, 0.30, GateSettings(min_margin_over_majority=None, drop_decision="point"), chance=0.30)["integer_only"]["passed"]
     assert gate.chance_rate([5, 30, 15], "accuracy", 5) == 0.6
     assert gate.chance_rate([5, 30, 15], "top_k_accuracy", 2) == 0.9
