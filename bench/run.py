@@ -137,7 +137,7 @@ def run_tfma(tflite_path: str, eval_file: str, out: Path) -> float:
 
 
 def run_ours(tflite_path: str, eval_file: str, out: Path) -> float:
-    spec = ModelSpec(["image"], [8, 8, 1], "label", 10, feature_dtype="float32")
+    spec = ModelSpec.single(["image"], [8, 8, 1], "label", 10, feature_dtypes={"image": "float32"})
     out.mkdir(parents=True, exist_ok=True)
     counts = beam_pass.run_evaluation(lambda: beam.Pipeline(options=PipelineOptions(ONE_WORKER)),
                                        eval_pattern=eval_file, tflite_models={"m": tflite_path}, float_model_dir=None,
@@ -147,7 +147,7 @@ def run_ours(tflite_path: str, eval_file: str, out: Path) -> float:
 
 def truncating_accuracy(tflite_path: str, eval_file: str) -> float:
     """Accuracy when inputs are quantized the way TFMA does it: (x / scale + zero_point).astype(int)."""
-    spec = ModelSpec(["image"], [8, 8, 1], "label", 10, feature_dtype="float32")
+    spec = ModelSpec.single(["image"], [8, 8, 1], "label", 10, feature_dtypes={"image": "float32"})
     x, y = data.parse_numpy(list(data.iter_serialized([eval_file])), spec)
     runner = TFLiteRunner(tflite_path)
     scale, zp = runner.input["quantization"]
@@ -192,7 +192,7 @@ def main() -> None:
     # 1b. MobileNetV2 224x224x3, width 1.0, random weights
     log.info("1b. MobileNetV2 224")
     keras.utils.set_random_seed(0)
-    spec224 = ModelSpec(["image"], [224, 224, 3], "label", 1000)
+    spec224 = ModelSpec.single(["image"], [224, 224, 3], "label", 1000)
     training.save_serving_model(mobilenet_v2([224, 224, 3], 1000, alpha=1.0, image_size=224), tmp / "mnv2", spec224)
     rng = np.random.RandomState(0)
     data.write_split(tmp / "mnv2cal" / "Split-calibration", (data.to_example(

@@ -25,7 +25,7 @@ def main(eval_file, tflite, workers, out):
     workers = int(workers)
     args = ["--direct_num_workers=1"] if workers == 1 else [
         "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
-    spec = ModelSpec(["image"], [8, 8, 1], "label", 10, feature_dtype="float32")
+    spec = ModelSpec.single(["image"], [8, 8, 1], "label", 10, feature_dtypes={"image": "float32"})
     peak, done = [0], threading.Event()
 
     def sample():

@@ -12,13 +12,14 @@ in the lock already); the cross-field rules are the validators below.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components import contracts
-from components.quantization.model_spec import ModelSpec
+from components.quantization.model_spec import PROBABILITIES, ImageSpec, ModelSpec
 
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 DIGITS_PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
@@ -93,6 +94,74 @@ def _check_variants(names: List[str]) -> List[str]:
     return names
 
 
+class ImageDecoding(BaseModel):
+    """An input fed from encoded images (PNG or JPEG bytes in one tf.Example feature, the way
+    TFX's image examples store them): decoded with `channels`, resized (bilinear) to the
+    input's height and width when they differ, then `pixel * scale + offset` as float32. The
+    same code runs in training, calibration, the selective search and evaluation
+    (components/quantization/data.py); the .tflite takes the decoded, scaled tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: Literal[1, 3] = Field(1, description="1: grayscale, 3: RGB")
+    scale: float = Field(1.0 / 255.0, description="multiplies each decoded pixel (0..255)")
+    offset: float = Field(0.0, description="added after scaling")
+
+
+class InputFeatures(BaseModel):
+    """Which example feature(s) feed one signature input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: List[str] = Field(default_factory=list, description="one key holding every value, or one scalar key "
+                                                                   "per value, concatenated; []: the input's name")
+    image: Optional[ImageDecoding] = Field(None, description="the feature holds encoded images: how to decode them")
+
+
+class ModelContract(StageSettings):
+    """How a model from another trainer meets the examples (the stock-TFX pipeline): read by
+    the QAT fine-tuner, the quantizer and the evaluator. Shapes, dtypes and names come from the model's signature; this says what a
+    signature cannot. Our QATTrainer records its own next to its models, so the built-in path
+    needs none; a stock TFX Trainer's model needs at least the label key and, usually, the
+    dense signature's name."""
+
+    signature: str = Field("serving_default", min_length=1,
+                           description="the SavedModel signature to convert and evaluate: it must take dense "
+                                       "tensors (TFX modules often export 'serving_default' parsing tf.Examples: "
+                                       "name the dense one)")
+    inputs: Dict[str, InputFeatures] = Field(
+        default_factory=dict, description="signature input -> {features, image}; an input not listed is fed by "
+                                          "the feature of the same name")
+    label_key: str = Field("label", min_length=1, description="int64 feature holding the class label")
+    num_classes: Optional[int] = Field(None, ge=2, description="None: the output's size (2 for one sigmoid unit)")
+    output: str = Field("", description="the signature output holding the class scores; '': its only output")
+    output_kind: Literal["probabilities", "logits"] = Field(
+        PROBABILITIES, description="probabilities (softmax or sigmoid applied) or logits; metrics use the argmax "
+                                   "either way, logits are turned into probabilities where scores are compared")
+
+    @classmethod
+    def decode(cls, text: Optional[str]) -> Optional["ModelContract"]:
+        """An execution parameter: None or '' (not given) -> None."""
+        return cls.from_json(text) if text else None
+
+    @classmethod
+    def of_spec(cls, spec: ModelSpec) -> "ModelContract":
+        """The contract that reads `spec` back from a model saved with its signature."""
+        def image(i):
+            return ImageDecoding(**dataclasses.asdict(i.image)) if i.image else None
+
+        return cls(signature=spec.signature, label_key=spec.label_key, num_classes=spec.num_classes,
+                   output=spec.output_name, output_kind=spec.output_kind,
+                   inputs={i.name: InputFeatures(features=i.features, image=image(i)) for i in spec.inputs})
+
+    @model_validator(mode="after")
+    def _label_not_input(self) -> "ModelContract":
+        for name, mapping in self.inputs.items():
+            if self.label_key in mapping.features or (not mapping.features and name == self.label_key):
+                raise ValueError(f"label_key {self.label_key!r} also feeds input {name!r}")
+        return self
+
+
 class TrainSettings(StageSettings):
     """QATTrainer: the model contract, the model, and both training phases."""
 
@@ -117,17 +186,26 @@ class TrainSettings(StageSettings):
     seed: int = Field(42, description="seeds training (and calibration sampling unless set there)")
     input_name: str = Field("image", min_length=1, description="input name in the serving signature")
     output_name: str = Field("probabilities", min_length=1, description="output name in the serving signature")
+    image: Optional[ImageDecoding] = Field(
+        None, description="feature_keys names one feature holding encoded PNG/JPEG images: how to decode them")
 
     @model_validator(mode="after")
     def _contract(self) -> "TrainSettings":
         # The model contract's rules (shape, keys, label) live in ModelSpec, which also
-        # checks a model_spec.json read from disk; the trainer writes one from these fields.
-        ModelSpec(self.feature_keys, self.input_shape, self.label_key, self.num_classes)
+        # checks the spec read from a SavedModel's signature.
+        self.spec()
         if not self.module_file and self.model not in contracts.BUILTIN_MODELS:
             raise ValueError(
                 f"model {self.model!r} is not a built-in model: use one of {list(contracts.BUILTIN_MODELS)} "
                 "or set module_file")
         return self
+
+    def spec(self, feature_dtypes: Optional[Dict[str, str]] = None) -> ModelSpec:
+        """The spec of the model these settings build (one input, softmax output)."""
+        image = ImageSpec(**self.image.model_dump()) if self.image else None
+        return ModelSpec.single(self.feature_keys, self.input_shape, self.label_key, self.num_classes,
+                                feature_dtypes=feature_dtypes, input_name=self.input_name,
+                                output_name=self.output_name, image=image)
 
 
 class CalibrationSettings(StageSettings):

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from components import fsutil
 from components.contracts import VERBOSE_VAR
 from components.settings import (
-    DEFAULT_MAX_ACCURACY_DROP, DIGITS_PIXEL_KEYS, CalibrationSettings, GateSettings, PushSettings,
+    DEFAULT_MAX_ACCURACY_DROP, DIGITS_PIXEL_KEYS, CalibrationSettings, GateSettings, ModelContract, PushSettings,
     QuantizeSettings, SettingsError, TrainSettings, describe_errors,
 )
 
@@ -75,17 +75,27 @@ class PipelineConfig(BaseModel):
         False, description="python -m pipeline.outcome (the end of make run) exits 3 when the run left no blessed "
                            "model deployed; off: an unblessed model is a successful run, as in TFX")
 
+    tfx_module_file: str = Field(
+        "", description="a TFX module with preprocessing_fn and run_fn: TFX's stock StatisticsGen, SchemaGen, "
+                        "Transform and Trainer run it, QATFineTuner fine-tunes its model, and `contract` says how "
+                        "the model meets the transformed examples; '': the built-in QATTrainer")
+    tfx_train_steps: int = Field(400, ge=1, description="the stock Trainer's TrainArgs.num_steps")
+    tfx_eval_steps: int = Field(10, ge=1, description="the stock Trainer's EvalArgs.num_steps")
+
     train: TrainSettings = Field(default_factory=TrainSettings)
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
     quantize: QuantizeSettings = Field(default_factory=QuantizeSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     push: PushSettings = Field(default_factory=PushSettings)
+    contract: ModelContract = Field(default_factory=ModelContract)
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> "PipelineConfig":
         """Fills what defaults to another setting, then checks rules across stages."""
         if not self.pipeline_root:
             self.pipeline_root = fsutil.join(self.output_root, "pipeline_root")
+        if self.tfx_module_file and "://" not in self.tfx_module_file:
+            self.tfx_module_file = os.path.abspath(self.tfx_module_file)  # TFX packages it from there
         if not self.metadata_path:
             self.metadata_path = fsutil.join(self.output_root, "metadata.sqlite")
         if not self.push.destination:

@@ -2,6 +2,10 @@
 
 ExampleGen → QATTrainer ─────────────┐
            → RepresentativeDatasetGen → PostTrainingQuantizer → TFLiteEvaluator → Pusher
+
+With config.tfx_module_file, TFX's stock stages take the trainer's place:
+ExampleGen → StatisticsGen → SchemaGen → Transform → Trainer → QATFineTuner ─┐
+                                         (transformed examples) → RepresentativeDatasetGen → ...
 The evaluator reads the deployed model (the no-regression baseline) from the registry the
 Pusher writes: the push destination's LATEST version.
 """
@@ -17,8 +21,10 @@ from tfx.orchestration import data_types
 
 from components import contracts
 from components.post_training_quantizer.component import PostTrainingQuantizer
+from components.qat_fine_tuner.component import QATFineTuner
 from components.pusher.component import QuantizedModelPusher
 from components.registry import Registry
+from components.settings import ModelContract
 from components.representative_dataset_gen.component import RepresentativeDatasetGen
 from components.tflite_evaluator.component import TFLiteEvaluator
 from components.trainer.component import QATTrainer
@@ -77,15 +83,52 @@ def create_components(config: PipelineConfig, params: Optional[RuntimeParameters
     """The DAG's components. params: Kubeflow runtime parameters (None: everything fixed)."""
     gen = example_gen(config, params.input_config if params else None)
     examples = gen.outputs["examples"]
+    if config.tfx_module_file:
+        return [gen] + stock_tfx_components(config, examples, params)
     trainer = QATTrainer(examples=examples, settings=config.train)
+    # The QATTrainer records its contract next to its models: config.contract is not used.
+    return [gen, trainer] + quantization_stages(
+        config, examples, trainer.outputs["model"], trainer.outputs["qat_model"], params, contract=None)
+
+
+def stock_tfx_components(config: PipelineConfig, examples, params: Optional[RuntimeParameters] = None) -> list:
+    """An existing TFX pipeline's stages, then ours: StatisticsGen → SchemaGen → Transform
+    (the module's preprocessing_fn; every split transformed) → stock Trainer (its run_fn, on
+    the transformed examples) → QATFineTuner (quantization-aware fine-tuning of the Trainer's
+    Keras model) → the quantization stages, all on the transformed examples, with
+    config.contract saying how the Trainer's model meets them."""
+    stats = tfx.components.StatisticsGen(examples=examples)
+    schema = tfx.components.SchemaGen(statistics=stats.outputs["statistics"], infer_feature_shape=True)
+    transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],
+                                         module_file=config.tfx_module_file, disable_statistics=True)
+    transformed = transform.outputs["transformed_examples"]
+    trainer = tfx.components.Trainer(
+        module_file=config.tfx_module_file, examples=transformed,
+        transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=config.tfx_train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.tfx_eval_steps),
+        custom_config={"seed": config.train.seed})
+    fine_tuner = QATFineTuner(examples=transformed, model=trainer.outputs["model"], settings=config.train,
+                              contract=config.contract)
+    return [stats, schema, transform, trainer, fine_tuner] + quantization_stages(
+        config, transformed, trainer.outputs["model"], fine_tuner.outputs["qat_model"], params,
+        contract=config.contract)
+
+
+def quantization_stages(config: PipelineConfig, examples, model, qat_model, params: Optional[RuntimeParameters] = None,
+                        contract: Optional[ModelContract] = None) -> list:
+    """Calibration, quantizer, evaluator and pusher over `examples` (any ExampleGen's or
+    Transform's transformed_examples), the float `model` and the `qat_model` (None: no QAT
+    variant). contract: how the models meet the examples; None: the one recorded with them."""
     calibration = RepresentativeDatasetGen(examples=examples, settings=config.calibration)
     quantizer = PostTrainingQuantizer(
-        model=trainer.outputs["model"],
-        qat_model=trainer.outputs["qat_model"],
+        model=model,
+        qat_model=qat_model,
         representative_dataset=calibration.outputs["representative_dataset"],
         # selective_integer's validation data: quantize.validation_split, never the gate's split.
         validation_examples=examples,
         settings=config.quantize,
+        contract=contract,
     )
     push = params.push_settings if params else config.push
     # The deployed baseline is the registry's LATEST version, read by the evaluator itself:
@@ -96,12 +139,13 @@ def create_components(config: PipelineConfig, params: Optional[RuntimeParameters
     deployed_state = None if params else Registry(config.push.destination, config.push.model_name).state()
     evaluator = TFLiteEvaluator(
         examples=examples,
-        model=trainer.outputs["model"],
+        model=model,
         quantized_models=quantizer.outputs["quantized_models"],
         settings=config.gate,
         registry=push,
         overrides=params.gate_overrides if params else None,
         deployed_state=deployed_state,
+        contract=contract,
     )
     pusher = QuantizedModelPusher(
         quantized_models=quantizer.outputs["quantized_models"],
@@ -109,7 +153,7 @@ def create_components(config: PipelineConfig, params: Optional[RuntimeParameters
         evaluation=evaluator.outputs["evaluation"],
         settings=push,
     )
-    return [gen, trainer, calibration, quantizer, evaluator, pusher]
+    return [calibration, quantizer, evaluator, pusher]
 
 
 def create_pipeline(config: PipelineConfig, local_metadata: bool = True,

@@ -82,11 +82,16 @@ def check(config: PipelineConfig) -> None:
     columns = _columns(files[0], config.data_format)
     where = files[0]
     _missing([config.train.label_key], columns, "label key", "QP_LABEL_KEY", where)
-    _missing(config.train.feature_keys, columns, "feature key(s)", "QP_FEATURE_KEYS", where)
+    if not config.tfx_module_file:  # with a TFX module, Transform decides what the model sees
+        _missing(config.train.feature_keys, columns, "feature key(s)", "QP_FEATURE_KEYS", where)
     module = config.train.module_file
     if module and (not fsutil.exists(module) or fsutil.isdir(module)):
         raise PreflightError(f"module_file {module} does not exist: set QP_MODULE_FILE to a Python file "
                              "that defines build_model()")
+    tfx_module = config.tfx_module_file
+    if tfx_module and (not fsutil.exists(tfx_module) or fsutil.isdir(tfx_module)):
+        raise PreflightError(f"tfx_module_file {tfx_module} does not exist: set QP_TFX_MODULE_FILE to a Python file "
+                             "that defines preprocessing_fn and run_fn")
     _check_writable(config.push.destination)
     try:  # a key that cannot be read fails now, not after training
         if config.push.signing_key:

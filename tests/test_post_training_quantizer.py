@@ -89,8 +89,8 @@ def test_int16x8_has_int16_activations_int8_weights_and_runs(digits_variants, di
     assert v["inputs"][0]["dtype"] == "float32" and v["integer_op_fraction"] == 1.0
     assert v["tensor_dtypes"]["int16"] > 0 and v["tensor_dtypes"]["int8"] > 0  # activations, weights
     assert set(v["float_ops"]) <= {"QUANTIZE", "DEQUANTIZE"}
-    spec = ModelSpec.read(trained_digits["float"])
-    x, y = data.parse_numpy(list(data.iter_serialized(data.split_files(f"{digits_examples.uri}/Split-eval"))), spec)
+    files = data.split_files(f"{digits_examples.uri}/Split-eval")
+    x, y = data.parse_numpy(list(data.iter_serialized(files)), data.spec_for(trained_digits["float"], files))
     float_acc = accuracy(TFLiteRunner(os.path.join(out.uri, manifest["variants"]["float32"]["file"])).predict(x), y)
     int16_acc = accuracy(TFLiteRunner(os.path.join(out.uri, v["file"])).predict(x), y)
     assert abs(int16_acc - float_acc) <= 2 / len(y)
@@ -158,7 +158,7 @@ def test_corrupted_saved_model_is_a_clear_error_and_leaves_no_content(tmp_path, 
     shutil.copytree(trained_digits["float"], broken)
     (broken / "saved_model.pb").write_bytes(b"\x00garbage")
     out = artifact(standard_artifacts.Model, tmp_path / "quantized")
-    with pytest.raises(ValueError, match="float model SavedModel at .* cannot be loaded"):
+    with pytest.raises(ValueError, match="SavedModel at .* cannot be loaded"):
         Executor().Do({"model": [_model(tmp_path / "broken")]}, {"quantized_models": [out]},
                       {"settings": QuantizeSettings().to_json()})
     assert os.listdir(out.uri) == []
@@ -173,7 +173,7 @@ def test_mobilenet_v2_style_model_produces_all_variants(tmp_path):
     # alpha 0.35 integer_only is 0.375x float32: int32 biases and per-channel scales and
     # zero points do not shrink, and they weigh more in a model made of convolutions.)
     keras.utils.set_random_seed(0)
-    spec = ModelSpec(["image"], [32, 32, 3], "label", 1000)
+    spec = ModelSpec.single(["image"], [32, 32, 3], "label", 1000)
     save_serving_model(mobilenet_v2([32, 32, 3], 1000, alpha=0.35, image_size=32), tmp_path / "f", spec)
     # The same untrained model stands in for the QAT input: qat_int8 is exercised on the
     # real QAT graph in the trainer tests; here it checks the stage accepts the input.

@@ -179,10 +179,10 @@ def test_component_rejects_bad_parameters_early():
 
 def test_generator_feeds_a_full_integer_conversion(tmp_path, train_split, trained_digits):
     sampling.run_sampling(train_split, str(tmp_path / "cal"), _cal(64, seed=0))
-    spec = ModelSpec.read(trained_digits["float"])
-    gen = data.representative_dataset(data.split_files(f"{tmp_path / 'cal'}/Split-calibration"), spec)
+    files = data.split_files(f"{tmp_path / 'cal'}/Split-calibration")
+    gen = data.representative_dataset(files, data.spec_for(trained_digits["float"], files))
     samples = list(gen())
-    assert len(samples) == 64 and samples[0][0].shape == (1, 8, 8, 1) and samples[0][0].dtype == np.float32
+    assert len(samples) == 64 and samples[0]["image"].shape == (1, 8, 8, 1) and samples[0]["image"].dtype == np.float32
     tflite = convert.convert(convert.INTEGER_ONLY, trained_digits["float"], gen)
     info = convert.validate(convert.INTEGER_ONLY, tflite, samples[0][0][0])
     assert info["inputs"][0]["dtype"] == "int8" and not info["float_ops"]

@@ -99,8 +99,9 @@ def test_integer_io_configuration(tmp_path, outlier_model, digits_calibration, d
 
 
 def _search_inputs(outlier_model, digits_calibration, digits_examples):
-    spec = ModelSpec.read(outlier_model)
-    calibration = data.representative_dataset(data.split_files(f"{digits_calibration}/Split-calibration"), spec)
+    files = data.split_files(f"{digits_calibration}/Split-calibration")
+    spec = data.spec_for(outlier_model, files)
+    calibration = data.representative_dataset(files, spec)
     x, y = data.parse_numpy(list(data.iter_serialized(data.split_files(f"{digits_examples.uri}/Split-train")))[:200],
                             spec)
     return calibration, x, y

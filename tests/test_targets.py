@@ -27,9 +27,8 @@ def _variant(quantized_dir, name):
 
 @pytest.fixture(scope="module")
 def eval_inputs(digits_examples, trained_digits):
-    spec = ModelSpec.read(trained_digits["float"])
     files = data.split_files(f"{digits_examples.uri}/Split-eval")
-    x, _ = data.parse_numpy(list(data.iter_serialized(files))[:100], spec)
+    x, _ = data.parse_numpy(list(data.iter_serialized(files))[:100], data.spec_for(trained_digits["float"], files))
     return x
 
 

@@ -48,8 +48,8 @@ def evaluated(tmp_path_factory, digits_examples, trained_digits, digits_quantize
 
 def test_beam_accuracy_equals_a_plain_interpreter_loop(evaluated, digits_examples, trained_digits, digits_quantized):
     result, _ = evaluated
-    spec = ModelSpec.read(trained_digits["float"])
-    x, y = data.parse_numpy(list(data.iter_serialized(data.split_files(_eval_dir(digits_examples)))), spec)
+    files = data.split_files(_eval_dir(digits_examples))
+    x, y = data.parse_numpy(list(data.iter_serialized(files)), data.spec_for(trained_digits["float"], files))
     manifest = contracts.read_manifest(digits_quantized)
     for name, entry in manifest["variants"].items():
         runner = TFLiteRunner(os.path.join(digits_quantized, entry["file"]))

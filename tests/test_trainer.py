@@ -59,8 +59,12 @@ def test_executor_produces_float_and_qat_models_whose_int8_conversion_keeps_accu
     assert os.listdir(out["model_run"].uri)  # TensorBoard logs
 
     spec = ModelSpec.read(qat_dir)
-    assert spec.input_shape == [8, 8, 1] and spec.num_classes == 10 and spec.feature_dtype == "int64"
+    # The spec is read back from the signature and the contract recorded next to the model.
+    assert spec.input_shape == [8, 8, 1] and spec.num_classes == 10 and spec.feature_keys == PIXEL_KEYS
+    assert os.path.exists(os.path.join(qat_dir, contracts.MODEL_CONTRACT_FILE))
+    spec = data.check_examples(data.split_files(f"{digits_examples.uri}/Split-eval"), spec)
     x, y = _eval_arrays(digits_examples, spec)
+    x = x["image"]
 
     # The QAT SavedModel reloads, through its serving signature and as a Keras model.
     serving = tf.saved_model.load(qat_dir).signatures["serving_default"]
@@ -109,7 +113,6 @@ def test_selective_qat_leaves_unsupported_layers_float_and_lists_them(tmp_path, 
     qat_dir = path_utils.serving_model_dir(out["qat_model"].uri)
     with open(os.path.join(qat_dir, contracts.QAT_FLOAT_LAYERS_FILE)) as f:
         assert json.load(f) == ["rescale", "doubler"]
-    assert ModelSpec.read(qat_dir).float_layers == ["rescale", "doubler"]
     assert out["qat_model"].get_float_custom_property("eval_accuracy") > 0.8
 
 
@@ -136,7 +139,7 @@ def test_model_with_no_quantizable_layer_is_a_clear_error():
 def test_mobilenet_v2_style_model_trains_and_qat_wraps(digits_examples):
     from components.models import mobilenet_v2
 
-    spec = ModelSpec(PIXEL_KEYS, [8, 8, 1], "label", 10, feature_dtype="int64")
+    spec = ModelSpec.single(PIXEL_KEYS, [8, 8, 1], "label", 10, feature_dtypes={k: "int64" for k in PIXEL_KEYS})
     ds = data.make_dataset(data.split_files(f"{digits_examples.uri}/Split-train"), spec, 16, repeat=True)
     model = mobilenet_v2([8, 8, 1], 10, alpha=0.35, image_size=32)
     assert model.get_layer("upsample").output_shape == (None, 32, 32, 1)
@@ -180,9 +183,9 @@ def image_examples(tmp_path_factory):
     [
         (dict(label_key="digit"), "label 'digit' is missing: 60 of 60 example(s)"),
         (dict(feature_keys=["image"], input_shape=[8, 8, 2]),
-         "input feature 'image' holds 64 values, the declared input shape needs 128"),
+         "input feature 'image' holds 64 values, input 'image' [8, 8, 2] needs 128"),
         (dict(model="resnet9000"), "model 'resnet9000' is not a built-in model"),
-        (dict(feature_keys=["image"], label_key="image"), "label_key 'image' is also listed"),
+        (dict(feature_keys=["image"], label_key="image"), "label_key 'image' also feeds input 'image'"),
         (dict(epochs=0), "epochs = 0: Input should be greater than or equal to 1"),
     ],
 )
@@ -224,6 +227,6 @@ def test_int_and_float_columns_mixed_train_and_record_their_dtypes(tmp_path):
     cfg = TrainSettings(feature_keys=PIXEL_KEYS, epochs=1, steps_per_epoch=3, qat_epochs=1, qat_steps_per_epoch=2)
     split = lambda s: f"{examples.uri}/Split-{s}"  # noqa: E731
     result = training.train(split("train"), split("eval"), str(tmp_path / "f"), None, str(tmp_path / "l"), cfg)
-    spec = ModelSpec.read(str(tmp_path / "f"))
-    assert spec.dtype_of("pixel_00") == "float32" and spec.dtype_of("pixel_63") == "int64"
+    dtypes = result.spec.input().feature_dtypes
+    assert dtypes["pixel_00"] == "float32" and dtypes["pixel_63"] == "int64"
     assert 0.0 <= result.float_accuracy <= 1.0

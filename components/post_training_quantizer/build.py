@@ -20,7 +20,7 @@ from components import contracts, fsutil
 from components.contracts import FAILED, MANIFEST_FILE, MODEL_FILE, OK
 from components.quantization import convert, data, selective
 from components.quantization.model_spec import ModelSpec
-from components.settings import QuantizeSettings
+from components.settings import ModelContract, QuantizeSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,12 @@ class QuantizationError(RuntimeError):
     """Raised when no variant was built or an explicitly requested one failed."""
 
 
-def check_saved_model(path: str, what: str):
-    """Loads the SavedModel and returns its serving signature, or raises a clear ValueError."""
+def check_saved_model(path: str, what: str, spec: ModelSpec) -> data.Serving:
+    """Loads the SavedModel's signature as a function, or raises a clear ValueError."""
     if not path or not fsutil.isdir(path):
         raise ValueError(f"{what} SavedModel folder {path!r} does not exist")
     try:
-        return tf.saved_model.load(path).signatures["serving_default"]
+        return data.Serving(path, spec)
     except Exception as e:  # noqa: BLE001 - any load failure means the same thing here
         raise ValueError(
             f"{what} SavedModel at {path} cannot be loaded ({type(e).__name__}: {str(e)[:300]}); "
@@ -50,14 +50,13 @@ def plan(requested: List[str], has_validation: bool = False) -> List[str]:
     return list(contracts.ALL_VARIANTS if has_validation else contracts.VARIANTS)
 
 
-def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, serving):
+def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, serving: data.Serving):
     """Up to `limit` validation examples, and the float model's accuracy on them."""
     records = list(itertools.islice(data.iter_serialized(files), limit))
     if not records:
         raise ValueError(f"validation files {files} hold no examples")
     x, y = data.parse_numpy(records, spec)
-    probs = serving(**{spec.input_name: tf.constant(x)})[spec.output_name].numpy()
-    return x, y, float(np.mean(np.argmax(probs, axis=-1) == y))
+    return x, y, float(np.mean(np.argmax(spec.scores(serving(x)), axis=-1) == y))
 
 
 def quantize_all(
@@ -68,33 +67,39 @@ def quantize_all(
     calibration_files: Optional[List[str]] = None,
     source_uris: Optional[Dict[str, str]] = None,
     validation_files: Optional[List[str]] = None,
+    contract: Optional[ModelContract] = None,
 ) -> Dict[str, object]:
     """Converts, validates and writes every variant into out_dir; returns the manifest.
 
     validation_files: examples for the selective_integer search (never the gate's eval split).
+    contract: how the model meets the examples; None: the one recorded next to the model.
     """
     settings = settings or QuantizeSettings()
     names = plan(settings.variants, has_validation=bool(validation_files))
     explicit = bool(settings.variants)
     io_type, max_calibration_samples = settings.integer_io_type, settings.max_calibration_samples
-    float_serving = check_saved_model(float_model_dir, "float model")
+    spec = ModelSpec.read(float_model_dir, contract)
     if qat_model_dir:
-        check_saved_model(qat_model_dir, "QAT model")
-    spec = ModelSpec.read(float_model_dir)
-
+        qat_spec = ModelSpec.read(qat_model_dir, contract)
+        if [(i.name, i.shape) for i in qat_spec.inputs] != [(i.name, i.shape) for i in spec.inputs]:
+            raise ValueError(f"the QAT model's inputs {qat_spec.input_names} differ from the float model's "
+                             f"{spec.input_names}: fine-tune the same model")
     calibration = None
-    example = np.zeros(spec.input_shape, np.float32)
+    example = {i.name: np.zeros([1, *i.shape], i.dtype) for i in spec.inputs}
     if calibration_files:
+        spec = data.check_examples(calibration_files, spec)
         calibration = data.representative_dataset(calibration_files, spec, max_calibration_samples)
-        first = next(iter(calibration()), None)
-        if first is None:
-            raise ValueError(f"calibration files {calibration_files} hold no examples")
-        example = first[0][0]
+        example = next(iter(calibration()))
+    float_serving = check_saved_model(float_model_dir, "float model", spec)
+    if qat_model_dir:
+        check_saved_model(qat_model_dir, "QAT model", spec)
 
     validation = None
     if validation_files and convert.SELECTIVE_INTEGER in names:
+        spec = data.check_examples(validation_files, spec)
         validation = _validation_arrays(validation_files, spec, settings.validation_samples, float_serving)
-    search = dict(settings=settings, validation=validation, io_type=io_type if settings.selective_integer_io else None)
+    search = dict(settings=settings, validation=validation, io_type=io_type if settings.selective_integer_io else None,
+                  spec=spec)
 
     entries: Dict[str, Dict[str, object]] = {}
     with fsutil.staged_dir(out_dir, commit_last=[MANIFEST_FILE]) as staging:
@@ -153,7 +158,7 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
         if name == convert.SELECTIVE_INTEGER:
             x_val, y_val, float_acc = search["validation"]
             content, record = selective.search(float_dir, calibration, x_val, y_val, float_acc, search["settings"],
-                                               search["io_type"])
+                                               search["io_type"], spec=search["spec"])
             extra["selective"] = record
             if content is None:
                 best = record["best_step"]
@@ -161,7 +166,8 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
                     f"no model within the budget passed: best validation drop {best['accuracy_drop']:.4f} with "
                     f"{best['num_float_layers']} float layer(s), allowed {search['settings'].effective_search_max_drop}"))
         else:
-            content = convert.convert(name, qat_dir if source == "qat_model" else float_dir, calibration, io_type)
+            content = convert.convert(name, qat_dir if source == "qat_model" else float_dir, calibration, io_type,
+                                      signature=search["spec"].signature)
         info = convert.validate(name, content, example)
     except Exception as e:  # noqa: BLE001 - recorded per variant; the stage decides below
         log.warning("Variant %s failed: %s", name, e)

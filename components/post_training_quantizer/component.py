@@ -9,11 +9,16 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.post_training_quantizer import executor
-from components.settings import QuantizeSettings
+from components.settings import ModelContract, QuantizeSettings
 
 
 class PostTrainingQuantizerSpec(ComponentSpec):
-    PARAMETERS = {"settings": ExecutionParameter(type=str)}  # QuantizeSettings as JSON
+    PARAMETERS = {
+        "settings": ExecutionParameter(type=str),  # QuantizeSettings as JSON
+        # ModelContract as JSON: how the model meets the examples; absent: the contract
+        # recorded next to the model (our trainers write one), else the defaults.
+        "contract": ExecutionParameter(type=str, optional=True),
+    }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
         "qat_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
@@ -36,10 +41,12 @@ class PostTrainingQuantizer(base_component.BaseComponent):
         representative_dataset: Optional[types.BaseChannel] = None,
         validation_examples: Optional[types.BaseChannel] = None,
         settings: Optional[QuantizeSettings] = None,
+        contract: Optional[ModelContract] = None,
     ):
         settings = settings or QuantizeSettings()
         super().__init__(spec=PostTrainingQuantizerSpec(
             model=model, qat_model=qat_model, representative_dataset=representative_dataset,
             validation_examples=validation_examples, settings=settings.to_json(),
+            contract=contract.to_json() if contract else None,
             quantized_models=types.Channel(type=standard_artifacts.Model),
         ))

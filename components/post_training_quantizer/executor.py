@@ -12,7 +12,7 @@ from tfx.utils import path_utils
 from components import contracts
 from components.post_training_quantizer import build
 from components.quantization import data
-from components.settings import QuantizeSettings
+from components.settings import ModelContract, QuantizeSettings
 from components.tfx_utils import set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Executor(base_executor.BaseExecutor):
             calibration_files=calibration_files,
             source_uris=sources,
             validation_files=validation_files,
+            contract=ModelContract.decode(exec_properties.get("contract")),
         )
         variants = manifest["variants"]
         built = contracts.built_variants(manifest)

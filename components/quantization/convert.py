@@ -70,12 +70,13 @@ def convert(
     saved_model_dir: str,
     representative_dataset: Optional[RepresentativeDataset] = None,
     io_type: str = "int8",
+    signature: str = "serving_default",
 ) -> bytes:
-    """Converts a SavedModel into the given variant and returns the flatbuffer bytes."""
+    """Converts one signature of a SavedModel into the given variant; the flatbuffer bytes."""
     settings = converter_settings(variant, io_type)
     if variant in NEEDS_CALIBRATION and representative_dataset is None:
         raise ValueError(f"{variant} needs calibration data: pass a representative dataset")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
     if settings["optimizations"]:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == FLOAT16:
@@ -138,13 +139,14 @@ def integer_op_fraction(model_content: bytes) -> float:
     return 1.0 - float_ops / total if total > 0 else 0.0
 
 
-def validate(variant: str, model_content: bytes, example: np.ndarray) -> Dict[str, object]:
-    """Loads, allocates and runs one example; an integer-only variant may hold no float op.
+def validate(variant: str, model_content: bytes, example) -> Dict[str, object]:
+    """Loads, allocates and runs one example ({input name: [1, ...]} or one [1, ...] array);
+    an integer-only variant may hold no float op.
 
     Returns the description. Raises ValueError naming what is wrong.
     """
     runner = TFLiteRunner(model_content)
-    out = runner.predict(np.asarray(example, dtype=np.float32)[None])
+    out = runner.predict(example)
     if not np.all(np.isfinite(out)):
         raise ValueError(f"{variant}: running one example gave non-finite outputs")
     info = describe(model_content)

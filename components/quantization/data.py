@@ -1,6 +1,7 @@
 """tf.Example TFRecords -> model inputs. One home for parsing, shared by every stage."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -64,46 +65,53 @@ class _Problems:
         return f"the examples in {folder} are not usable: " + "; ".join(lines) + more
 
 
-def check_examples(
-    files: List[str],
-    feature_keys: List[str],
-    label_key: str,
-    values_per_key: int,
-    num_classes: Optional[int] = None,
-) -> Dict[str, str]:
-    """Checks EVERY example against the declared input and returns each feature's storage
-    dtype ('int64' or 'float32'; int and float columns may be mixed).
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
+
+
+def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
+    """Checks EVERY example against the spec's inputs and label, and returns the spec with
+    each feature's storage dtype filled in ('int64', 'float32' or 'bytes'; int and float
+    columns may be mixed).
 
     One pass over the records; a ValueError lists each problem with its count and where it
     first occurs (file and record number): an empty split, a missing feature or label (an
     empty CSV cell), a feature holding the wrong number of values, text where numbers are
-    needed, NaN or infinite values, a label that is not one integer or lies outside
-    0..num_classes-1, a feature stored as int in some examples and float in others, and a
-    corrupt file (named).
+    needed, NaN or infinite values, an image feature that is not one PNG or JPEG, a label
+    that is not one integer or lies outside 0..num_classes-1, a feature stored as int in
+    some examples and float in others, and a corrupt file (named).
     """
     folder = os.path.dirname(files[0]) if files else "(no files)"
     problems = _Problems()
-    kinds: Dict[str, set] = {k: set() for k in feature_keys}
+    inputs = [(key, i) for i in spec.inputs for key in i.features]
+    kinds: Dict[str, set] = {k: set() for k, _ in inputs}
+    label_key, num_classes = spec.label_key, spec.num_classes
     total = 0
     for path in files:
         for index, record in enumerate(iter_serialized([path])):
             total += 1
             where = f"example {index} of {os.path.basename(path)}"
             feats = tf.train.Example.FromString(record).features.feature
-            for key in feature_keys:
+            for key, inp in inputs:
                 feat = feats.get(key)
                 kind = feat.WhichOneof("kind") if feat is not None else None
                 values = getattr(feat, kind).value if kind else []
                 if not len(values):
                     problems.add(f"input feature {key!r} is missing (an empty cell?)", where)
                     continue
+                if inp.image is not None:
+                    if kind != "bytes_list" or len(values) != 1 or not values[0].startswith(IMAGE_MAGIC):
+                        problems.add(f"input feature {key!r} is not one PNG or JPEG image (input {inp.name!r} "
+                                     "decodes images)", where)
+                    kinds[key].add(kind)
+                    continue
                 if kind == "bytes_list":
                     problems.add(f"input feature {key!r} holds text, not numbers", where)
                     continue
                 kinds[key].add(kind)
-                if len(values) != values_per_key:
-                    problems.add(f"input feature {key!r} holds {len(values)} values, the declared input shape needs "
-                                 f"{values_per_key} (fix input_shape or feature_keys)", where)
+                if len(values) != inp.values_per_key:
+                    problems.add(f"input feature {key!r} holds {len(values)} values, input {inp.name!r} "
+                                 f"{inp.shape} needs {inp.values_per_key} (fix the model's input or the contract's "
+                                 "features)", where)
                 elif kind == "float_list" and not all(math.isfinite(v) for v in values):
                     problems.add(f"input feature {key!r} holds NaN or infinite values", where)
             label = feats.get(label_key)
@@ -124,34 +132,83 @@ def check_examples(
             problems.add(f"input feature {key!r} is int64 in some examples and float in others", "(several)")
     if problems.found:
         raise ValueError(problems.message(folder, total))
-    return {k: KINDS[next(iter(seen))] for k, seen in kinds.items() if seen}
+    return with_storage_dtypes(spec, {k: KINDS[next(iter(seen))] for k, seen in kinds.items() if seen})
+
+
+def spec_for(model_dir: str, files: List[str], contract=None) -> ModelSpec:
+    """The spec of the SavedModel in `model_dir` (ModelSpec.read) checked against every
+    example of `files`, with the features' storage dtypes."""
+    return check_examples(files, ModelSpec.read(model_dir, contract))
+
+
+def with_storage_dtypes(spec: ModelSpec, dtypes: Dict[str, str]) -> ModelSpec:
+    """A copy of `spec` whose inputs parse each feature with its storage dtype."""
+    inputs = [dataclasses.replace(i, feature_dtypes={k: dtypes[k] for k in i.features if k in dtypes})
+              for i in spec.inputs]
+    return dataclasses.replace(spec, inputs=inputs)
+
+
+def storage_dtypes_of(record: bytes, spec: ModelSpec) -> ModelSpec:
+    """The spec with storage dtypes read from one example (check_examples checks them all)."""
+    feats = tf.train.Example.FromString(record).features.feature
+    found = {k: KINDS[feats[k].WhichOneof("kind")] for k in spec.feature_keys
+             if k in feats and feats[k].WhichOneof("kind")}
+    return with_storage_dtypes(spec, found)
+
+
+_TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "int32": tf.int32, "bytes": tf.string}
 
 
 def feature_spec(spec: ModelSpec, with_label: bool = True) -> dict:
-    dtypes = {"int64": tf.int64, "float32": tf.float32}
-    fs = {k: tf.io.FixedLenFeature([spec.values_per_key], dtypes[spec.dtype_of(k)]) for k in spec.feature_keys}
+    fs = {}
+    for inp in spec.inputs:
+        for k in inp.features:
+            if inp.image is not None:
+                fs[k] = tf.io.FixedLenFeature([], tf.string)
+            else:
+                fs[k] = tf.io.FixedLenFeature([inp.values_per_key], _TF_DTYPES[inp.feature_dtypes.get(k, "float32")])
     if with_label:
         fs[spec.label_key] = tf.io.FixedLenFeature([1], tf.int64)
     return fs
 
 
+def decode_images(encoded, inp):
+    """Encoded PNG/JPEG strings [B] -> float32 [B, h, w, c]: decoded, resized to the input's
+    height and width (bilinear; exact when the sizes match), then `pixel * scale + offset`."""
+    h, w, c = inp.shape
+
+    def one(s):
+        image = tf.io.decode_image(s, channels=inp.image.channels, expand_animations=False)
+        image.set_shape([None, None, c])
+        return tf.image.resize(tf.cast(image, tf.float32), [h, w])
+
+    images = tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
+    return images * inp.image.scale + inp.image.offset
+
+
 def parse_batch(serialized, spec: ModelSpec, with_label: bool = True):
-    """Serialized tf.Examples [B] -> (float32 inputs [B, *input_shape], int64 labels [B]).
+    """Serialized tf.Examples [B] -> ({input name: [B, *shape] in the input's dtype}, int64 labels [B]).
 
     A feature whose size does not match the declared shape fails inside parse_example
-    with an error naming the key.
+    with an error naming the key (check_examples finds it first, with a count).
     """
     parsed = tf.io.parse_example(serialized, feature_spec(spec, with_label))
-    parts = [tf.cast(parsed[k], tf.float32) for k in spec.feature_keys]
-    x = tf.reshape(tf.concat(parts, axis=-1), [-1, *spec.input_shape])
+    x = {}
+    for inp in spec.inputs:
+        if inp.image is not None:
+            value = decode_images(parsed[inp.features[0]], inp)
+        else:
+            parts = [tf.cast(parsed[k], tf.float32) for k in inp.features]
+            value = tf.reshape(tf.concat(parts, axis=-1), [-1, *inp.shape])
+        x[inp.name] = tf.cast(value, _TF_DTYPES[inp.dtype])
     if not with_label:
         return x
     return x, tf.reshape(parsed[spec.label_key], [-1])
 
 
-def parse_numpy(serialized: List[bytes], spec: ModelSpec) -> Tuple[np.ndarray, np.ndarray]:
+def parse_numpy(serialized: List[bytes], spec: ModelSpec) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
     x, y = parse_batch(tf.constant(serialized), spec)
-    return x.numpy(), y.numpy()
+    return {k: v.numpy() for k, v in x.items()}, y.numpy()
 
 
 def make_dataset(
@@ -162,7 +219,7 @@ def make_dataset(
     seed: Optional[int] = None,
     repeat: bool = False,
 ) -> tf.data.Dataset:
-    """A batched tf.data pipeline of (inputs, labels) read straight from the records."""
+    """A batched tf.data pipeline of ({input name: batch}, labels) read straight from the records."""
     ds = tf.data.TFRecordDataset(files, compression_type=compression_of(files[0]))
     if shuffle:
         ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
@@ -176,7 +233,8 @@ def representative_dataset(files: List[str], spec: ModelSpec, max_samples: Optio
     """The `representative_dataset` callable the TFLite converter wants.
 
     Each call streams the records again (nothing is held in memory), parses them with the
-    model's spec and yields one [1, *input_shape] float32 sample per example, in file order.
+    model's spec and yields one sample per example, in file order: {signature input name:
+    [1, *shape]}, which the converter matches to the signature's inputs by name.
     """
     if not files:
         raise ValueError("no calibration files given")
@@ -188,11 +246,22 @@ def representative_dataset(files: List[str], spec: ModelSpec, max_samples: Optio
                 return
             x = parse_batch(tf.constant([serialized]), spec, with_label=False)
             count += 1
-            yield [x.numpy()]
+            yield {k: v.numpy() for k, v in x.items()}
         if count == 0:
             raise ValueError(f"calibration files {files} hold no examples")
 
     return generate
+
+
+class Serving:
+    """The float SavedModel's signature as a function of parsed inputs: raw outputs [B, units]."""
+
+    def __init__(self, model_dir: str, spec: ModelSpec):
+        self.spec = spec
+        self._fn = tf.saved_model.load(model_dir).signatures[spec.signature]
+
+    def __call__(self, x: Dict[str, np.ndarray]) -> np.ndarray:
+        return self._fn(**{k: tf.constant(v) for k, v in x.items()})[self.spec.output_name].numpy()
 
 
 def to_example(row: dict) -> tf.train.Example:

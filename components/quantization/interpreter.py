@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Union
+from typing import Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -89,10 +89,24 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
-class TFLiteRunner:
-    """Holds one interpreter; `predict` takes float inputs [B, ...] and returns float outputs."""
+Inputs = Union[np.ndarray, Dict[str, np.ndarray]]  # one array (a one-input model) or {input name: array}
 
-    def __init__(self, model: Union[bytes, str, Path], num_threads: int = 1, use_xnnpack: bool = True):
+
+def batch_length(x: Inputs) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def take(x: Inputs, index) -> Inputs:
+    """Rows `index` (a slice, mask or index array) of every input."""
+    return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
+
+
+class TFLiteRunner:
+    """Holds one interpreter; `predict` takes float inputs [B, ...] (one array, or a dict by
+    signature input name) and returns the raw outputs [B, units] as float32."""
+
+    def __init__(self, model: Union[bytes, str, Path], num_threads: int = 1, use_xnnpack: bool = True,
+                 signature: str = "serving_default", output_name: str = ""):
         content = model if isinstance(model, (bytes, bytearray)) else fsutil.read_bytes(model)
         self.num_threads = num_threads
         self.use_xnnpack = use_xnnpack
@@ -105,39 +119,77 @@ class TFLiteRunner:
                 ),
             )
             self.interpreter.allocate_tensors()
-        inputs = self.interpreter.get_input_details()
-        if len(inputs) != 1:
-            raise ValueError(f"the model has {len(inputs)} inputs; only single-input models are supported")
-        self.input = inputs[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.input_shape = [int(d) for d in self.input["shape"][1:]]
+        # Inputs and outputs by their signature names (the SavedModel signature's names),
+        # which the converter keeps; a model without signatures: by tensor name.
+        details = {d["index"]: d for d in self.interpreter.get_input_details() + self.interpreter.get_output_details()}
+        signatures = self.interpreter._get_full_signature_list()  # pylint: disable=protected-access
+        if signatures:
+            sig = signatures.get(signature) or next(iter(signatures.values()))
+            self.inputs = {n: details[i] for n, i in sorted(sig["inputs"].items(), key=lambda kv: kv[1])}
+            outputs = {n: details[i] for n, i in sig["outputs"].items()}
+        else:
+            self.inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
+            outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
+        if output_name and output_name not in outputs:
+            raise ValueError(f"the model has no output {output_name!r} (it has {sorted(outputs)})")
+        self.output = outputs[output_name] if output_name else next(iter(outputs.values()))
+        self.shapes = {n: [int(v) for v in d["shape"][1:]] for n, d in self.inputs.items()}
+        self.input = next(iter(self.inputs.values()))  # the first input (one-input callers)
+        self.input_shape = next(iter(self.shapes.values()))
         self._batch = int(self.input["shape"][0])
+
+    @classmethod
+    def for_spec(cls, model: Union[bytes, str, Path], spec, **kw) -> "TFLiteRunner":
+        """A runner reading the spec's signature and class-score output (a ModelSpec)."""
+        return cls(model, signature=spec.signature, output_name=spec.output_name, **kw)
+
+    def input_order(self) -> List[str]:
+        """The signature input names in the model's own input order (the order tools that
+        take a list of inputs use: TFLite Micro, the QuantizationDebugger)."""
+        position = {d["index"]: i for i, d in enumerate(self.interpreter.get_input_details())}
+        return sorted(self.inputs, key=lambda n: position[self.inputs[n]["index"]])
+
+    def _named(self, x: Inputs) -> Dict[str, np.ndarray]:
+        if not isinstance(x, dict):
+            if len(self.inputs) != 1:
+                raise ValueError(f"the model takes {len(self.inputs)} inputs {list(self.inputs)}: pass a dict")
+            return {next(iter(self.inputs)): np.asarray(x)}
+        missing = sorted(set(self.inputs) - set(x))
+        if missing:
+            raise ValueError(f"no values for the model input(s) {missing} (given: {sorted(x)})")
+        return {n: np.asarray(x[n]) for n in self.inputs}
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:
-            self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.input_shape], strict=False)
+            for name, d in self.inputs.items():
+                self.interpreter.resize_tensor_input(d["index"], [batch, *self.shapes[name]], strict=False)
             self.interpreter.allocate_tensors()
             self._batch = batch
 
-    def prepare_input(self, x: np.ndarray) -> np.ndarray:
-        dtype = self.input["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero_point = self.input["quantization"]
+    def prepare_input(self, x: np.ndarray, name: Optional[str] = None) -> np.ndarray:
+        detail = self.inputs[name] if name else self.input
+        dtype = detail["dtype"]
+        if np.issubdtype(dtype, np.integer) and detail["quantization"][0] > 0:
+            scale, zero_point = detail["quantization"]
             return quantize(x, scale, zero_point, dtype)
         return np.asarray(x, dtype=dtype)
 
-    def check_input_shape(self, x: np.ndarray) -> None:
-        if list(x.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"input of shape {list(x.shape[1:])} does not match the model input {self.input_shape}"
-            )
+    def check_input_shape(self, x: Inputs) -> None:
+        for name, values in self._named(x).items():
+            if list(values.shape[1:]) != self.shapes[name]:
+                raise ValueError(f"input {name!r} of shape {list(values.shape[1:])} does not match the model input "
+                                 f"{self.shapes[name]}")
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float outputs [B, C] for float inputs [B, *input_shape], in one invoke."""
-        x = np.asarray(x)
+    def _set(self, x: Dict[str, np.ndarray]) -> None:
+        for name, values in x.items():
+            self.interpreter.set_tensor(self.inputs[name]["index"], self.prepare_input(values, name))
+
+    def predict(self, x: Inputs) -> np.ndarray:
+        """Float outputs [B, units] for float inputs [B, ...], in one invoke."""
+        x = self._named(x)
         self.check_input_shape(x)
-        self._resize(len(x))
-        self.interpreter.set_tensor(self.input["index"], self.prepare_input(x))
+        self._resize(batch_length(x))
+        self._set(x)
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self.output["index"])
         if np.issubdtype(y.dtype, np.integer):
@@ -145,12 +197,13 @@ class TFLiteRunner:
             return dequantize(y, scale, zero_point)
         return y.astype(np.float32)
 
-    def time_single_example(self, example: np.ndarray, runs: int = 100, warmup: int = 10) -> Dict[str, float]:
-        """Median and p90 wall time (ms) of invoke() on one example, after warm-up."""
-        x = np.asarray(example)[None] if np.asarray(example).ndim == len(self.input_shape) else np.asarray(example)[:1]
+    def time_single_example(self, example: Inputs, runs: int = 100, warmup: int = 10) -> Dict[str, float]:
+        """Median and p90 wall time (ms) of invoke() on one example, after warm-up. `example`:
+        one example without the batch dimension, or a batch whose first row is used."""
+        x = {n: v[None] if v.ndim == len(self.shapes[n]) else v[:1] for n, v in self._named(example).items()}
         self.check_input_shape(x)
         self._resize(1)
-        self.interpreter.set_tensor(self.input["index"], self.prepare_input(x))
+        self._set(x)
         for _ in range(warmup):
             self.interpreter.invoke()
         times: List[float] = []

@@ -25,7 +25,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from components.quantization.interpreter import TFLiteRunner, dequantize
+from components.quantization.interpreter import Inputs, TFLiteRunner, dequantize
 
 MAX_ARENA_BYTES = 256 << 20  # above this, the model is not a microcontroller model
 ARENA_ALIGNMENT = 16
@@ -74,14 +74,20 @@ def smallest_arena(model_path: str, ceiling: int = MAX_ARENA_BYTES) -> Tuple[Opt
     return high, None
 
 
-def run(model_path: str, arena_bytes: int, x: np.ndarray) -> np.ndarray:
-    """Float outputs [B, C] of TFLM for float inputs [B, ...], quantized and dequantized
-    exactly as TFLiteRunner does (round, then clip). Raises RuntimeError when TFLM fails."""
-    litert = TFLiteRunner(model_path, use_xnnpack=False)  # for the I/O quantization parameters only
+def run(model_path: str, arena_bytes: int, x: Inputs, spec=None) -> np.ndarray:
+    """Float outputs [B, units] of TFLM for float inputs [B, ...] (one array, or a dict by
+    input name), quantized and dequantized exactly as TFLiteRunner does (round, then clip).
+    spec (a ModelSpec): which signature output to read. Raises RuntimeError when TFLM fails."""
+    # LiteRT for the I/O quantization parameters and the input/output order only.
+    litert = (TFLiteRunner.for_spec(model_path, spec, use_xnnpack=False) if spec
+              else TFLiteRunner(model_path, use_xnnpack=False))
+    named = litert._named(x)  # pylint: disable=protected-access
+    held = {f"in{i}": litert.prepare_input(named[n], n) for i, n in enumerate(litert.input_order())}
+    output = [d["index"] for d in litert.interpreter.get_output_details()].index(litert.output["index"])
     with tempfile.TemporaryDirectory() as tmp:
-        np.save(os.path.join(tmp, "in.npy"), litert.prepare_input(np.asarray(x)))
-        done = _child("run", model_path, str(int(arena_bytes)), os.path.join(tmp, "in.npy"),
-                      os.path.join(tmp, "out.npy"))
+        np.savez(os.path.join(tmp, "in.npz"), **held)
+        done = _child("run", model_path, str(int(arena_bytes)), os.path.join(tmp, "in.npz"),
+                      os.path.join(tmp, "out.npy"), str(output))
         if done.returncode != 0 or not os.path.exists(os.path.join(tmp, "out.npy")):
             raise RuntimeError(f"TFLite Micro failed to run the model (exit status {done.returncode}): "
                                f"{_reason(done.stderr)}")
@@ -92,10 +98,11 @@ def run(model_path: str, arena_bytes: int, x: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def check(content: bytes, x: np.ndarray, reference: np.ndarray) -> Dict[str, object]:
+def check(content: bytes, x: Inputs, reference: np.ndarray, spec=None) -> Dict[str, object]:
     """Runs a model on TFLM: whether it runs (and why not), the smallest arena, and on the
     examples `x` its top-1 agreement with `reference` (the LiteRT interpreter's float
     outputs) and the largest absolute difference of the dequantized outputs."""
+    scores = spec.scores if spec else (lambda y: y)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.tflite")
         with open(path, "wb") as f:
@@ -104,11 +111,11 @@ def check(content: bytes, x: np.ndarray, reference: np.ndarray) -> Dict[str, obj
         if arena is None:
             return {"runs": False, "reason": reason, "arena_bytes": None}
         try:
-            outputs = run(path, arena, x)
+            outputs = run(path, arena, x, spec)
         except RuntimeError as e:  # recorded: a model that allocates but fails to run
             return {"runs": False, "reason": str(e), "arena_bytes": arena}
     return {
-        "runs": True, "reason": "", "arena_bytes": int(arena), "examples": int(len(x)),
-        "agreement_with_litert": float(np.mean(np.argmax(outputs, -1) == np.argmax(reference, -1))),
-        "max_abs_error": float(np.max(np.abs(outputs - reference))) if len(x) else 0.0,
+        "runs": True, "reason": "", "arena_bytes": int(arena), "examples": int(len(outputs)),
+        "agreement_with_litert": float(np.mean(np.argmax(scores(outputs), -1) == np.argmax(scores(reference), -1))),
+        "max_abs_error": float(np.max(np.abs(outputs - reference))) if len(outputs) else 0.0,
     }

@@ -6,7 +6,9 @@ process of its own, importing only tflite-micro and numpy (fast to start). The r
 messages go to stderr, where the parent reads them.
 
     python -m components.quantization.micro_probe probe MODEL ARENA       -> {"allocated": bool}
-    python -m components.quantization.micro_probe run MODEL ARENA IN OUT  -> OUT.npy: raw outputs
+    python -m components.quantization.micro_probe run MODEL ARENA IN OUT K
+        IN.npz holds in0, in1, ... (the model's inputs in its input order, batched);
+        OUT.npy: the raw values of output K, one row per example
 """
 from __future__ import annotations
 
@@ -30,12 +32,15 @@ def main(argv) -> int:
     if command == "probe":
         print(json.dumps({"allocated": True}), flush=True)
         return 0
-    inputs = np.load(argv[3])
+    held = np.load(argv[3])
+    inputs = [held[f"in{i}"] for i in range(len(held.files))]
+    output = int(argv[5])
     outputs = []
-    for example in inputs:
-        interpreter.set_input(example[None], 0)
+    for row in range(len(inputs[0])):
+        for position, values in enumerate(inputs):
+            interpreter.set_input(values[row][None], position)
         interpreter.invoke()
-        outputs.append(np.array(interpreter.get_output(0)).reshape(-1))
+        outputs.append(np.array(interpreter.get_output(output)).reshape(-1))
     np.save(argv[4], np.stack(outputs) if outputs else np.zeros((0,)))
     return 0
 

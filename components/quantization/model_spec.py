@@ -1,76 +1,168 @@
-"""ModelSpec: what a model consumes and predicts, written as JSON next to every model.
+"""ModelSpec: what a model consumes and predicts, read from the model itself.
 
-Downstream stages (calibration, quantizer, evaluator, pusher) read this file instead of
-guessing feature names, shapes, dtypes or the class count.
+The SavedModel's signature (default `serving_default`) gives the inputs (names, shapes,
+dtypes) and the output; a `ModelContract` (components/settings.py) adds what a signature
+cannot say: which example feature(s) feed each input (same name by default), how an
+encoded image is decoded, the label key, and whether the output is probabilities or logits.
+Any SavedModel works: TFX's stock Trainer output (`Format-Serving`) as well as ours. Our
+trainer records the contract it trained with next to the model (`model_contract.json`), so
+its models need no settings downstream; an explicit contract wins over that file.
+
+No TensorFlow import at module level: the settings import this module for validation.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 from components import fsutil
-from components.contracts import MODEL_SPEC_FILE
+from components.contracts import MODEL_CONTRACT_FILE
 
-DTYPES = ("int64", "float32")
+STORAGE_DTYPES = ("int64", "float32", "bytes")  # how a feature is stored in a tf.Example
+INPUT_DTYPES = ("float32", "int64", "int32")  # what a signature input may take
+PROBABILITIES, LOGITS = "probabilities", "logits"
+# The signature's dtype enum values (tensorflow/core/framework/types.proto), read without TensorFlow.
+_DT_NAMES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 7: "string", 9: "int64", 10: "bool", 19: "float16"}
+
+
+@dataclasses.dataclass
+class ImageSpec:
+    """An input fed from encoded images: decoded (PNG or JPEG), resized to the input's height
+    and width when they differ, then `value * scale + offset` in float32."""
+
+    channels: int = 1
+    scale: float = 1.0 / 255.0
+    offset: float = 0.0
+
+
+@dataclasses.dataclass
+class InputSpec:
+    name: str  # the signature's input name (and the TFLite signature input)
+    features: List[str]  # one key holding every value, or one scalar key per value, concatenated
+    shape: List[int]  # without the batch dimension
+    dtype: str = "float32"  # the signature input's dtype
+    feature_dtypes: Dict[str, str] = dataclasses.field(default_factory=dict)  # storage dtype per key
+    image: Optional[ImageSpec] = None
+
+    def __post_init__(self):
+        self.features = list(self.features)
+        self.shape = [int(d) for d in self.shape]
+        if isinstance(self.image, dict):
+            self.image = ImageSpec(**self.image)
+
+    @property
+    def size(self) -> int:
+        return int(math.prod(self.shape))
+
+    @property
+    def values_per_key(self) -> int:
+        return self.size if len(self.features) == 1 else 1
+
+    def validate(self) -> None:
+        where = f"input {self.name!r}"
+        if not self.features:
+            raise ValueError(f"{where}: no example feature feeds it: name one in the contract's inputs")
+        if not self.shape or any(d <= 0 for d in self.shape):
+            raise ValueError(f"{where}: shape {self.shape} must be a list of positive sizes, e.g. [8, 8, 1]")
+        if self.dtype not in INPUT_DTYPES:
+            raise ValueError(f"{where} takes {self.dtype}; supported: {list(INPUT_DTYPES)}")
+        if self.image is not None:
+            if len(self.features) != 1:
+                raise ValueError(f"{where}: an image input is fed by one feature holding the encoded image, "
+                                 f"not {len(self.features)}")
+            if len(self.shape) != 3 or self.shape[-1] != self.image.channels:
+                raise ValueError(f"{where}: an image input must be [height, width, {self.image.channels}] "
+                                 f"(channels={self.image.channels}), the model takes {self.shape}")
+        elif len(self.features) not in (1, self.size):
+            raise ValueError(
+                f"{where}: {len(self.features)} feature keys cannot fill shape {self.shape} ({self.size} values): "
+                f"give one key holding {self.size} values, or {self.size} scalar keys")
+        for dtype in self.feature_dtypes.values():
+            if dtype not in STORAGE_DTYPES:
+                raise ValueError(f"{where}: storage dtype {dtype!r}: use one of {STORAGE_DTYPES}")
 
 
 @dataclasses.dataclass
 class ModelSpec:
-    # Example feature(s) that form the model input. One key holding prod(input_shape)
-    # values, or one scalar key per input element (e.g. the 64 digits pixel columns),
-    # concatenated in the order given.
-    feature_keys: List[str]
-    # The model input shape without the batch dimension, e.g. [8, 8, 1].
-    input_shape: List[int]
+    inputs: List[InputSpec]
     label_key: str
     num_classes: int
-    # Storage dtype of the feature(s) in the tf.Examples ('int64' or 'float32'); the model
-    # always receives float32. feature_dtypes, when given, holds it per key (a CSV's int and
-    # float columns mixed) and wins over feature_dtype.
-    feature_dtype: str = "float32"
-    feature_dtypes: Dict[str, str] = dataclasses.field(default_factory=dict)
-    # Name of the model input in the serving signature (and the TFLite input tensor).
-    input_name: str = "image"
+    signature: str = "serving_default"
     output_name: str = "probabilities"
-    # Layers that quantization-aware training left in float (selective QAT).
-    float_layers: List[str] = dataclasses.field(default_factory=list)
+    output_kind: str = PROBABILITIES  # probabilities (softmax/sigmoid applied) or logits
+    output_units: int = 0  # the output's last dimension; 1: a binary classifier's one score
+    float_layers: List[str] = dataclasses.field(default_factory=list)  # left float by selective QAT
 
     def __post_init__(self):
-        self.feature_keys = list(self.feature_keys)
-        self.input_shape = [int(d) for d in self.input_shape]
+        self.inputs = [i if isinstance(i, InputSpec) else InputSpec(**i) for i in self.inputs]
+        if not self.output_units:
+            self.output_units = self.num_classes
         self.validate()
 
-    @property
-    def input_size(self) -> int:
-        return int(math.prod(self.input_shape))
+    @classmethod
+    def single(cls, feature_keys: List[str], input_shape: List[int], label_key: str, num_classes: int,
+               feature_dtypes: Optional[Dict[str, str]] = None, input_name: str = "image",
+               output_name: str = "probabilities", image: Optional[ImageSpec] = None, **kw) -> "ModelSpec":
+        """A one-input model fed by `feature_keys` (the built-in models)."""
+        return cls([InputSpec(input_name, feature_keys, input_shape, feature_dtypes=dict(feature_dtypes or {}),
+                              image=image)], label_key, num_classes, output_name=output_name, **kw)
 
     def validate(self) -> None:
-        if not self.feature_keys:
-            raise ValueError("feature_keys is empty: name the example feature(s) that form the model input.")
-        if not self.input_shape or any(d <= 0 for d in self.input_shape):
-            raise ValueError(f"input_shape={self.input_shape} must be a list of positive sizes, e.g. [8, 8, 1].")
-        if len(self.feature_keys) not in (1, self.input_size):
-            raise ValueError(
-                f"{len(self.feature_keys)} feature keys cannot fill input_shape={self.input_shape} "
-                f"({self.input_size} values): give one key holding {self.input_size} values, or "
-                f"{self.input_size} scalar keys."
-            )
-        if self.label_key in self.feature_keys:
-            raise ValueError(f"label_key {self.label_key!r} is also listed as an input feature.")
+        if not self.inputs:
+            raise ValueError("the model has no inputs")
+        for i in self.inputs:
+            i.validate()
+            if self.label_key in i.features:
+                raise ValueError(f"label_key {self.label_key!r} also feeds input {i.name!r}")
         if self.num_classes < 2:
-            raise ValueError(f"num_classes={self.num_classes}: a classifier needs at least 2 classes.")
-        for dtype in [self.feature_dtype, *self.feature_dtypes.values()]:
-            if dtype not in DTYPES:
-                raise ValueError(f"feature dtype {dtype!r}: use one of {DTYPES}.")
+            raise ValueError(f"num_classes={self.num_classes}: a classifier needs at least 2 classes")
+        if self.output_kind not in (PROBABILITIES, LOGITS):
+            raise ValueError(f"output_kind {self.output_kind!r}: use {PROBABILITIES!r} or {LOGITS!r}")
+        if self.output_units not in (1, self.num_classes):
+            raise ValueError(f"output {self.output_name!r} has {self.output_units} units for {self.num_classes} "
+                             "classes: set num_classes to the output's size (or 2 for one sigmoid unit)")
 
-    def dtype_of(self, key: str) -> str:
-        return self.feature_dtypes.get(key, self.feature_dtype)
+    def scores(self, outputs):
+        """Class probabilities [B, num_classes] from the model's raw outputs: softmax of
+        logits; one sigmoid unit (or its logit) p becomes [1 - p, p]."""
+        import numpy as np
+
+        y = np.asarray(outputs, dtype=np.float32)
+        if self.output_units == 1:
+            p = y[:, :1]
+            if self.output_kind == LOGITS:
+                p = 1.0 / (1.0 + np.exp(-p))
+            return np.concatenate([1.0 - p, p], axis=-1)
+        if self.output_kind == LOGITS:
+            shifted = np.exp(y - np.max(y, axis=-1, keepdims=True))
+            return shifted / np.sum(shifted, axis=-1, keepdims=True)
+        return y
+
+    # ---- single-input conveniences (the built-in models, benchmarks) ----
+    @property
+    def input_names(self) -> List[str]:
+        return [i.name for i in self.inputs]
 
     @property
-    def values_per_key(self) -> int:
-        return self.input_size if len(self.feature_keys) == 1 else 1
+    def feature_keys(self) -> List[str]:
+        return [k for i in self.inputs for k in i.features]
+
+    def input(self, name: Optional[str] = None) -> InputSpec:
+        if name is None:
+            if len(self.inputs) != 1:
+                raise ValueError(f"the model has {len(self.inputs)} inputs: name one")
+            return self.inputs[0]
+        return next(i for i in self.inputs if i.name == name)
+
+    @property
+    def input_shape(self) -> List[int]:
+        return self.input().shape
+
+    @property
+    def input_name(self) -> str:
+        return self.input().name
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -81,17 +173,88 @@ class ModelSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def write(self, model_dir: str) -> str:
-        path = fsutil.join(model_dir, MODEL_SPEC_FILE)
-        fsutil.write_bytes_atomic(path, self.to_json().encode("utf-8"))
-        return path
-
     @classmethod
-    def read(cls, model_dir: str) -> "ModelSpec":
-        path = fsutil.join(model_dir, MODEL_SPEC_FILE)
-        if not fsutil.exists(path):
+    def read(cls, model_dir: str, contract: Any = None) -> "ModelSpec":
+        """The spec of the SavedModel in `model_dir`: its signature, plus `contract` (a
+        ModelContract), or else the contract recorded next to the model, or else defaults."""
+        from components.settings import ModelContract
+
+        if contract is None:
+            path = fsutil.join(model_dir, MODEL_CONTRACT_FILE)
+            contract = ModelContract.from_json(fsutil.read_text(path)) if fsutil.exists(path) else ModelContract()
+        return from_signature(read_signature(model_dir, contract.signature), contract)
+
+
+def read_signature(model_dir: str, name: str) -> Dict[str, Any]:
+    """{'inputs': {name: (dtype, shape)}, 'outputs': {...}} of one signature of the SavedModel
+    in `model_dir`, read from saved_model.pb (no graph is loaded); a ValueError names what is
+    missing and the fix."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = fsutil.join(model_dir, "saved_model.pb")
+    if not fsutil.exists(path):
+        raise ValueError(f"{model_dir} holds no SavedModel (no saved_model.pb): point at the model's serving "
+                         "folder (TFX's Trainer writes it to <model>/Format-Serving)")
+    try:
+        proto = saved_model_pb2.SavedModel.FromString(fsutil.read_bytes(path))
+    except Exception as e:  # noqa: BLE001 - a DecodeError or worse: the file is not a SavedModel
+        proto, error = None, f"{type(e).__name__}: {str(e)[:200]}"
+    if proto is None or not proto.meta_graphs:
+        raise ValueError(f"the SavedModel at {model_dir} cannot be loaded ({error if proto is None else 'no graph'}); "
+                         "re-run the Trainer to produce it again")
+    signatures = {k: v for mg in proto.meta_graphs for k, v in mg.signature_def.items() if not k.startswith("__")}
+    if name not in signatures:
+        raise ValueError(f"the SavedModel in {model_dir} has no signature {name!r} (it has {sorted(signatures)}): "
+                         "set contract.signature to the dense one TFLite should convert")
+
+    def tensors(infos) -> Dict[str, tuple]:
+        return {k: (_DT_NAMES.get(t.dtype, f"dtype {t.dtype}"),
+                    None if t.tensor_shape.unknown_rank else [d.size for d in t.tensor_shape.dim])
+                for k, t in infos.items()}
+
+    return {"inputs": tensors(signatures[name].inputs), "outputs": tensors(signatures[name].outputs)}
+
+
+def from_signature(signature: Dict[str, Any], contract: Any) -> ModelSpec:
+    """The spec of a signature under a contract; a ValueError names the input and the fix."""
+    sig_inputs, outputs, where = signature["inputs"], signature["outputs"], f"signature {contract.signature!r}"
+    unknown = sorted(set(contract.inputs) - set(sig_inputs))
+    if unknown:
+        raise ValueError(f"contract.inputs names {unknown}, which {where} does not take (it takes "
+                         f"{sorted(sig_inputs)})")
+    inputs = []
+    for name, (dtype, shape) in sorted(sig_inputs.items()):
+        if dtype == "string":
             raise ValueError(
-                f"{path} is missing: the model was not produced by this project's Trainer. "
-                f"Write a {MODEL_SPEC_FILE} (see components/trainer/README.md) next to the SavedModel."
-            )
-        return cls.from_json(fsutil.read_text(path))
+                f"{where} input {name!r} takes strings (serialized tf.Examples, as TFX's serving signature does): "
+                "TFLite cannot convert example parsing; export a signature taking the dense features (see README, "
+                "'Your own TFX pipeline') and set contract.signature to it")
+        if dtype not in INPUT_DTYPES:
+            raise ValueError(f"{where} input {name!r} takes {dtype}; supported: {list(INPUT_DTYPES)}")
+        if shape is None or len(shape) < 2 or any(d <= 0 for d in shape[1:]):
+            raise ValueError(f"{where} input {name!r} has shape {shape}: every dimension after the batch must be "
+                             "fixed (export the signature with a fixed-size TensorSpec, e.g. [None, 8, 8, 1])")
+        mapping = contract.inputs.get(name)
+        features = list(mapping.features) if mapping and mapping.features else [name]
+        image = ImageSpec(**mapping.image.model_dump()) if mapping and mapping.image else None
+        inputs.append(InputSpec(name, features, shape[1:], dtype=dtype, image=image))
+    if contract.output:
+        if contract.output not in outputs:
+            raise ValueError(f"contract.output {contract.output!r} is not an output of {where} "
+                             f"(it has {sorted(outputs)})")
+        output = contract.output
+    elif len(outputs) == 1:
+        output = next(iter(outputs))
+    else:
+        raise ValueError(f"{where} has {len(outputs)} outputs {sorted(outputs)}: set contract.output to the "
+                         "class scores")
+    dtype, shape = outputs[output]
+    if dtype != "float32" or shape is None or len(shape) != 2:
+        raise ValueError(f"{where} output {output!r} is {dtype} {shape}: a classifier's scores must be float32 "
+                         "[batch, classes]")
+    units = shape[1]
+    num_classes = contract.num_classes or (2 if units == 1 else units)
+    if num_classes is None or num_classes <= 0:
+        raise ValueError(f"{where} output {output!r} has no fixed size: set contract.num_classes")
+    return ModelSpec(inputs, contract.label_key, num_classes, signature=contract.signature, output_name=output,
+                     output_kind=contract.output_kind, output_units=units if units > 0 else num_classes)

@@ -23,14 +23,15 @@ import tensorflow as tf
 from tensorflow.lite.python import convert as _tflite_convert
 
 from components.quantization import convert
-from components.quantization.interpreter import TFLiteRunner, accuracy
+from components.quantization.interpreter import Inputs, TFLiteRunner, accuracy
+from components.quantization.model_spec import ModelSpec
 from components.settings import QuantizeSettings
 
 log = logging.getLogger(__name__)
 
 
-def _converter(saved_model_dir: str, calibration, io_type: Optional[str]):
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+def _converter(saved_model_dir: str, calibration, io_type: Optional[str], signature: str):
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = calibration
     if io_type:
@@ -40,11 +41,18 @@ def _converter(saved_model_dir: str, calibration, io_type: Optional[str]):
     return converter
 
 
-def layer_errors(saved_model_dir: str, calibration) -> List[Dict[str, object]]:
-    """Per-layer error statistics of full-integer quantization, worst first."""
+def layer_errors(saved_model_dir: str, calibration, signature: str = "serving_default",
+                 input_order: Optional[List[str]] = None) -> List[Dict[str, object]]:
+    """Per-layer error statistics of full-integer quantization, worst first. The debugger
+    takes each sample as a list in the model's input order (input_order: the names;
+    data.representative_dataset yields dicts by name)."""
+    def as_lists():
+        for sample in calibration():
+            yield [sample[n] for n in input_order] if isinstance(sample, dict) else sample
+
     with convert.quiet_native_output():  # the debugger converts while it is built
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=_converter(saved_model_dir, calibration, None), debug_dataset=calibration)
+            converter=_converter(saved_model_dir, calibration, None, signature), debug_dataset=as_lists)
         debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
@@ -61,9 +69,9 @@ def layer_errors(saved_model_dir: str, calibration) -> List[Dict[str, object]]:
     return rows
 
 
-def calibrate(saved_model_dir: str, calibration) -> bytes:
+def calibrate(saved_model_dir: str, calibration, signature: str = "serving_default") -> bytes:
     """The float model with activation ranges recorded from the calibration data."""
-    converter = _converter(saved_model_dir, calibration, None)
+    converter = _converter(saved_model_dir, calibration, None, signature)
     converter.experimental_mlir_quantizer = True
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
     with convert.quiet_native_output():
@@ -81,11 +89,12 @@ def quantize_calibrated(calibrated: bytes, denylist: List[str], io_type: Optiona
 def search(
     saved_model_dir: str,
     calibration: Callable,
-    x_val: np.ndarray,
+    x_val: Inputs,
     y_val: np.ndarray,
     float_accuracy: float,
     settings: QuantizeSettings,
     io_type: Optional[str] = None,
+    spec: Optional[ModelSpec] = None,
 ) -> Tuple[Optional[bytes], Dict[str, object]]:
     """(model bytes or None, record). The record lists layer errors, every step, and the
     float layers of the result; None when no model passed within the budget.
@@ -95,8 +104,11 @@ def search(
     max_search_steps conversions (each calibrated model is quantized and run once).
     """
     max_drop, max_steps = settings.effective_search_max_drop, settings.max_search_steps
-    ranked = layer_errors(saved_model_dir, calibration)
-    calibrated = calibrate(saved_model_dir, calibration)
+    signature = spec.signature if spec else "serving_default"
+    scores = spec.scores if spec else (lambda y: y)
+    runner = (lambda c: TFLiteRunner.for_spec(c, spec)) if spec else TFLiteRunner
+    calibrated = calibrate(saved_model_dir, calibration, signature)
+    ranked = layer_errors(saved_model_dir, calibration, signature, TFLiteRunner(calibrated).input_order())
     limit = min(settings.max_float_layers, len(ranked))
     steps: List[Dict[str, object]] = []
     models: Dict[int, bytes] = {}
@@ -104,7 +116,7 @@ def search(
     def try_k(k: int) -> bool:
         denylist = [r["tensor_name"] for r in ranked[:k]]
         content = quantize_calibrated(calibrated, denylist, io_type)
-        acc = accuracy(TFLiteRunner(content).predict(x_val), y_val)
+        acc = accuracy(scores(runner(content).predict(x_val)), y_val)
         drop = float_accuracy - acc
         passed = drop <= max_drop + 1e-9
         steps.append({"num_float_layers": k, "float_layers": denylist, "validation_accuracy": acc,

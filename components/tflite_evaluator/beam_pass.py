@@ -92,15 +92,15 @@ class Predict(beam.DoFn):
         import tensorflow as tf
 
         from components.quantization import data
+        from components.quantization.interpreter import TFLiteRunner, take
         from components.quantization.model_spec import ModelSpec
-        from components.quantization.interpreter import TFLiteRunner
 
-        self._data = data
+        self._data, self._take = data, take
         self._spec = ModelSpec.from_json(self._spec_json)
-        self._runners = {n: TFLiteRunner(p, num_threads=self._threads) for n, p in self._paths.items()}
+        self._runners = {n: TFLiteRunner.for_spec(p, self._spec, num_threads=self._threads)
+                         for n, p in self._paths.items()}
         # The float reference is optional (benchmarks evaluate a TFLite model alone).
-        self._float = tf.saved_model.load(self._float_dir).signatures["serving_default"] if self._float_dir else None
-        self._tf = tf
+        self._float = data.Serving(self._float_dir, self._spec) if self._float_dir else None
 
     def start_bundle(self):
         self._seen, self._next_report = 0, PROGRESS_EVERY
@@ -118,14 +118,14 @@ class Predict(beam.DoFn):
         x, y = self._data.parse_numpy(batch, spec)
         valid = (y >= 0) & (y < c)
         yield LABELS, {"n": np.int64(len(y)), "invalid": np.int64((~valid).sum())}
-        x, y = x[valid], y[valid]
+        x, y = self._take(x, valid), y[valid]
         if not len(y):
             return
         outputs = {}
         if self._float is not None:
-            outputs[FLOAT_MODEL] = self._float(**{spec.input_name: self._tf.constant(x)})[spec.output_name].numpy()
+            outputs[FLOAT_MODEL] = spec.scores(self._float(x))
         for name, runner in self._runners.items():
-            outputs[name] = runner.predict(x)
+            outputs[name] = spec.scores(runner.predict(x))
         results = {name: outcomes(probs, y, self._k) for name, probs in outputs.items()}
         for name, out in results.items():
             references = {r: results[r] for r in (FLOAT_MODEL, BASELINE) if r in results and r != name}

@@ -9,7 +9,7 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.settings import GateSettings, PushSettings
+from components.settings import GateSettings, ModelContract, PushSettings
 from components.tflite_evaluator import executor
 
 
@@ -25,6 +25,8 @@ class TFLiteEvaluatorSpec(ComponentSpec):
         # cache key, so a cached evaluation is reused only while the same model is deployed.
         # The executor itself reads the registry when it runs.
         "deployed_state": ExecutionParameter(type=str, optional=True),
+        # ModelContract as JSON; absent: the one recorded next to the float model.
+        "contract": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -53,6 +55,7 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
         registry: Optional[Union[PushSettings, data_types.RuntimeParameter]] = None,
         overrides: Optional[Union[str, data_types.RuntimeParameter]] = None,
         deployed_state: Optional[str] = None,
+        contract: Optional[ModelContract] = None,
     ):
         """registry: where the deployed model is (the Pusher's settings); its LATEST version
         is re-evaluated on the same examples for the no-regression check. None: no check."""
@@ -62,6 +65,7 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
         super().__init__(spec=TFLiteEvaluatorSpec(
             examples=examples, model=model, quantized_models=quantized_models,
             settings=settings.to_json(), overrides=overrides, deployed_state=deployed_state,
+            contract=contract.to_json() if contract else None,
             registry=registry.to_json() if isinstance(registry, PushSettings) else registry,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),

@@ -20,30 +20,35 @@ from components.quantization import convert, data, host, micro
 from components.quantization.interpreter import TFLiteRunner
 from components.quantization.model_spec import ModelSpec
 from components.quantization.stats import is_finite
-from components.settings import GateSettings
+from components.settings import GateSettings, ModelContract
 from components.tflite_evaluator import beam_pass, gate, report
 
 log = logging.getLogger(__name__)
 
 
-def _first_input(files, spec: ModelSpec, split_dir: str) -> np.ndarray:
+def _checked(files, spec: ModelSpec, split_dir: str):
+    """(the spec with storage dtypes, the first example) after checking every eval example."""
     first = next(data.iter_serialized(files), None)
     if first is None:
         raise ValueError(f"the eval split in {split_dir} is empty: nothing to evaluate, so nothing can be blessed")
-    data.check_examples(files, spec.feature_keys, spec.label_key, spec.values_per_key, spec.num_classes)
+    spec = data.check_examples(files, spec)
     x, _ = data.parse_numpy([first], spec)
-    return x[0]
+    return spec, x
 
 
-def _prepare(name: str, path: str, spec: ModelSpec, example: np.ndarray, params: GateSettings) -> dict:
-    """Loads one TFLite model, checks its input against the examples, times it."""
-    runner = TFLiteRunner(path, num_threads=params.num_threads)
-    if runner.input_shape != spec.input_shape:
-        return {"error": f"input spec mismatch: the model takes {runner.input_shape}, the examples give {spec.input_shape}"}
+def _prepare(name: str, path: str, spec: ModelSpec, example, params: GateSettings) -> dict:
+    """Loads one TFLite model, checks its inputs against the examples, times it."""
+    try:
+        runner = TFLiteRunner.for_spec(path, spec, num_threads=params.num_threads)
+    except ValueError as e:
+        return {"error": f"input spec mismatch: {e}"}
+    expected = {i.name: i.shape for i in spec.inputs}
+    if runner.shapes != expected:
+        return {"error": f"input spec mismatch: the model takes {runner.shapes}, the examples give {expected}"}
     timing = runner.time_single_example(example, runs=params.latency_runs, warmup=params.latency_warmup)
     log.info("%s: single-example latency median %.4f ms (p90 %.4f, %d threads)", name,
              timing["latency_ms_median"], timing["latency_ms_p90"], params.num_threads)
-    io_dtypes = [np.dtype(runner.input["dtype"]).name, np.dtype(runner.output["dtype"]).name]
+    io_dtypes = [np.dtype(d["dtype"]).name for d in runner.inputs.values()] + [np.dtype(runner.output["dtype"]).name]
     return dict(timing, size_bytes=fsutil.size(path), io_dtypes=io_dtypes,
                 integer_io=all(d in ("int8", "uint8") for d in io_dtypes),
                 integer_op_fraction=convert.integer_op_fraction(fsutil.read_bytes(path)))
@@ -60,7 +65,7 @@ def device_checks(tflite: Dict[str, str], figures: Dict[str, dict], files, spec:
         if name == beam_pass.BASELINE:
             continue
         content = fsutil.read_bytes(path)
-        figures[name]["tflm"] = micro.check(content, x, TFLiteRunner(content).predict(x))
+        figures[name]["tflm"] = micro.check(content, x, TFLiteRunner.for_spec(content, spec).predict(x), spec)
         outcome = figures[name]["tflm"]
         log.info("%s on TFLite Micro: %s", name, f"runs, arena {outcome['arena_bytes']} bytes, top-1 agreement "
                  f"{outcome['agreement_with_litert']:.4f}" if outcome["runs"] else f"does not run: {outcome['reason']}")
@@ -76,11 +81,12 @@ def evaluate_models(
     baseline_tflite: Optional[str] = None,
     baseline_info: Optional[dict] = None,
     history: Optional[List[dict]] = None,
+    contract: Optional[ModelContract] = None,
 ) -> dict:
     manifest = contracts.read_manifest(quantized_dir)
-    spec = ModelSpec.read(float_model_dir)
+    spec = ModelSpec.read(float_model_dir, contract)
     files = data.split_files(eval_split_dir)
-    example = _first_input(files, spec, eval_split_dir)
+    spec, example = _checked(files, spec, eval_split_dir)
 
     figures: Dict[str, dict] = {}
     tflite: Dict[str, str] = {}

@@ -11,7 +11,7 @@ from tfx.utils import path_utils
 
 from components import contracts, fsutil
 from components.registry import Registry
-from components.settings import GateSettings, PushSettings
+from components.settings import GateSettings, ModelContract, PushSettings
 from components.tflite_evaluator import evaluate
 from components.tfx_utils import set_properties, single, split_uri
 
@@ -82,6 +82,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             baseline_tflite=baseline_path,
             baseline_info=baseline_info,
             history=registry_history(exec_properties.get("registry")),
+            contract=ModelContract.decode(exec_properties.get("contract")),
         )
         selected = result["selected_variant"]
         summary = {

@@ -19,9 +19,9 @@ from tf_keras.src.saving import serialization_lib
 from components import contracts, fsutil
 from components.models import get_builder
 from components.quantization import data
-from components.quantization.model_spec import ModelSpec
+from components.quantization.model_spec import LOGITS, ModelSpec
 from components.quantization.stats import is_finite
-from components.settings import TrainSettings
+from components.settings import ModelContract, TrainSettings
 
 log = logging.getLogger(__name__)
 MAX_SHOWN = 8
@@ -91,22 +91,47 @@ def quantization_aware_copy(model: keras.Model) -> Tuple[keras.Model, List[str]]
     raise ValueError(f"could not make model {model.name!r} quantization-aware")
 
 
+_TF_DTYPES = {"float32": tf.float32, "int64": tf.int64, "int32": tf.int32}
+
+
+def model_inputs(model: keras.Model, x: dict, spec: ModelSpec):
+    """What `model` takes for the signature inputs `x` (a dict by signature input name):
+    the one tensor of a one-input model, else the dict, whose names must be the Keras
+    model's input names."""
+    if len(model.inputs) == 1 and len(spec.inputs) == 1:
+        return x[spec.inputs[0].name]
+    names = [t.name.split(":")[0] for t in model.inputs]
+    if sorted(names) != sorted(x):
+        raise ValueError(f"the Keras model's inputs {names} are not the signature's inputs {sorted(x)}: name the "
+                         "keras.Input layers as the signature's inputs")
+    return dict(x)
+
+
 def save_serving_model(model: keras.Model, out_dir: str, spec: ModelSpec) -> None:
-    """SavedModel with a `serving_default` signature: float input -> {output_name: probs}."""
-    @tf.function(input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.float32, name=spec.input_name)])
+    """SavedModel whose signature `spec.signature` takes the spec's inputs by name and returns
+    {output_name: scores}; the contract that reads the spec back is recorded next to it
+    (model_contract.json)."""
+    signature = {i.name: tf.TensorSpec([None, *i.shape], _TF_DTYPES[i.dtype], name=i.name) for i in spec.inputs}
+
+    @tf.function(input_signature=[signature])
     def serve(x):
-        return {spec.output_name: model(x, training=False)}
+        return {spec.output_name: model(model_inputs(model, x, spec), training=False)}
 
-    model.save(str(out_dir), save_format="tf", signatures={"serving_default": serve}, include_optimizer=False)
-    spec.write(out_dir)
+    model.save(str(out_dir), save_format="tf", signatures={spec.signature: serve}, include_optimizer=False)
+    fsutil.write_bytes_atomic(fsutil.join(str(out_dir), contracts.MODEL_CONTRACT_FILE), ModelContract.of_spec(spec).to_json().encode())
 
 
-def _compile(model: keras.Model, lr: float) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+def _compile(model: keras.Model, lr: float, spec: Optional[ModelSpec] = None) -> None:
+    """Adam with the loss the model's output calls for: cross-entropy over softmax
+    probabilities or logits, or binary cross-entropy for one sigmoid unit."""
+    logits = spec is not None and spec.output_kind == LOGITS
+    if spec is not None and spec.output_units == 1:
+        loss = keras.losses.BinaryCrossentropy(from_logits=logits)
+        metric = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
 
 
 class _ProgressLog(keras.callbacks.Callback):
@@ -123,6 +148,49 @@ class _ProgressLog(keras.callbacks.Callback):
         )
 
 
+def training_datasets(model: keras.Model, train_files: List[str], eval_files: List[str], spec: ModelSpec,
+                      cfg: TrainSettings, repeat: bool):
+    """(shuffled train, eval) datasets feeding `model` its inputs."""
+    def label(y):  # one sigmoid unit: float labels [B, 1]
+        return tf.cast(tf.reshape(y, [-1, 1]), tf.float32) if spec.output_units == 1 else y
+
+    def feed(ds):
+        return ds.map(lambda x, y: (model_inputs(model, x, spec), label(y)))
+
+    return (feed(data.make_dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=repeat)),
+            feed(data.make_dataset(eval_files, spec, cfg.batch_size)))
+
+
+def fit_phase(m: keras.Model, phase: str, lr: float, epochs: int, steps: int, train_files: List[str],
+              eval_files: List[str], spec: ModelSpec, cfg: TrainSettings, log_dir: str) -> float:
+    """Compiles, trains and evaluates one phase; returns its eval accuracy."""
+    _compile(m, lr, spec)
+    train_ds, eval_ds = training_datasets(m, train_files, eval_files, spec, cfg, repeat=bool(steps))
+    log.info("%s training of %s for %d epochs", phase, m.name, epochs)
+    m.fit(
+        train_ds, validation_data=eval_ds, epochs=epochs, steps_per_epoch=steps or None, verbose=0,
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, phase)), _ProgressLog(phase, epochs)],
+    )
+    acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+    if not is_finite(acc):
+        raise ValueError(f"{phase} training produced a non-finite accuracy ({acc}): lower the learning rate")
+    return acc
+
+
+def checked_spec(train_files: List[str], eval_files: List[str], spec: ModelSpec) -> ModelSpec:
+    """Checks every example of both splits, before any training (a bad value fails here,
+    named), and returns the spec with the features' storage dtypes."""
+    spec = data.check_examples(train_files, spec)
+    eval_spec = data.check_examples(eval_files, spec)
+    dtypes = {k: v for i in spec.inputs for k, v in i.feature_dtypes.items()}
+    eval_dtypes = {k: v for i in eval_spec.inputs for k, v in i.feature_dtypes.items()}
+    differ = sorted(k for k in dtypes if eval_dtypes.get(k) != dtypes[k])
+    if differ:
+        raise ValueError(f"feature(s) {differ[:MAX_SHOWN]} are stored as int64 in one split and float in the other: "
+                         "write them with one type")
+    return spec
+
+
 def train(
     train_dir: str,
     eval_dir: str,
@@ -134,19 +202,7 @@ def train(
     """Trains the float model, then (if qat_out and qat_epochs) a QAT copy from its weights."""
     builder = get_builder(cfg.model, cfg.module_file)
     train_files, eval_files = data.split_files(train_dir), data.split_files(eval_dir)
-    probe = ModelSpec(cfg.feature_keys, cfg.input_shape, cfg.label_key, cfg.num_classes)
-    # Every example of both splits, before any training: a bad value fails here, named.
-    dtypes = data.check_examples(train_files, probe.feature_keys, cfg.label_key, probe.values_per_key, cfg.num_classes)
-    eval_dtypes = data.check_examples(eval_files, probe.feature_keys, cfg.label_key, probe.values_per_key,
-                                      cfg.num_classes)
-    differ = sorted(k for k in dtypes if eval_dtypes.get(k) != dtypes[k])
-    if differ:
-        raise ValueError(f"feature(s) {differ[:MAX_SHOWN]} are stored as int64 in one split and float in the other: "
-                         "write them with one type")
-    kinds = set(dtypes.values())
-    spec = dataclasses.replace(
-        probe, feature_dtype=next(iter(kinds)) if len(kinds) == 1 else "float32",
-        feature_dtypes=dtypes if len(kinds) > 1 else {}, input_name=cfg.input_name, output_name=cfg.output_name)
+    spec = checked_spec(train_files, eval_files, cfg.spec())
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
@@ -160,19 +216,7 @@ def train(
                          "a functional tf_keras model (tfmot needs Keras 2, `import tf_keras as keras`)")
 
     def fit(m: keras.Model, phase: str, lr: float, epochs: int, steps: int) -> float:
-        """Compiles, trains and evaluates one phase; returns its eval accuracy."""
-        _compile(m, lr)
-        train_ds = data.make_dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=bool(steps))
-        eval_ds = data.make_dataset(eval_files, spec, cfg.batch_size)
-        log.info("%s training of %s for %d epochs", phase, m.name, epochs)
-        m.fit(
-            train_ds, validation_data=eval_ds, epochs=epochs, steps_per_epoch=steps or None, verbose=0,
-            callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, phase)), _ProgressLog(phase, epochs)],
-        )
-        acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
-        if not is_finite(acc):
-            raise ValueError(f"{phase} training produced a non-finite accuracy ({acc}): lower the learning rate")
-        return acc
+        return fit_phase(m, phase, lr, epochs, steps, train_files, eval_files, spec, cfg, log_dir)
 
     float_acc = fit(model, "float", cfg.learning_rate, cfg.epochs, cfg.steps_per_epoch)
     save_serving_model(model, float_out, spec)
@@ -182,8 +226,65 @@ def train(
 
     qat_model, left_float = quantization_aware_copy(model)
     qat_acc = fit(qat_model, "qat", cfg.qat_learning_rate, cfg.qat_epochs, cfg.qat_steps_per_epoch)
-    save_serving_model(qat_model, qat_out, dataclasses.replace(spec, float_layers=left_float))
+    save_serving_model(qat_model, qat_out, spec)
     fsutil.write_json_atomic(fsutil.join(qat_out, contracts.QAT_FLOAT_LAYERS_FILE), left_float)
     log.info("QAT model: eval accuracy %.4f, saved to %s", qat_acc, qat_out)
     return TrainResult(spec, float_acc, qat_acc, left_float)
 
+
+
+def load_keras_model(model_dir: str) -> keras.Model:
+    """The Keras model in a SavedModel folder (a stock TFX Trainer's Format-Serving), or a
+    ValueError saying why it cannot be fine-tuned."""
+    try:
+        model = keras.models.load_model(model_dir, compile=False)
+    except Exception as e:  # noqa: BLE001 - any load failure means the same thing here
+        raise ValueError(
+            f"the model in {model_dir} cannot be loaded as a tf_keras model ({type(e).__name__}: {str(e)[:300]}): "
+            "quantization-aware fine-tuning needs the Keras model; save it in run_fn with tf_keras "
+            "(`model.save(fn_args.serving_model_dir, save_format='tf', signatures=...)`)") from None
+    if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
+        raise ValueError(f"the model in {model_dir} is a {type(model).__name__}, not a tf_keras model: save the "
+                         "Keras model in run_fn")
+    return model
+
+
+def fine_tune(
+    model_dir: str,
+    train_dir: str,
+    eval_dir: str,
+    qat_out: str,
+    log_dir: str,
+    cfg: TrainSettings,
+    contract: Optional[ModelContract] = None,
+) -> TrainResult:
+    """Quantization-aware fine-tuning of any Keras model (e.g. a stock TFX Trainer's): loads
+    it, checks every example against its signature's contract, makes it quantization-aware
+    (layers tfmot cannot quantize stay float), fine-tunes it with the QAT settings of `cfg`
+    (qat_epochs, qat_steps_per_epoch, qat_learning_rate, batch_size, seed) and saves it with
+    the same signature, so the quantizer treats it as it treats the float model."""
+    spec = ModelSpec.read(model_dir, contract)
+    train_files, eval_files = data.split_files(train_dir), data.split_files(eval_dir)
+    spec = checked_spec(train_files, eval_files, spec)
+    # Only the layers between the inputs and the outputs: a run_fn often attaches more to
+    # the model (TFX's Transform layer, `model.tft_layer`), which serving uses, not training.
+    loaded = load_keras_model(model_dir)
+    model = keras.Model(loaded.inputs, loaded.outputs, name=loaded.name)
+    units = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
+    if units != spec.output_units:
+        raise ValueError(f"the Keras model in {model_dir} has outputs {[tuple(o.shape) for o in model.outputs]}, "
+                         f"signature {spec.signature!r} returns {spec.output_units} scores: fine-tuning needs a model "
+                         "with the one class-score output the signature returns")
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    _compile(model, cfg.qat_learning_rate, spec)
+    _, eval_ds = training_datasets(model, train_files, eval_files, spec, cfg, repeat=False)
+    float_acc = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+    qat_model, left_float = quantization_aware_copy(model)
+    qat_acc = fit_phase(qat_model, "qat", cfg.qat_learning_rate, cfg.qat_epochs, cfg.qat_steps_per_epoch,
+                        train_files, eval_files, spec, cfg, log_dir)
+    save_serving_model(qat_model, qat_out, spec)
+    fsutil.write_json_atomic(fsutil.join(qat_out, contracts.QAT_FLOAT_LAYERS_FILE), left_float)
+    log.info("QAT fine-tuning of %s: eval accuracy %.4f (float %.4f), saved to %s", model_dir, qat_acc, float_acc,
+             qat_out)
+    return TrainResult(spec, float_acc, qat_acc, left_float)
