@@ -18,10 +18,10 @@ from tests.conftest import REPO_ROOT
 # travels from the environment to its component.
 NON_DEFAULT = {
     "train": dict(
-        feature_keys=["image"], input_shape=[4, 4, 2], label_key="digit", num_classes=3, model="mobilenet_v2",
+        feature_keys=["image"], input_shape=[4, 4, 3], label_key="digit", num_classes=3, model="mobilenet_v2",
         module_file="/somewhere/model.py", model_kwargs={"alpha": 0.5}, epochs=3, steps_per_epoch=7,
         qat_epochs=4, qat_steps_per_epoch=5, batch_size=16, learning_rate=0.002, qat_learning_rate=0.0003,
-        seed=5, input_name="x", output_name="y"),
+        seed=5, input_name="x", output_name="y", image={"channels": 3, "scale": 0.5, "offset": -1.0}),
     "calibration": dict(source_split="validation", num_samples=50, strategy="uniform", label_key="lbl", seed=9),
     "quantize": dict(
         variants=["float32", "integer_only", "qat_int8"], integer_io_type="uint8", max_calibration_samples=40,
@@ -37,6 +37,8 @@ NON_DEFAULT = {
                   "max_arena_bytes": 9000, "max_latency_ms": None, "selection": None}]),
     "push": dict(destination="/tmp/somewhere/registry", model_name="m1", signing_key="/keys/sign.pem",
                  public_key="/keys/sign.pub.pem"),
+    "contract": dict(signature="dense", inputs={"x": {"features": ["a", "b"], "image": None}}, label_key="digit",
+                     num_classes=3, output="logits", output_kind="logits"),
 }
 SECTION_OF_COMPONENT = {
     "QATTrainer": ("train", TrainSettings), "RepresentativeDatasetGen": ("calibration", CalibrationSettings),
@@ -110,7 +112,7 @@ def test_nested_names_shorthand_file_and_overrides(tmp_path):
     ({"QP_VARIANTS": '["int4"]'}, "unknown variant(s) ['int4']"),
     ({"QP_VALIDATION_SPLIT": "eval"}, "is the split the evaluator's gate uses"),
     ({"QP_VARIANTS": '["float32"]', "QP_SELECTION": '["integer_only"]'}, "which quantize.variants ['float32'] never builds"),
-    ({"QP_FEATURE_KEYS": '["a", "b"]'}, "2 feature keys cannot fill input_shape=[8, 8, 1]"),
+    ({"QP_FEATURE_KEYS": '["a", "b"]'}, "2 feature keys cannot fill shape [8, 8, 1]"),
     ({"QP_MODEL": "resnet"}, "model 'resnet' is not a built-in model"),
     ({"QP_MODEL_NAME": "../x"}, "must be a plain folder name"),
     ({"QP_CONFIG": "/nonexistent/c.yaml"}, "QP_CONFIG=/nonexistent/c.yaml: the file does not exist"),
@@ -150,8 +152,34 @@ def test_config_command_line():
         assert name in helped.stdout
     shown = _cli()
     assert shown.returncode == 0 and json.loads(shown.stdout)["gate"]["max_accuracy_drop"] == 0.01
-    assert len(shown.stdout.splitlines()) < 80  # lists on one line each, not 64 pixel lines
+    assert len(shown.stdout.splitlines()) < 100  # lists on one line each, not 64 pixel lines
     assert _cli("pipeline_name").stdout.strip() == "digits-quantization"
     assert _cli("gate.max_accuracy_drop", env={"QP_MAX_ACCURACY_DROP": "0.03"}).stdout.strip() == "0.03"
     bad = _cli(env={"QP_MAX_ACCURACY_DROP": "-1"})
     assert bad.returncode == 2 and "gate.max_accuracy_drop" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_contract_and_the_tfx_module_reach_the_stock_dag_from_the_environment(tmp_path):
+    from components.settings import ModelContract
+    from pipeline.dag import create_components
+
+    assert set(NON_DEFAULT["contract"]) == set(ModelContract.model_fields)
+    defaults = ModelContract()
+    for name, value in NON_DEFAULT["contract"].items():
+        assert getattr(defaults, name) != value, f"contract.{name}: pick a value that is not the default"
+    module = tmp_path / "module.py"
+    module.write_text("")
+    env = {env_name(("contract", name)): _env_value(v) for name, v in NON_DEFAULT["contract"].items()}
+    env.update(QP_TFX_MODULE_FILE=str(module), QP_TFX_TRAIN_STEPS="7", QP_TFX_EVAL_STEPS="3")
+    components = {c.id: c for c in create_components(PipelineConfig.from_env(env))}
+    assert {"StatisticsGen", "SchemaGen", "Transform", "Trainer", "QATFineTuner"} <= set(components)
+    assert "QATTrainer" not in components
+    expected = ModelContract(**NON_DEFAULT["contract"])
+    for component_id in ("QATFineTuner", "PostTrainingQuantizer", "TFLiteEvaluator"):
+        assert ModelContract.from_json(components[component_id].exec_properties["contract"]) == expected, component_id
+    assert json.loads(components["Trainer"].exec_properties["train_args"])["num_steps"] == 7
+    assert json.loads(components["Trainer"].exec_properties["eval_args"])["num_steps"] == 3
+    assert components["Transform"].exec_properties["module_file"] == str(module)
+    # The built-in DAG: the QATTrainer records its own contract, the stages read that one.
+    builtin = {c.id: c for c in create_components(PipelineConfig.from_env({}))}
+    assert builtin["PostTrainingQuantizer"].exec_properties.get("contract") is None

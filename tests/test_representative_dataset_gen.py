@@ -184,5 +184,5 @@ def test_generator_feeds_a_full_integer_conversion(tmp_path, train_split, traine
     samples = list(gen())
     assert len(samples) == 64 and samples[0]["image"].shape == (1, 8, 8, 1) and samples[0]["image"].dtype == np.float32
     tflite = convert.convert(convert.INTEGER_ONLY, trained_digits["float"], gen)
-    info = convert.validate(convert.INTEGER_ONLY, tflite, samples[0][0][0])
+    info = convert.validate(convert.INTEGER_ONLY, tflite, samples[0])
     assert info["inputs"][0]["dtype"] == "int8" and not info["float_ops"]

@@ -29,7 +29,7 @@ def _variant(quantized_dir, name):
 def eval_inputs(digits_examples, trained_digits):
     files = data.split_files(f"{digits_examples.uri}/Split-eval")
     x, _ = data.parse_numpy(list(data.iter_serialized(files))[:100], data.spec_for(trained_digits["float"], files))
-    return x
+    return x["image"]
 
 
 def test_tflm_runs_the_integer_variants_and_refuses_hybrid_and_float16_with_the_runtime_reason(

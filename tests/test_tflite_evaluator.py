@@ -50,6 +50,7 @@ def test_beam_accuracy_equals_a_plain_interpreter_loop(evaluated, digits_example
     result, _ = evaluated
     files = data.split_files(_eval_dir(digits_examples))
     x, y = data.parse_numpy(list(data.iter_serialized(files)), data.spec_for(trained_digits["float"], files))
+    x = x["image"]
     manifest = contracts.read_manifest(digits_quantized)
     for name, entry in manifest["variants"].items():
         runner = TFLiteRunner(os.path.join(digits_quantized, entry["file"]))
