@@ -18,7 +18,7 @@ from components.representative_dataset_gen import sampling
 from components.settings import CalibrationSettings, GateSettings, ModelContract, QuantizeSettings, TrainSettings
 from components.tflite_evaluator import evaluate
 from components.trainer import training
-from data.examples.digits_to_png import png_examples
+from data.examples.digits_to_tfrecord import png_examples
 from tests.helpers import PIXEL_KEYS, digits_rows, write_examples, write_split
 
 FAST_GATE = dict(latency_runs=3, latency_warmup=1)

@@ -126,13 +126,13 @@ class TFLiteRunner:
         if signatures:
             sig = signatures.get(signature) or next(iter(signatures.values()))
             self.inputs = {n: details[i] for n, i in sorted(sig["inputs"].items(), key=lambda kv: kv[1])}
-            outputs = {n: details[i] for n, i in sig["outputs"].items()}
+            self.outputs = {n: details[i] for n, i in sig["outputs"].items()}
         else:
             self.inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
-            outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
-        if output_name and output_name not in outputs:
-            raise ValueError(f"the model has no output {output_name!r} (it has {sorted(outputs)})")
-        self.output = outputs[output_name] if output_name else next(iter(outputs.values()))
+            self.outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
+        self.output = next(iter(self.outputs.values()))
+        if output_name:
+            self.select_output(output_name)
         self.shapes = {n: [int(v) for v in d["shape"][1:]] for n, d in self.inputs.items()}
         self.input = next(iter(self.inputs.values()))  # the first input (one-input callers)
         self.input_shape = next(iter(self.shapes.values()))
@@ -142,6 +142,12 @@ class TFLiteRunner:
     def for_spec(cls, model: Union[bytes, str, Path], spec, **kw) -> "TFLiteRunner":
         """A runner reading the spec's signature and class-score output (a ModelSpec)."""
         return cls(model, signature=spec.signature, output_name=spec.output_name, **kw)
+
+    def select_output(self, name: str) -> None:
+        """Read output `name` (a signature output name) from now on."""
+        if name not in self.outputs:
+            raise ValueError(f"the model has no output {name!r} (it has {sorted(self.outputs)})")
+        self.output = self.outputs[name]
 
     def input_order(self) -> List[str]:
         """The signature input names in the model's own input order (the order tools that

@@ -38,13 +38,18 @@ def _checked(files, spec: ModelSpec, split_dir: str):
 
 def _prepare(name: str, path: str, spec: ModelSpec, example, params: GateSettings) -> dict:
     """Loads one TFLite model, checks its inputs against the examples, times it."""
-    try:
-        runner = TFLiteRunner.for_spec(path, spec, num_threads=params.num_threads)
-    except ValueError as e:
-        return {"error": f"input spec mismatch: {e}"}
+    runner = TFLiteRunner(path, num_threads=params.num_threads, signature=spec.signature)
     expected = {i.name: i.shape for i in spec.inputs}
     if runner.shapes != expected:
-        return {"error": f"input spec mismatch: the model takes {runner.shapes}, the examples give {expected}"}
+        def shown(shapes):  # one input: its shape alone
+            return next(iter(shapes.values())) if len(shapes) == 1 else shapes
+
+        return {"error": f"input spec mismatch: the model takes {shown(runner.shapes)}, the examples give "
+                         f"{shown(expected)}"}
+    try:
+        runner.select_output(spec.output_name)
+    except ValueError as e:
+        return {"error": f"output mismatch: {e}"}
     timing = runner.time_single_example(example, runs=params.latency_runs, warmup=params.latency_warmup)
     log.info("%s: single-example latency median %.4f ms (p90 %.4f, %d threads)", name,
              timing["latency_ms_median"], timing["latency_ms_p90"], params.num_threads)
