@@ -46,7 +46,7 @@ MIXED_VARIANTS = (SELECTIVE_INTEGER,)  # integer or float per layer: the gate ch
 VERBOSE_VAR = "QP_VERBOSE"  # full TFX/TensorFlow/converter output (pipeline/logs.py, convert.py)
 
 # ---- built-in models (components/models builds them) ---------------------------------
-BUILTIN_MODELS = ("digits_cnn", "mobilenet_v2")
+BUILTIN_MODELS = ("digits_cnn", "mobilenet_v2", "tabular_mlp")
 
 # ---- artifact custom property keys ----------------------------------------------------
 # TFLiteEvaluator -> ModelEvaluation and ModelBlessing

@@ -88,3 +88,13 @@ def test_setup_without_python310_stops_with_a_clear_message(tmp_path):
     assert "no Python 3.10 interpreter found" in result.stderr
     assert "QP_PYTHON" in result.stderr and "pyenv install" in result.stderr
     assert not venv.exists(), "nothing may be half-created"
+
+
+def test_mixed_scale_workload_regenerates_identical_bytes(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "mixed_scale.csv"
+    subprocess.run([sys.executable, str(REPO_ROOT / "data" / "export_mixed_scale.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    assert out.read_bytes() == (REPO_ROOT / "data" / "mixed_scale" / "mixed_scale.csv").read_bytes()

@@ -154,3 +154,48 @@ def test_the_gate_split_cannot_be_the_search_split():
 def test_selective_is_default_only_with_validation_data():
     assert "selective_integer" not in build.plan([])
     assert "selective_integer" in build.plan([], has_validation=True)
+
+
+def test_in_model_normalization_is_kept_float_first_and_recovers_mixed_scale_inputs(tmp_path):
+    """The hard workload: raw features of scales 1 to 600 feed a model that normalizes them
+    itself. One int8 scale for the whole input loses the small features (full_integer far
+    below float); keeping the normalization's two elementwise ops float moves the QUANTIZE
+    after them and the three fully-connected layers stay int8."""
+    import csv
+
+    from components.quantization.interpreter import TFLiteRunner, accuracy
+    from components.representative_dataset_gen import sampling
+    from components.settings import CalibrationSettings, TrainSettings
+    from components.trainer import training
+    from tests.conftest import REPO_ROOT
+    from tests.helpers import write_examples
+
+    with open(REPO_ROOT / "data" / "mixed_scale" / "mixed_scale.csv", newline="") as f:
+        rows = [{k: (int(v) if k == "label" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+    examples = write_examples(tmp_path / "ex", rows=rows[:1500], splits=("train", "eval"))
+    split = lambda s: f"{examples.uri}/Split-{s}"  # noqa: E731
+    keys = [f"f{i:02d}" for i in range(8)]
+    cfg = TrainSettings(feature_keys=keys, input_shape=[8], num_classes=4, model="tabular_mlp", input_name="features",
+                        epochs=15, seed=1)
+    result = training.train(split("train"), split("eval"), str(tmp_path / "f"), None, str(tmp_path / "l"), cfg)
+    assert result.float_accuracy > 0.8
+    sampling.run_sampling(split("train"), str(tmp_path / "cal"), CalibrationSettings(num_samples=100, label_key="label",
+                                                                                    seed=0))
+    manifest = build.quantize_all(
+        str(tmp_path / "f"), str(tmp_path / "q"), QuantizeSettings(variants=["full_integer", "selective_integer"]),
+        calibration_files=data.split_files(f"{tmp_path / 'cal'}/Split-calibration"),
+        validation_files=data.split_files(split("eval")))
+    record = manifest["variants"]["selective_integer"]["selective"]
+    assert record["input_scaling_ops"] == ["tabular_mlp/normalize/sub",
+                                           "tabular_mlp/normalize/truediv;tabular_mlp/normalize/Maximum"]
+    assert record["float_layers"] == record["input_scaling_ops"]
+    assert manifest["variants"]["selective_integer"]["op_counts"]["FULLY_CONNECTED"] == 3
+    files = data.split_files(split("eval"))
+    spec = data.spec_for(str(tmp_path / "f"), files)
+    x, y = data.parse_numpy(list(data.iter_serialized(files)), spec)
+
+    def acc(name):
+        return accuracy(TFLiteRunner(os.path.join(tmp_path / "q", manifest["variants"][name]["file"])).predict(x), y)
+
+    assert acc("full_integer") < result.float_accuracy - 0.2
+    assert acc("selective_integer") >= result.float_accuracy - 0.02

@@ -66,7 +66,19 @@ def mobilenet_v2(
     return keras.Model(inputs, outputs, name=f"mobilenet_v2_{alpha}")
 
 
-BUILTIN: Dict[str, Callable] = {"digits_cnn": digits_cnn, "mobilenet_v2": mobilenet_v2}
+def tabular_mlp(input_shape, num_classes, input_name="features", output_name="probabilities", units=64):
+    """A multilayer perceptron for tabular features that normalizes its input inside the
+    graph: Normalization (adapted on the train split by the trainer), two ReLU layers, a
+    softmax head. Raw features of very different scales go in, as users feed them."""
+    inputs = keras.Input(shape=tuple(input_shape), name=input_name)
+    x = keras.layers.Normalization(name="normalize")(inputs)
+    x = keras.layers.Dense(units, activation="relu")(x)
+    x = keras.layers.Dense(units, activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=output_name)(x)
+    return keras.Model(inputs, outputs, name="tabular_mlp")
+
+
+BUILTIN: Dict[str, Callable] = {"digits_cnn": digits_cnn, "mobilenet_v2": mobilenet_v2, "tabular_mlp": tabular_mlp}
 # The settings validate model names against contracts.BUILTIN_MODELS without importing Keras.
 assert tuple(BUILTIN) == BUILTIN_MODELS, "contracts.BUILTIN_MODELS must list the builders above"
 

@@ -2,7 +2,9 @@
 
 QuantizationDebugger gives per-layer error statistics of the full-integer model (each op's
 int8 output against the float op on the same inputs). Layers are ranked by RMSE/scale
-(the error in units of the tensor's quantization step; MSE breaks ties). The search keeps
+(the error in units of the tensor's quantization step; MSE breaks ties), after the
+elementwise ops that scale the model input before its first weighted layer (in-model
+normalization: see input_scaling_ops). The search keeps
 the k worst layers float (denylisted) for k = 0, then 1, 2, 4, … (doubling up to
 max_float_layers), measuring accuracy on a validation sample, then bisects back to the
 smallest k that passes. It stops when max_steps conversions are spent. The validation
@@ -69,6 +71,36 @@ def layer_errors(saved_model_dir: str, calibration, signature: str = "serving_de
     return rows
 
 
+WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"})
+INPUT_SCALING_OPS = frozenset({"ADD", "SUB", "MUL", "DIV", "RSQRT", "SQRT", "MAXIMUM", "MINIMUM"})
+
+
+def input_scaling_ops(calibrated: bytes) -> List[str]:
+    """The output tensors of the elementwise ops that scale the model input before its first
+    convolution or fully-connected layer (a Normalization or Rescaling layer inside the
+    model), in graph order. Kept float, they move the int8 QUANTIZE after them, where one
+    scale fits every feature; quantized, the raw input gets one int8 scale for features of
+    any range, which the per-layer error ranking cannot see (each op's error is measured in
+    its own output scale)."""
+    interpreter = tf.lite.Interpreter(model_content=calibrated)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    prefix: List[str] = []
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        if op["op_name"] in WEIGHTED_OPS:
+            break
+        if op["op_name"] in INPUT_SCALING_OPS:
+            prefix += [names[i] for i in op["outputs"]]
+    return prefix
+
+
+def rank(errors: List[Dict[str, object]], first: List[str]) -> List[Dict[str, object]]:
+    """The order in which layers are kept float: the input scaling ops first (in graph
+    order), then the rest by error, worst first."""
+    by_name = {r["tensor_name"]: r for r in errors}
+    head = [by_name[n] for n in first if n in by_name]
+    return head + [r for r in errors if r["tensor_name"] not in first]
+
+
 def calibrate(saved_model_dir: str, calibration, signature: str = "serving_default") -> bytes:
     """The float model with activation ranges recorded from the calibration data."""
     converter = _converter(saved_model_dir, calibration, None, signature)
@@ -108,7 +140,8 @@ def search(
     scores = spec.scores if spec else (lambda y: y)
     runner = (lambda c: TFLiteRunner.for_spec(c, spec)) if spec else TFLiteRunner
     calibrated = calibrate(saved_model_dir, calibration, signature)
-    ranked = layer_errors(saved_model_dir, calibration, signature, TFLiteRunner(calibrated).input_order())
+    prefix = input_scaling_ops(calibrated)
+    ranked = rank(layer_errors(saved_model_dir, calibration, signature, TFLiteRunner(calibrated).input_order()), prefix)
     limit = min(settings.max_float_layers, len(ranked))
     steps: List[Dict[str, object]] = []
     models: Dict[int, bytes] = {}
@@ -143,6 +176,7 @@ def search(
             low = mid
     record = {
         "ranking_metric": "rmse_over_scale",
+        "input_scaling_ops": prefix,  # tried first: they decide the input's int8 scale
         "layer_errors": ranked,
         "steps": steps,
         "float_accuracy_on_validation": float_accuracy,

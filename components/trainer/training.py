@@ -177,6 +177,21 @@ def fit_phase(m: keras.Model, phase: str, lr: float, epochs: int, steps: int, tr
     return acc
 
 
+def adapt_normalization(model: keras.Model, train_files: List[str], spec: ModelSpec, cfg: TrainSettings) -> None:
+    """Adapts each Normalization layer that reads a model input directly (and was built
+    without a mean and variance) to the train split, before training: the model then takes
+    raw features and normalizes them itself."""
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Normalization) or layer.input_mean is not None:
+            continue
+        [position] = [i for i, t in enumerate(model.inputs) if t is layer.input] or [None]
+        if position is None:
+            continue
+        name = spec.inputs[0].name if len(model.inputs) == 1 else model.inputs[position].name.split(":")[0]
+        layer.adapt(data.make_dataset(train_files, spec, cfg.batch_size).map(lambda x, y: x[name]))
+        log.info("Normalization layer %s adapted to the train split", layer.name)
+
+
 def checked_spec(train_files: List[str], eval_files: List[str], spec: ModelSpec) -> ModelSpec:
     """Checks every example of both splits, before any training (a bad value fails here,
     named), and returns the spec with the features' storage dtypes."""
@@ -214,6 +229,8 @@ def train(
     if not isinstance(model, keras.Model):
         raise ValueError(f"build_model of {source} returned {type(model).__name__}, not a tf_keras.Model: return "
                          "a functional tf_keras model (tfmot needs Keras 2, `import tf_keras as keras`)")
+
+    adapt_normalization(model, train_files, spec, cfg)
 
     def fit(m: keras.Model, phase: str, lr: float, epochs: int, steps: int) -> float:
         return fit_phase(m, phase, lr, epochs, steps, train_files, eval_files, spec, cfg, log_dir)
