@@ -45,6 +45,7 @@ test: $(STAMP)
 
 # Benchmarks: rewrites BENCHMARKS.md and bench/plots/ (about 20-30 minutes on 2 cores).
 bench: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(ROOT)/constraints.txt -e '$(ROOT)[test,bench]'
 	cd $(ROOT) && $(PY) -m bench.run
 
 # Regenerate the lock from the working venv (after changing pyproject.toml on purpose).

@@ -19,15 +19,28 @@ def digits_rows() -> List[dict]:
         return [{k: int(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_digits_splits(root: Path) -> Dict[str, str]:
-    """Digits as CsvExampleGen would store them: every third row in eval, the rest in train."""
-    rows = digits_rows()
+SPLIT_OF = {"train": lambda i: i % 3 and i % 9 != 1, "validation": lambda i: i % 9 == 1, "eval": lambda i: not i % 3}
+
+
+def write_splits(root: Path, rows: List[dict]) -> Dict[str, str]:
+    """Rows as an ExampleGen would store them: every third row in eval (the gate's), one in
+    nine in validation (the selective search's), the rest in train."""
     out = {}
-    for split, keep in (("train", lambda i: i % 3), ("eval", lambda i: not i % 3)):
+    for split, keep in SPLIT_OF.items():
         folder = root / f"Split-{split}"
         data.write_split(folder, (data.to_example(r) for i, r in enumerate(rows) if keep(i)))
         out[split] = str(folder)
     return out
+
+
+def write_digits_splits(root: Path) -> Dict[str, str]:
+    return write_splits(root, digits_rows())
+
+
+def mixed_scale_rows() -> List[dict]:
+    """The hard workload (data/export_mixed_scale.py)."""
+    with open(REPO / "data" / "mixed_scale" / "mixed_scale.csv", newline="") as f:
+        return [{k: int(v) if k == "label" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def write_image_eval_set(folder: Path, n: int, seed: int = 0) -> str:
