@@ -155,7 +155,7 @@ class TFLiteRunner:
         position = {d["index"]: i for i, d in enumerate(self.interpreter.get_input_details())}
         return sorted(self.inputs, key=lambda n: position[self.inputs[n]["index"]])
 
-    def _named(self, x: Inputs) -> Dict[str, np.ndarray]:
+    def named_inputs(self, x: Inputs) -> Dict[str, np.ndarray]:
         if not isinstance(x, dict):
             if len(self.inputs) != 1:
                 raise ValueError(f"the model takes {len(self.inputs)} inputs {list(self.inputs)}: pass a dict")
@@ -181,7 +181,7 @@ class TFLiteRunner:
         return np.asarray(x, dtype=dtype)
 
     def check_input_shape(self, x: Inputs) -> None:
-        for name, values in self._named(x).items():
+        for name, values in self.named_inputs(x).items():
             if list(values.shape[1:]) != self.shapes[name]:
                 raise ValueError(f"input {name!r} of shape {list(values.shape[1:])} does not match the model input "
                                  f"{self.shapes[name]}")
@@ -192,7 +192,7 @@ class TFLiteRunner:
 
     def predict(self, x: Inputs) -> np.ndarray:
         """Float outputs [B, units] for float inputs [B, ...], in one invoke."""
-        x = self._named(x)
+        x = self.named_inputs(x)
         self.check_input_shape(x)
         self._resize(batch_length(x))
         self._set(x)
@@ -206,7 +206,7 @@ class TFLiteRunner:
     def time_single_example(self, example: Inputs, runs: int = 100, warmup: int = 10) -> Dict[str, float]:
         """Median and p90 wall time (ms) of invoke() on one example, after warm-up. `example`:
         one example without the batch dimension, or a batch whose first row is used."""
-        x = {n: v[None] if v.ndim == len(self.shapes[n]) else v[:1] for n, v in self._named(example).items()}
+        x = {n: v[None] if v.ndim == len(self.shapes[n]) else v[:1] for n, v in self.named_inputs(example).items()}
         self.check_input_shape(x)
         self._resize(1)
         self._set(x)

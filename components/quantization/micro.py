@@ -81,7 +81,7 @@ def run(model_path: str, arena_bytes: int, x: Inputs, spec=None) -> np.ndarray:
     # LiteRT for the I/O quantization parameters and the input/output order only.
     litert = (TFLiteRunner.for_spec(model_path, spec, use_xnnpack=False) if spec
               else TFLiteRunner(model_path, use_xnnpack=False))
-    named = litert._named(x)  # pylint: disable=protected-access
+    named = litert.named_inputs(x)
     held = {f"in{i}": litert.prepare_input(named[n], n) for i, n in enumerate(litert.input_order())}
     output = [d["index"] for d in litert.interpreter.get_output_details()].index(litert.output["index"])
     with tempfile.TemporaryDirectory() as tmp:
