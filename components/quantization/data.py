@@ -148,14 +148,6 @@ def with_storage_dtypes(spec: ModelSpec, dtypes: Dict[str, str]) -> ModelSpec:
     return dataclasses.replace(spec, inputs=inputs)
 
 
-def storage_dtypes_of(record: bytes, spec: ModelSpec) -> ModelSpec:
-    """The spec with storage dtypes read from one example (check_examples checks them all)."""
-    feats = tf.train.Example.FromString(record).features.feature
-    found = {k: KINDS[feats[k].WhichOneof("kind")] for k in spec.feature_keys
-             if k in feats and feats[k].WhichOneof("kind")}
-    return with_storage_dtypes(spec, found)
-
-
 _TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "int32": tf.int32, "bytes": tf.string}
 
 

@@ -93,7 +93,6 @@ class ModelSpec:
     output_name: str = "probabilities"
     output_kind: str = PROBABILITIES  # probabilities (softmax/sigmoid applied) or logits
     output_units: int = 0  # the output's last dimension; 1: a binary classifier's one score
-    float_layers: List[str] = dataclasses.field(default_factory=list)  # left float by selective QAT
 
     def __post_init__(self):
         self.inputs = [i if isinstance(i, InputSpec) else InputSpec(**i) for i in self.inputs]
