@@ -183,6 +183,8 @@ class TrainSettings(StageSettings):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     qat_learning_rate: float = Field(1e-4, gt=0)
+    qat_range_batches: int = Field(8, ge=1, description="train batches whose float activations set the QAT "
+                                                        "model's starting ranges (as calibration does)")
     seed: int = Field(42, description="seeds training (and calibration sampling unless set there)")
     input_name: str = Field("image", min_length=1, description="input name in the serving signature")
     output_name: str = Field("probabilities", min_length=1, description="output name in the serving signature")

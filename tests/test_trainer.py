@@ -230,3 +230,67 @@ def test_int_and_float_columns_mixed_train_and_record_their_dtypes(tmp_path):
     dtypes = result.spec.input().feature_dtypes
     assert dtypes["pixel_00"] == "float32" and dtypes["pixel_63"] == "int64"
     assert 0.0 <= result.float_accuracy <= 1.0
+
+
+def _quant_var(model, name):
+    return [w for w in model.weights if w.name.endswith(name)][0].numpy()
+
+
+def test_qat_activation_ranges_start_at_the_float_model_ranges():
+    """tfmot starts every activation range at [-6, 6]; the copy starts from what the float
+    model reaches on the data, so logits beyond 6 are not clipped and small activations get
+    all 256 steps."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(3, name="logits", kernel_initializer=keras.initializers.Constant(5.0))(hidden)
+    model = keras.Model(inputs, outputs)
+    x = np.random.RandomState(0).uniform(-1, 1, (64, 4)).astype("float32")
+    qat, _ = training.quantization_aware_copy(model)
+    assert _quant_var(qat, "quant_logits/post_activation_max:0") == 6.0  # tfmot's start
+    assert training.initialize_quantization_ranges(qat, [x[:32], x[32:]]) == 3  # input, hidden, logits
+    hidden_out = keras.Model(inputs, hidden).predict(x, verbose=0)
+    logits = model.predict(x, verbose=0)
+    assert logits.max() > 6
+    np.testing.assert_allclose(_quant_var(qat, "quant_hidden/post_activation_max:0"), hidden_out.max(), rtol=1e-5)
+    np.testing.assert_allclose(_quant_var(qat, "quant_logits/post_activation_min:0"), min(logits.min(), 0), rtol=1e-5)
+    np.testing.assert_allclose(_quant_var(qat, "quant_logits/post_activation_max:0"), logits.max(), rtol=1e-5)
+    # The quantizers compute again after the recording (the copy's output is not the float one).
+    assert np.abs(qat(x, training=False).numpy() - logits).max() > 0
+
+
+def test_qat_keeps_in_model_normalization_float_and_qat_mixed_converts_it_so(tmp_path):
+    """Raw features of very different scales, normalized inside the model: the QAT copy
+    normalizes as the float model does (no int8 step on the raw input), and qat_mixed keeps
+    the normalization float with int8 after it, while qat_int8 (integer input) cannot."""
+    rng = np.random.RandomState(0)
+    scales = np.array([500.0, 0.5], np.float32)
+    z = rng.standard_normal((512, 2)).astype("float32")
+    y = (z[:, 0] + z[:, 1] > 0).astype("int64")
+    x = z * scales
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((2,), name="features")
+    norm = keras.layers.Normalization(name="normalize")
+    h = keras.layers.Dense(16, activation="relu")(norm(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="probabilities")(h))
+    norm.adapt(x)
+    training._compile(model, 1e-2)
+    model.fit(x, y, epochs=20, batch_size=64, verbose=0)
+    float_acc = float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
+    assert float_acc > 0.95
+
+    qat, left_float = training.quantization_aware_copy(model)
+    assert left_float == ["normalize"]
+    training.initialize_quantization_ranges(qat, [x])
+    assert float(np.mean(qat.predict(x, verbose=0).argmax(-1) == y)) >= float_acc - 0.02
+    spec = ModelSpec.single(["f0", "f1"], [2], "label", 2, input_name="features")
+    training.save_serving_model(qat, tmp_path / "qat", spec)
+    rep = lambda: ({"features": x[i:i + 1]} for i in range(0, 512, 8))  # noqa: E731
+    mixed = convert.convert(convert.QAT_MIXED, str(tmp_path / "qat"), rep)
+    ops = [op["op_name"] for op in tf.lite.Interpreter(model_content=mixed)._get_ops_details()]
+    assert ops[:3] == ["SUB", "MUL", "QUANTIZE"] and ops.count("FULLY_CONNECTED") == 2, ops
+    info = convert.describe(mixed)
+    assert info["inputs"][0]["dtype"] == "float32" and set(info["float_ops"]) == {"SUB", "MUL", "QUANTIZE", "DEQUANTIZE"}
+    assert accuracy(TFLiteRunner(mixed).predict(x), y) >= float_acc - 0.02
+    integer = accuracy(TFLiteRunner(convert.convert(convert.QAT_INT8, str(tmp_path / "qat"), rep)).predict(x), y)
+    assert integer < float_acc - 0.1  # one int8 scale for both raw features loses the small one

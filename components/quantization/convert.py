@@ -14,7 +14,8 @@ import tensorflow as tf
 
 # The variant names are a cross-stage contract; the library re-exports them as its vocabulary.
 from components.contracts import (  # noqa: F401
-    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INT16X8, INTEGER_ONLY, QAT_INT8, SELECTIVE_INTEGER,
+    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INT16X8, INTEGER_ONLY, QAT_INT8, QAT_MIXED,
+    SELECTIVE_INTEGER,
     VARIANTS,
 )
 from components.quantization.interpreter import TFLiteRunner, quiet_native_output  # noqa: F401
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 NEEDS_CALIBRATION = frozenset({FULL_INTEGER, INTEGER_ONLY, INT16X8})
 INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
-NEEDS_QAT_MODEL = frozenset({QAT_INT8})
+NEEDS_QAT_MODEL = frozenset({QAT_INT8, QAT_MIXED})
 INTEGER_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
 # Which device class each variant suits (documented in the quantizer README too).
 DEVICE_CLASS = {
@@ -33,6 +34,8 @@ DEVICE_CLASS = {
     FULL_INTEGER: "CPU, with float fallback and float I/O",
     INTEGER_ONLY: "Edge TPU, microcontrollers, NPUs (integer I/O, no float ops)",
     QAT_INT8: "as integer_only, from the quantization-aware model",
+    QAT_MIXED: "CPU: the quantization-aware model as trained (int8 where it learned ranges, float where it stayed "
+               "float, e.g. in-model input normalization), float I/O",
     SELECTIVE_INTEGER: "CPU: integer except the few most sensitive layers, kept float",
     INT16X8: "accuracy rescue for int8-sensitive models: 16-bit activations, 8-bit weights, float I/O "
              "(reference kernels on CPU: slower than int8; no XNNPACK support)",
@@ -53,7 +56,7 @@ def converter_settings(variant: str, io_type: str = "int8") -> Dict[str, object]
         s["optimizations"] = ["DEFAULT"]
     if variant == FLOAT16:
         s["supported_types"] = ["float16"]
-    if variant in NEEDS_CALIBRATION or variant == SELECTIVE_INTEGER:
+    if variant in NEEDS_CALIBRATION or variant in (SELECTIVE_INTEGER, QAT_INT8):
         s["representative_dataset"] = True
     if variant == SELECTIVE_INTEGER:
         s["denylisted_nodes"] = "the layers listed under selective.float_layers"
@@ -81,7 +84,9 @@ def convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
-    if representative_dataset is not None and variant in NEEDS_CALIBRATION | NEEDS_QAT_MODEL:
+    # qat_mixed takes no calibration: every range comes from training, and what the QAT model
+    # left without a range (its float input normalization) stays float.
+    if representative_dataset is not None and variant in NEEDS_CALIBRATION | {QAT_INT8}:
         converter.representative_dataset = representative_dataset
     if variant in INTEGER_ONLY_VARIANTS:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
