@@ -127,8 +127,8 @@ def hard_workload_section(tmp: Path, float_dir: str, quantized_dir: str, splits:
         "cannot help here: its input is int8 by definition (and tfmot fake-quantizes the model input the same way "
         f"during training; layers it left float: {qat_float_layers}).", "",
         md_table(header, rows), "",
-        f"selective_integer kept float: {record.get('float_layers')} (integer-op fraction "
-        f"{manifest['selective_integer'].get('integer_op_fraction', 0):.2f}, after {len(record.get('steps', []))} "
+        f"selective_integer kept float: {record.get('float_layers')} (integer-compute fraction "
+        f"{manifest['selective_integer'].get('integer_compute_fraction', 0):.2f}, after {len(record.get('steps', []))} "
         "search step(s) on the validation split).", "",
         f"The default gate (1 pp bound on the upper end of the paired 90 % interval, integer-op floor 0.8 for mixed "
         f"variants, smallest passing) selected **{gate['selected_variant']}**:", "", *lines, ""]

@@ -41,7 +41,7 @@ INT16X8 = "int16x8"  # 16-bit activations, 8-bit weights
 SELECTIVE_INTEGER = "selective_integer"  # the accuracy-aware search; needs validation data
 VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8, QAT_MIXED, INT16X8)
 ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,)
-MIXED_VARIANTS = (SELECTIVE_INTEGER, QAT_MIXED)  # integer or float per layer: the gate checks their integer-op fraction
+MIXED_VARIANTS = (SELECTIVE_INTEGER, QAT_MIXED)  # integer or float per layer: the gate checks their integer-compute fraction
 
 # ---- switches read from the environment --------------------------------------------------
 VERBOSE_VAR = "QP_VERBOSE"  # full TFX/TensorFlow/converter output (pipeline/logs.py, convert.py)

@@ -278,7 +278,7 @@ class DeploymentTarget(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$",
                       description="the target's name (lowercase letters, digits, _ and -); its registry folder")
     runtime: Literal["litert", "tflm"] = Field("litert", description="litert or tflm (TFLite Micro)")
-    integer_only: bool = Field(False, description="every compute op must be integer (integer-op fraction 1.0)")
+    integer_only: bool = Field(False, description="every compute op must be integer (integer-compute fraction 1.0)")
     integer_io: bool = Field(False, description="input and output must be int8 or uint8")
     max_model_bytes: Optional[int] = Field(None, ge=1, description="flash budget: the .tflite file size")
     max_arena_bytes: Optional[int] = Field(None, ge=1, description="RAM budget: TFLM's tensor arena (tflm only)")
@@ -320,9 +320,10 @@ class GateSettings(StageSettings):
         0.02, ge=0, le=1, description="the float model and a variant must beat the majority-class rate of the eval "
                                       "labels (top-k: the k largest classes) by this much; None: off")
     allow_float32: bool = Field(False, description="whether the unquantized float32 variant may be selected")
-    min_integer_op_fraction: float = Field(
-        0.8, ge=0, le=1, description="a mixed variant (selective_integer) with a smaller share of integer ops "
-                                     "counts as float32 for the gate")
+    min_integer_compute_fraction: float = Field(
+        0.8, ge=0, le=1, description="a mixed variant (selective_integer, qat_mixed) doing a smaller share of its "
+                                     "arithmetic (multiply-accumulates; elements of elementwise ops) in integer "
+                                     "ops counts as float32 for the gate")
     selection: Union[Literal["smallest", "fastest"], List[str]] = Field(
         SMALLEST, description="smallest, fastest, or a list of variant names in order of preference")
     metric: Literal["accuracy", "top_k_accuracy"] = Field("accuracy", description="the metric the gate judges")

@@ -21,6 +21,7 @@ NON_DEFAULT = {
         feature_keys=["image"], input_shape=[4, 4, 3], label_key="digit", num_classes=3, model="mobilenet_v2",
         module_file="/somewhere/model.py", model_kwargs={"alpha": 0.5}, epochs=3, steps_per_epoch=7,
         qat_epochs=4, qat_steps_per_epoch=5, batch_size=16, learning_rate=0.002, qat_learning_rate=0.0003,
+        qat_range_batches=3,
         seed=5, input_name="x", output_name="y", image={"channels": 3, "scale": 0.5, "offset": -1.0}),
     "calibration": dict(source_split="validation", num_samples=50, strategy="uniform", label_key="lbl", seed=9),
     "quantize": dict(
@@ -31,7 +32,7 @@ NON_DEFAULT = {
         max_accuracy_drop=0.02, max_relative_drop=0.05, max_model_bytes=90000, max_latency_ms=2.5, min_accuracy=0.5,
         allow_float32=True, selection=["qat_int8", "integer_only"], metric="top_k_accuracy", top_k=3,
         latency_runs=7, latency_warmup=2, num_threads=2, eval_batch_size=64, eval_split="test",
-        drop_decision="lower_bound", confidence=0.9, min_margin_over_majority=0.1, min_integer_op_fraction=0.5,
+        drop_decision="lower_bound", confidence=0.9, min_margin_over_majority=0.1, min_integer_compute_fraction=0.5,
         latency_tie_tolerance=0.1, max_deployed_shift=0.2, device_check_examples=50,
         targets=[{"name": "mcu", "runtime": "tflm", "integer_only": False, "integer_io": True, "max_model_bytes": None,
                   "max_arena_bytes": 9000, "max_latency_ms": None, "selection": None}]),

@@ -27,8 +27,8 @@ def test_int8_relevant_features_are_read_from_cpuinfo(tmp_path):
 
 def test_latency_based_decisions_warn_when_int8_is_slower_than_float_here(tmp_path):
     cpu = _info(tmp_path, OLD)
-    figures = {"float32": {"latency_ms_median": 0.010, "integer_op_fraction": 0.0},
-               "integer_only": {"latency_ms_median": 0.014, "integer_op_fraction": 1.0}}
+    figures = {"float32": {"latency_ms_median": 0.010, "integer_compute_fraction": 0.0},
+               "integer_only": {"latency_ms_median": 0.014, "integer_compute_fraction": 1.0}}
     warning = latency_warning(figures, GateSettings(selection="fastest"), cpu)
     assert "integer_only, takes 0.0140 ms against float32's 0.0100 ms" in warning and "AMD EPYC" in warning
     assert latency_warning(figures, GateSettings(max_latency_ms=1.0), cpu)

@@ -49,13 +49,16 @@ def digits_variants(tmp_path_factory, trained_digits, digits_calibration):
     return _run(tmp_path_factory.mktemp("q"), trained_digits, digits_calibration)
 
 
-def test_all_seven_variants_are_built_on_the_digits_models(digits_variants):
+def test_every_default_variant_is_built_on_the_digits_models(digits_variants):
     out, manifest = digits_variants
     assert sorted(manifest["variants"]) == sorted(convert.VARIANTS)
     assert all(v["status"] == "ok" for v in manifest["variants"].values()), manifest["variants"]
     assert json.loads(out.get_string_custom_property("variants_built")) == list(convert.VARIANTS)
     assert manifest["tensorflow_version"] == tf.__version__
     assert manifest["variants"]["qat_int8"]["source_model"] == "qat_model"
+    mixed = manifest["variants"]["qat_mixed"]
+    assert mixed["source_model"] == "qat_model" and mixed["converter_settings"]["representative_dataset"] is False
+    assert mixed["inputs"][0]["dtype"] == "float32" and mixed["integer_compute_fraction"] == 1.0  # digits: no float layer
     assert manifest["variants"]["float32"]["source_model"] == "model"
 
 
@@ -86,7 +89,7 @@ def test_int16x8_has_int16_activations_int8_weights_and_runs(digits_variants, di
     assert v["status"] == "ok" and v["source_model"] == "model"
     assert v["converter_settings"]["supported_ops"] == ["EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"]
     assert v["converter_settings"]["representative_dataset"] is True
-    assert v["inputs"][0]["dtype"] == "float32" and v["integer_op_fraction"] == 1.0
+    assert v["inputs"][0]["dtype"] == "float32" and v["integer_compute_fraction"] == 1.0
     assert v["tensor_dtypes"]["int16"] > 0 and v["tensor_dtypes"]["int8"] > 0  # activations, weights
     assert set(v["float_ops"]) <= {"QUANTIZE", "DEQUANTIZE"}
     files = data.split_files(f"{digits_examples.uri}/Split-eval")
@@ -125,7 +128,7 @@ def test_without_calibration_integer_variants_fail_with_reason_others_build(tmp_
     for name in ("full_integer", "integer_only", "int16x8"):
         assert variants[name]["status"] == "failed"
         assert "no calibration data" in variants[name]["reason"]
-    assert "no qat_model input" in variants["qat_int8"]["reason"]
+    assert "no qat_model input" in variants["qat_int8"]["reason"] and "no qat_model input" in variants["qat_mixed"]["reason"]
     for name in ("float32", "dynamic_range", "float16"):
         assert variants[name]["status"] == "ok"
         assert os.path.exists(os.path.join(out.uri, name, "model.tflite"))

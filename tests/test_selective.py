@@ -73,7 +73,7 @@ def test_selective_passes_where_full_integer_fails_with_few_float_layers(tmp_pat
     assert any("probabilities" in name for name in record["float_layers"])
     assert record["layer_errors"][0]["op_name"] == "FULLY_CONNECTED"
     assert record["steps"][0]["num_float_layers"] == 0 and not record["steps"][0]["passed"]
-    assert 0.5 < record["integer_op_fraction"] < 1.0
+    assert 0.5 < record["integer_compute_fraction"] < 1.0
     # The search saw only the train split, never the eval split the gate uses.
     assert manifest["validation"]["files"] and all("Split-train" in f for f in manifest["validation"]["files"])
     assert not any("Split-eval" in f for f in manifest["validation"]["files"])

@@ -269,15 +269,15 @@ def test_a_model_that_does_not_beat_the_majority_class_blesses_nothing():
 
 def test_a_mostly_float_mixed_variant_counts_as_float32():
     cfg = POINT
-    figures = {"selective_integer": _fig(0.9, [90, 0, 0, 10], integer_op_fraction=0.0),
-               "integer_only": _fig(0.9, [90, 0, 0, 10], integer_op_fraction=0.5)}
+    figures = {"selective_integer": _fig(0.9, [90, 0, 0, 10], integer_compute_fraction=0.0),
+               "integer_only": _fig(0.9, [90, 0, 0, 10], integer_compute_fraction=0.5)}
     verdicts = gate.judge(figures, 0.9, cfg)
     assert not verdicts["selective_integer"]["passed"]
-    assert "integer-op fraction 0.00 < min_integer_op_fraction 0.8" in verdicts["selective_integer"]["reasons"][0]
+    assert "integer-compute fraction 0.00 < min_integer_compute_fraction 0.8" in verdicts["selective_integer"]["reasons"][0]
     assert verdicts["integer_only"]["passed"]  # the floor is for mixed variants only
-    figures["selective_integer"]["integer_op_fraction"] = 0.8
+    figures["selective_integer"]["integer_compute_fraction"] = 0.8
     assert gate.judge(figures, 0.9, cfg)["selective_integer"]["passed"]  # at the floor: inclusive
-    figures["selective_integer"]["integer_op_fraction"] = 0.1
+    figures["selective_integer"]["integer_compute_fraction"] = 0.1
     assert gate.judge(figures, 0.9, POINT.with_overrides('{"allow_float32": true}'))["selective_integer"]["passed"]
 
 
@@ -417,8 +417,8 @@ def test_a_selective_variant_at_zero_integer_ops_is_not_eligible(tmp_path, digit
     (quantized / "manifest.json").write_text(json.dumps(manifest))
     result = evaluate.evaluate_models(_eval_dir(digits_examples), trained_digits["float"], str(quantized),
                                       str(tmp_path / "ev"), _params(), ONE_WORKER)
-    assert result["variants"]["selective_integer"]["integer_op_fraction"] == 0.0
-    assert result["variants"]["integer_only"]["integer_op_fraction"] == 1.0
+    assert result["variants"]["selective_integer"]["integer_compute_fraction"] == 0.0
+    assert result["variants"]["integer_only"]["integer_compute_fraction"] == 1.0
     assert not result["verdicts"]["selective_integer"]["passed"]
     assert any("counts as float32" in r for r in result["verdicts"]["selective_integer"]["reasons"])
     assert result["selected_variant"] == "integer_only"

@@ -292,5 +292,8 @@ def test_qat_keeps_in_model_normalization_float_and_qat_mixed_converts_it_so(tmp
     info = convert.describe(mixed)
     assert info["inputs"][0]["dtype"] == "float32" and set(info["float_ops"]) == {"SUB", "MUL", "QUANTIZE", "DEQUANTIZE"}
     assert accuracy(TFLiteRunner(mixed).predict(x), y) >= float_acc - 0.02
+    # Arithmetic done in integer: 2x16 + 16x2 multiply-accumulates and the 2-element softmax,
+    # against the float SUB and MUL on the 2 raw features (4 of 6 ops by count).
+    assert convert.integer_compute_fraction(mixed) == pytest.approx(66 / 70)
     integer = accuracy(TFLiteRunner(convert.convert(convert.QAT_INT8, str(tmp_path / "qat"), rep)).predict(x), y)
     assert integer < float_acc - 0.1  # one int8 scale for both raw features loses the small one

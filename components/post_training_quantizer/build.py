@@ -177,6 +177,6 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
     (folder / MODEL_FILE).write_bytes(content)
     return dict(
         entry, status=OK, reason="", file=f"{name}/{MODEL_FILE}", size_bytes=len(content),
-        sha256=fsutil.sha256_bytes(content), integer_op_fraction=convert.integer_op_fraction(content), **info, **extra,
+        sha256=fsutil.sha256_bytes(content), integer_compute_fraction=convert.integer_compute_fraction(content), **info, **extra,
     )
 

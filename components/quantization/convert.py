@@ -134,14 +134,44 @@ def describe(model_content: bytes) -> Dict[str, object]:
 CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")  # converting between float and integer, not computing
 
 
-def integer_op_fraction(model_content: bytes) -> float:
-    """The share of compute ops with no float input or output: 1.0 for an integer model
-    (with float or integer I/O), 0.0 for a float one. QUANTIZE/DEQUANTIZE are left out:
-    they convert at the model's edges and around float islands, they compute nothing."""
-    info = describe(model_content)
-    total = info["num_ops"] - sum(info["op_counts"].get(op, 0) for op in CONVERSION_OPS)
-    float_ops = sum(n for op, n in info["float_ops"].items() if op not in CONVERSION_OPS)
-    return 1.0 - float_ops / total if total > 0 else 0.0
+def _op_cost(op_name: str, inputs: List[dict], outputs: List[dict]) -> int:
+    """An op's arithmetic: multiply-accumulates for the weighted ops (output elements times
+    the products each one sums), output elements for every other op."""
+    n_out = sum(int(np.prod(np.maximum(d["shape"], 1))) for d in outputs)
+    if op_name in ("CONV_2D", "FULLY_CONNECTED") and len(inputs) > 1:
+        return n_out * int(np.prod(inputs[1]["shape"][1:]))  # filter [out, (kh, kw,) in]
+    if op_name == "DEPTHWISE_CONV_2D" and len(inputs) > 1:
+        return n_out * int(np.prod(inputs[1]["shape"][1:3]))  # filter [1, kh, kw, channels]
+    if op_name == "TRANSPOSE_CONV" and len(inputs) > 2:
+        return int(np.prod(np.maximum(inputs[2]["shape"], 1))) * int(np.prod(inputs[1]["shape"][1:]))
+    if op_name == "BATCH_MATMUL" and inputs:
+        return n_out * int(inputs[0]["shape"][-1])
+    return max(n_out, 1)
+
+
+def integer_compute_fraction(model_content: bytes) -> float:
+    """The share of the model's arithmetic done by ops with no float input or output: 1.0 for
+    an integer model (with float or integer I/O), 0.0 for a float one. Ops are weighted by
+    their cost (multiply-accumulates of convolutions and fully-connected layers, elements of
+    elementwise ops), so an in-model normalization kept float (two elementwise ops on the
+    input) weighs what it computes, not as much as a layer. QUANTIZE/DEQUANTIZE are left
+    out: they convert, they compute nothing."""
+    interpreter = tf.lite.Interpreter(
+        model_content=model_content,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    total = float_cost = 0
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        if op["op_name"] in CONVERSION_OPS:
+            continue
+        ins = [tensors[i] for i in op["inputs"] if i in tensors]
+        outs = [tensors[i] for i in op["outputs"] if i in tensors]
+        cost = _op_cost(op["op_name"], ins, outs)
+        total += cost
+        if {np.dtype(t["dtype"]).name for t in ins + outs} & {"float32", "float16"}:
+            float_cost += cost
+    return 1.0 - float_cost / total if total > 0 else 0.0
 
 
 def validate(variant: str, model_content: bytes, example) -> Dict[str, object]:

@@ -188,7 +188,7 @@ def search(
         record.update(float_layers=None, best_step=closest)
         return None, record
     record.update(float_layers=steps_for(steps, best)["float_layers"],
-                  integer_op_fraction=convert.integer_op_fraction(models[best]))
+                  integer_compute_fraction=convert.integer_compute_fraction(models[best]))
     return models[best], record
 
 

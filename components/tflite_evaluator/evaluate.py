@@ -56,7 +56,7 @@ def _prepare(name: str, path: str, spec: ModelSpec, example, params: GateSetting
     io_dtypes = [np.dtype(d["dtype"]).name for d in runner.inputs.values()] + [np.dtype(runner.output["dtype"]).name]
     return dict(timing, size_bytes=fsutil.size(path), io_dtypes=io_dtypes,
                 integer_io=all(d in ("int8", "uint8") for d in io_dtypes),
-                integer_op_fraction=convert.integer_op_fraction(fsutil.read_bytes(path)))
+                integer_compute_fraction=convert.integer_compute_fraction(fsutil.read_bytes(path)))
 
 
 def device_checks(tflite: Dict[str, str], figures: Dict[str, dict], files, spec: ModelSpec,
@@ -211,7 +211,7 @@ def latency_warning(figures: Dict[str, dict], params: GateSettings, cpu: dict) -
         t.max_latency_ms is not None or t.selection == gate.FASTEST for t in params.targets)
     reference = figures.get(contracts.FLOAT32, {}).get("latency_ms_median")
     integer = {n: f["latency_ms_median"] for n, f in figures.items()
-               if f.get("integer_op_fraction") == 1.0 and is_finite(f.get("latency_ms_median"))}
+               if f.get("integer_compute_fraction") == 1.0 and is_finite(f.get("latency_ms_median"))}
     if not uses_latency or not is_finite(reference) or not integer:
         return None
     fastest = min(integer, key=integer.get)

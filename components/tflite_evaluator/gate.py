@@ -17,13 +17,13 @@ Semantics (all bounds inclusive; a bound left as None is not checked):
   latency         = median single-example latency (ms)     passes when <= max_latency_ms
   minimum         = variant_metric                         passes when >= min_accuracy
 float32 is eligible only with allow_float32; so is a mixed variant (selective_integer)
-whose integer-op fraction is below min_integer_op_fraction, since it is mostly float.
+whose integer-compute fraction is below min_integer_compute_fraction, since it is mostly float.
 Missing or non-finite figures never pass. Comparisons allow TOLERANCE (1e-9) for
 floating-point rounding, so a drop exactly at the bound passes.
 
 Deployment targets (settings.targets): a variant ships to a target when it passed the gate
 and the target's checks hold: it runs on the target's runtime (TFLite Micro: allocates and
-runs, within max_arena_bytes), integer_only (integer-op fraction 1), integer_io (int8/uint8
+runs, within max_arena_bytes), integer_only (integer-compute fraction 1), integer_io (int8/uint8
 input and output), and the target's size and latency budgets. Each target selects on its own.
 
 Selection among the passing variants: smallest (size, then latency), fastest (latency
@@ -104,11 +104,12 @@ def float_not_learned(float_metric: Optional[float], chance: Optional[float], cf
 
 
 def counts_as_float(name: str, fig: dict, cfg: GateSettings) -> bool:
-    """float32, or a mixed variant whose integer-op fraction is below the floor."""
+    """float32, or a mixed variant whose integer-compute fraction is below the floor."""
     if name == FLOAT32:
         return True
-    fraction = fig.get("integer_op_fraction")
-    return name in MIXED_VARIANTS and not (is_finite(fraction) and fraction >= cfg.min_integer_op_fraction - TOLERANCE)
+    fraction = fig.get("integer_compute_fraction")
+    return name in MIXED_VARIANTS and not (is_finite(fraction)
+                                           and fraction >= cfg.min_integer_compute_fraction - TOLERANCE)
 
 
 def judge(
@@ -122,7 +123,7 @@ def judge(
 
     `figures` holds the metric under cfg.metric, 'size_bytes', 'latency_ms_median',
     'vs_float' (and 'vs_deployed' when there is a deployed model: `comparison` dicts),
-    'integer_op_fraction', and 'error' when the variant could not be evaluated at all.
+    'integer_compute_fraction', and 'error' when the variant could not be evaluated at all.
     `chance` is the majority-class rate of the eval labels (`chance_rate`).
     """
     floor = majority_floor(chance, cfg)
@@ -163,10 +164,11 @@ def judge(
         if name == FLOAT32 and not cfg.allow_float32:
             reasons.append("float32 is the unquantized baseline; set allow_float32 to make it eligible")
         elif counts_as_float(name, fig, cfg) and not cfg.allow_float32:
-            fraction = fig.get("integer_op_fraction")
+            fraction = fig.get("integer_compute_fraction")
             shown = f"{fraction:.2f}" if is_finite(fraction) else str(fraction)
-            reasons.append(f"integer-op fraction {shown} < min_integer_op_fraction {cfg.min_integer_op_fraction:g}: "
-                           "mostly float, so it counts as float32 (set allow_float32 to make it eligible)")
+            reasons.append(f"integer-compute fraction {shown} < min_integer_compute_fraction "
+                           f"{cfg.min_integer_compute_fraction:g}: mostly float, so it counts as float32 (set "
+                           "allow_float32 to make it eligible)")
         verdicts[name] = {"passed": not reasons, "reasons": reasons or ["all bounds hold"]}
     return verdicts
 
@@ -240,10 +242,10 @@ def target_reasons(target: DeploymentTarget, fig: dict) -> List[str]:
             reasons.append(f"does not run on TFLite Micro: {micro['reason']}")
         elif target.max_arena_bytes is not None and not micro["arena_bytes"] <= target.max_arena_bytes:
             reasons.append(f"tensor arena {micro['arena_bytes']} bytes > max_arena_bytes {target.max_arena_bytes}")
-    fraction = fig.get("integer_op_fraction")
+    fraction = fig.get("integer_compute_fraction")
     if target.integer_only and not (is_finite(fraction) and fraction >= 1 - TOLERANCE):
         shown = f"{fraction:.2f}" if is_finite(fraction) else str(fraction)
-        reasons.append(f"integer-op fraction {shown} < 1: not integer-only")
+        reasons.append(f"integer-compute fraction {shown} < 1: not integer-only")
     if target.integer_io and not fig.get("integer_io"):
         reasons.append(f"input/output types {fig.get('io_dtypes')} are not int8/uint8")
     size = fig.get("size_bytes")

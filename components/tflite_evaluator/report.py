@@ -235,7 +235,7 @@ def _comparison_rows(result) -> List[dict]:
     for key, label in (("accuracy", "accuracy"), ("top_k_accuracy", f"top-{fig.get('top_k', '')} accuracy"),
                        ("agreement_with_float", "agreement with float"), ("size_bytes", "bytes"),
                        ("latency_ms_median", "latency median (ms)"), ("latency_ms_p90", "latency p90 (ms)"),
-                       ("integer_op_fraction", "integer-op fraction")):
+                       ("integer_compute_fraction", "integer-compute fraction")):
         rows.append({"metric": label, "candidate": fig.get(key), "deployed": baseline.get(key),
                      "recorded": (baseline.get("recorded_metrics") or {}).get(key)})
     return [dict(r, name=candidate) for r in rows]
