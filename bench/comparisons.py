@@ -123,12 +123,14 @@ def hard_workload_section(tmp: Path, float_dir: str, quantized_dir: str, splits:
         "by the largest (hundreds); the unit-scale features then span a few int8 steps and most of what they carry "
         "is rounded away before the first layer runs. 16-bit activations (`int16x8`) have 256× finer steps. "
         "`selective_integer` keeps the normalization's two elementwise ops float (it tries the ops that scale the "
-        "input first), which moves the QUANTIZE after them; the three fully-connected layers stay int8. `qat_int8` "
-        "cannot help here: its input is int8 by definition (and tfmot fake-quantizes the model input the same way "
-        f"during training; layers it left float: {qat_float_layers}).", "",
+        "input first), which moves the QUANTIZE after them; the three fully-connected layers stay int8. QAT: the "
+        "quantization-aware copy keeps the normalization float too (layers tfmot left float: "
+        f"{qat_float_layers}; its output gets the int8 range) and starts from calibrated activation ranges; "
+        "`qat_mixed` converts it as trained (float normalization, int8 layers, float I/O). `qat_int8` cannot help: "
+        "its input is int8 by definition, the same single scale for all eight raw features.", "",
         md_table(header, rows), "",
         f"selective_integer kept float: {record.get('float_layers')} (integer-compute fraction "
         f"{manifest['selective_integer'].get('integer_compute_fraction', 0):.2f}, after {len(record.get('steps', []))} "
         "search step(s) on the validation split).", "",
-        f"The default gate (1 pp bound on the upper end of the paired 90 % interval, integer-op floor 0.8 for mixed "
-        f"variants, smallest passing) selected **{gate['selected_variant']}**:", "", *lines, ""]
+        f"The default gate (1 pp bound on the upper end of the paired 90 % interval, integer-compute floor 0.8 for "
+        f"mixed variants, smallest passing) selected **{gate['selected_variant']}**:", "", *lines, ""]

@@ -119,6 +119,48 @@ def train_and_quantize(tmp: Path, splits, name, cfg: TrainSettings, calibration_
     return result, str(tmp / name / "float"), str(tmp / name / "q")
 
 
+def fine_tuned_float(tmp: Path, name: str, splits, cfg: TrainSettings, float_dir: str, calibration_dir) -> dict:
+    """The float model trained on for as long as QAT fine-tunes (same epochs, learning rate,
+    seed), without fake quantization: what the extra training alone is worth. Accuracy of its
+    float32 and integer_only conversions on the eval split."""
+    train_files, eval_files = data.split_files(splits["train"]), data.split_files(splits["eval"])
+    spec = data.spec_for(float_dir, train_files)
+    model = training.load_keras_model(float_dir)
+    keras.utils.set_random_seed(cfg.seed)
+    training.fit_phase(model, "float_more", cfg.qat_learning_rate, cfg.qat_epochs, cfg.qat_steps_per_epoch,
+                       train_files, eval_files, spec, cfg, str(tmp / name / "logs_more"))
+    more = tmp / name / "float_more"
+    training.save_serving_model(model, more, spec)
+    quantize_all(str(more), str(tmp / name / "q_more"), QuantizeSettings(variants=["float32", "integer_only"]),
+                 calibration_files=data.split_files(f"{calibration_dir}/Split-calibration"))
+    acc = evaluate_all(splits["eval"], str(more), str(tmp / name / "q_more"), tmp / name / "ev_more")
+    return {n: acc["variants"][n]["accuracy"] for n in ("float32", "integer_only")}
+
+
+def qat_section(models: Dict[str, tuple]) -> List[str]:
+    """QAT against float and PTQ for each trained model: {label: (evaluation, qat variant,
+    fine-tuned float reference or None)}."""
+    rows = []
+    for label, (acc, qat, more) in models.items():
+        f, v = acc["float_model"]["accuracy"], acc["variants"]
+        ptq, q = v["integer_only"]["accuracy"], v[qat]["accuracy"]
+        rows.append([label, f"{f:.4f}", f"{ptq:.4f}", f"`{qat}` {q:.4f}", f"{100 * (q - f):+.2f}",
+                     f"{100 * (q - ptq):+.2f}",
+                     f"{more['float32']:.4f} / {more['integer_only']:.4f}" if more else "n/a"])
+    return ["## 7. Quantization-aware training", "",
+            "QAT fine-tunes a quantization-aware copy of the trained float model (`qat_epochs` 2, learning rate 1e-4, "
+            "BatchNormalization statistics still updated), starting from activation ranges calibrated on 8 train "
+            "batches. Measured once while choosing (MobileNetV2-style digits, seed 42, 599 eval examples): with "
+            "tfmot's own start at [-6, 6], which a short fine-tuning barely moves, `qat_int8` was 1.7 pp below float "
+            "and 2.5 pp below PTQ; with calibrated ranges 5.8 pp above float; freezing BatchNormalization on top "
+            "cost 2.2 pp of that. Accuracy on the eval split; drops in pp. The last column trains the float "
+            "model on for the same epochs without fake quantization, then converts it to float32 / integer_only: when "
+            "it gains, the float model was not converged and QAT's gain over float is that training, not "
+            "quantization.", "",
+            md_table(["model", "float", "PTQ integer_only", "QAT variant", "QAT − float", "QAT − PTQ",
+                      "float trained on as long (float32 / integer_only)"], rows), ""]
+
+
 # ---- 2. evaluator vs TFMA ------------------------------------------------------------------
 def run_tfma(tflite_path: str, eval_file: str, out: Path) -> float:
     import tensorflow_model_analysis as tfma
@@ -242,6 +284,10 @@ def main() -> None:
     hrows, _ = variant_rows(hq, latencies(hq, hx["features"][0], 2000), hacc)
     md += comparisons.hard_workload_section(tmp / "mixed", hfloat, hq, hsplits, hrows, HEADER,
                                             hacc["float_model"]["accuracy"], hres.float_layers)
+    mnd_more = fine_tuned_float(tmp, "mnd", splits, mcfg, mfloat, tmp / "cal")
+    qat_md = qat_section({"digits CNN": (cnn_acc, "qat_int8", None),
+                          "MobileNetV2-style digits": (mnd_acc, "qat_int8", mnd_more),
+                          "hard workload (mixed scale)": (hacc, "qat_mixed", None)})
 
     # 2. our evaluator vs TFMA
     log.info("2. evaluator vs TFMA")
@@ -270,6 +316,7 @@ def main() -> None:
                                          eval_files=eval_files),
         "mixed-scale (hard workload)": dict(float_dir=hfloat, quantized_dir=hq, calibration_files=data.split_files(
             f"{tmp / 'hcal'}/Split-calibration"), eval_files=heval)})
+    md += qat_md
 
     md += ["", f"Total `make bench` time: {(time.perf_counter() - started) / 60:.1f} min."]
     (REPO / "BENCHMARKS.md").write_text("\n".join(md) + "\n")
