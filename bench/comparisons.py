@@ -130,7 +130,7 @@ def hard_workload_section(tmp: Path, float_dir: str, quantized_dir: str, splits:
         "its input is int8 by definition, the same single scale for all eight raw features.", "",
         md_table(header, rows), "",
         f"selective_integer kept float: {record.get('float_layers')} (integer-compute fraction "
-        f"{manifest['selective_integer'].get('integer_compute_fraction', 0):.2f}, after {len(record.get('steps', []))} "
+        f"{manifest['selective_integer'].get('integer_compute_fraction', 0):.4f}, after {len(record.get('steps', []))} "
         "search step(s) on the validation split).", "",
         f"The default gate (1 pp bound on the upper end of the paired 90 % interval, integer-compute floor 0.8 for "
         f"mixed variants, smallest passing) selected **{gate['selected_variant']}**:", "", *lines, ""]
