@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 NEEDS_CALIBRATION = frozenset({FULL_INTEGER, INTEGER_ONLY, INT16X8})
 INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
 NEEDS_QAT_MODEL = frozenset({QAT_INT8, QAT_MIXED})
+# The variants the converter gets the calibration set for. qat_mixed takes none: every range
+# comes from training, and what the QAT model left without a range (its float input
+# normalization) stays float.
+TAKES_CALIBRATION = NEEDS_CALIBRATION | {QAT_INT8}
 INTEGER_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
 # Which device class each variant suits (documented in the quantizer README too).
 DEVICE_CLASS = {
@@ -56,7 +60,7 @@ def converter_settings(variant: str, io_type: str = "int8") -> Dict[str, object]
         s["optimizations"] = ["DEFAULT"]
     if variant == FLOAT16:
         s["supported_types"] = ["float16"]
-    if variant in NEEDS_CALIBRATION or variant in (SELECTIVE_INTEGER, QAT_INT8):
+    if variant in TAKES_CALIBRATION or variant == SELECTIVE_INTEGER:
         s["representative_dataset"] = True
     if variant == SELECTIVE_INTEGER:
         s["denylisted_nodes"] = "the layers listed under selective.float_layers"
@@ -84,9 +88,7 @@ def convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
-    # qat_mixed takes no calibration: every range comes from training, and what the QAT model
-    # left without a range (its float input normalization) stays float.
-    if representative_dataset is not None and variant in NEEDS_CALIBRATION | {QAT_INT8}:
+    if representative_dataset is not None and variant in TAKES_CALIBRATION:
         converter.representative_dataset = representative_dataset
     if variant in INTEGER_ONLY_VARIANTS:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -108,26 +110,37 @@ def _tensor_info(detail: dict) -> dict:
     }
 
 
-def describe(model_content: bytes) -> Dict[str, object]:
-    """Inputs, outputs, ops and tensor dtypes of a TFLite flatbuffer."""
-    interpreter = tf.lite.Interpreter(
+def _interpreter(model_content: bytes) -> tf.lite.Interpreter:
+    return tf.lite.Interpreter(
         model_content=model_content,
         experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
+
+
+def _ops(interpreter: tf.lite.Interpreter) -> List[tuple]:
+    """Each op as (name, input tensor details, output tensor details, whether any is float)."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    ops = interpreter._get_ops_details()  # pylint: disable=protected-access
-    float_ops = []
-    for op in ops:
-        dtypes = {np.dtype(tensors[i]["dtype"]).name for i in list(op["inputs"]) + list(op["outputs"]) if i in tensors}
-        if dtypes & {"float32", "float16"}:
-            float_ops.append(op["op_name"])
+    ops = []
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        ins = [tensors[i] for i in op["inputs"] if i in tensors]
+        outs = [tensors[i] for i in op["outputs"] if i in tensors]
+        is_float = bool({np.dtype(t["dtype"]).name for t in ins + outs} & {"float32", "float16"})
+        ops.append((op["op_name"], ins, outs, is_float))
+    return ops
+
+
+def describe(model_content: bytes) -> Dict[str, object]:
+    """Inputs, outputs, ops and tensor dtypes of a TFLite flatbuffer."""
+    interpreter = _interpreter(model_content)
+    ops = _ops(interpreter)
     return {
         "inputs": [_tensor_info(d) for d in interpreter.get_input_details()],
         "outputs": [_tensor_info(d) for d in interpreter.get_output_details()],
-        "op_counts": dict(sorted(Counter(op["op_name"] for op in ops).items())),
+        "op_counts": dict(sorted(Counter(name for name, *_ in ops).items())),
         "num_ops": len(ops),
-        "float_ops": dict(sorted(Counter(float_ops).items())),
-        "tensor_dtypes": dict(sorted(Counter(np.dtype(t["dtype"]).name for t in tensors.values()).items())),
+        "float_ops": dict(sorted(Counter(name for name, _, _, is_float in ops if is_float).items())),
+        "tensor_dtypes": dict(sorted(Counter(np.dtype(t["dtype"]).name
+                                             for t in interpreter.get_tensor_details()).items())),
     }
 
 
@@ -156,21 +169,13 @@ def integer_compute_fraction(model_content: bytes) -> float:
     elementwise ops), so an in-model normalization kept float (two elementwise ops on the
     input) weighs what it computes, not as much as a layer. QUANTIZE/DEQUANTIZE are left
     out: they convert, they compute nothing."""
-    interpreter = tf.lite.Interpreter(
-        model_content=model_content,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     total = float_cost = 0
-    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
-        if op["op_name"] in CONVERSION_OPS:
+    for name, ins, outs, is_float in _ops(_interpreter(model_content)):
+        if name in CONVERSION_OPS:
             continue
-        ins = [tensors[i] for i in op["inputs"] if i in tensors]
-        outs = [tensors[i] for i in op["outputs"] if i in tensors]
-        cost = _op_cost(op["op_name"], ins, outs)
+        cost = _op_cost(name, ins, outs)
         total += cost
-        if {np.dtype(t["dtype"]).name for t in ins + outs} & {"float32", "float16"}:
-            float_cost += cost
+        float_cost += cost if is_float else 0
     return 1.0 - float_cost / total if total > 0 else 0.0
 
 
