@@ -11,7 +11,6 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::DeprecationWarning
-export PYTHONPATH := $(ROOT)
 
 .PHONY: setup run test bench lock data clean kubeflow
 
@@ -31,14 +30,14 @@ $(STAMP): $(ROOT)/constraints.txt $(ROOT)/pyproject.toml | $(PY)
 # The TFX CLI on the local engine: create the pipeline (or update it), then run it.
 # LOCAL_HOME is where the CLI keeps its record of registered pipelines: by default
 # <output_root>/tfx_cli_home, so it follows QP_OUTPUT_ROOT. Settings are checked first
-# (python -m pipeline.config exits 2 with the reason) before anything is created.
+# (python -m tfx_quantization.pipeline.config exits 2 with the reason) before anything is created.
 run: $(STAMP)
-	@cd $(ROOT) && name=$$($(PY) -m pipeline.config pipeline_name) && \
-	export LOCAL_HOME="$${LOCAL_HOME:-$$($(PY) -m pipeline.config output_root)/tfx_cli_home}" && \
+	@cd $(ROOT) && name=$$($(PY) -m tfx_quantization.pipeline.config pipeline_name) && \
+	export LOCAL_HOME="$${LOCAL_HOME:-$$($(PY) -m tfx_quantization.pipeline.config output_root)/tfx_cli_home}" && \
 	if [ -d "$$LOCAL_HOME/$$name" ]; then verb=update; else verb=create; fi && \
 	$(VENV)/bin/tfx pipeline $$verb --engine local --pipeline_path $(ROOT)/pipeline/local_runner.py && \
 	$(VENV)/bin/tfx run create --engine local --pipeline_name "$$name" && \
-	$(PY) -m pipeline.outcome
+	$(PY) -m tfx_quantization.pipeline.outcome
 
 test: $(STAMP)
 	cd $(ROOT) && $(PY) -m pytest $(PYTEST_ARGS)
@@ -56,7 +55,7 @@ lock: $(PY)
 # No defaults on purpose: the compiler refuses an empty or placeholder image, pipeline root
 # or push destination, and says what to pass.
 kubeflow: $(STAMP)
-	cd $(ROOT) && $(PY) -m kubeflow.runner --image "$(KF_IMAGE)" --pipeline-root "$(KF_PIPELINE_ROOT)" \
+	cd $(ROOT) && $(PY) -m tfx_quantization.kubeflow.runner --image "$(KF_IMAGE)" --pipeline-root "$(KF_PIPELINE_ROOT)" \
 	  --push-destination "$(KF_PUSH_DESTINATION)"
 
 data: $(STAMP)

@@ -8,8 +8,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from components.quantization import data
-from pipeline.config import DIGITS_PIXEL_KEYS as PIXEL_KEYS
+from tfx_quantization.quantization import data
+from tfx_quantization.pipeline.config import DIGITS_PIXEL_KEYS as PIXEL_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 

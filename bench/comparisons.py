@@ -12,11 +12,11 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bench.common import fmt_range, md_table, summary
-from components.contracts import read_manifest
-from components.quantization import data
-from components.quantization.interpreter import TFLiteRunner, accuracy
-from components.settings import GateSettings
-from components.tflite_evaluator import evaluate
+from tfx_quantization.contracts import read_manifest
+from tfx_quantization.quantization import data
+from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
+from tfx_quantization.settings import GateSettings
+from tfx_quantization.tflite_evaluator import evaluate
 
 RAW_VARIANTS = ("float32", "dynamic_range", "float16", "full_integer", "integer_only", "int16x8")
 

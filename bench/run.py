@@ -20,7 +20,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import components  # noqa: F401
 import apache_beam as beam
 import matplotlib
 
@@ -34,16 +33,16 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from bench import comparisons  # noqa: E402
 from bench.common import (REPO, PIXEL_KEYS, fmt_range, md_table, mixed_scale_rows, summary,  # noqa: E402
                           write_digits_splits, write_image_eval_set, write_splits)
-from components.models import mobilenet_v2  # noqa: E402
-from components.contracts import read_manifest  # noqa: E402
-from components.post_training_quantizer.build import quantize_all  # noqa: E402
-from components.settings import CalibrationSettings, GateSettings, QuantizeSettings, TrainSettings  # noqa: E402
-from components.quantization import data, host  # noqa: E402
-from components.quantization.model_spec import ModelSpec  # noqa: E402
-from components.quantization.interpreter import TFLiteRunner, accuracy  # noqa: E402
-from components.representative_dataset_gen.sampling import run_sampling  # noqa: E402
-from components.tflite_evaluator import beam_pass, evaluate  # noqa: E402
-from components.trainer import training  # noqa: E402
+from tfx_quantization.models import mobilenet_v2  # noqa: E402
+from tfx_quantization.contracts import read_manifest  # noqa: E402
+from tfx_quantization.post_training_quantizer.build import quantize_all  # noqa: E402
+from tfx_quantization.settings import CalibrationSettings, GateSettings, QuantizeSettings, TrainSettings  # noqa: E402
+from tfx_quantization.quantization import data, host  # noqa: E402
+from tfx_quantization.quantization.model_spec import ModelSpec  # noqa: E402
+from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy  # noqa: E402
+from tfx_quantization.representative_dataset_gen.sampling import run_sampling  # noqa: E402
+from tfx_quantization.tflite_evaluator import beam_pass, evaluate  # noqa: E402
+from tfx_quantization import training  # noqa: E402
 
 log = logging.getLogger("bench")
 PLOTS = REPO / "bench" / "plots"
@@ -327,7 +326,7 @@ def main() -> None:
 def tflm_section(models: Dict[str, tuple]) -> List[str]:
     """Per variant: does TFLite Micro allocate it (and run one example, where given), the
     smallest tensor arena (RAM) and the file size (flash)."""
-    from components.quantization import micro
+    from tfx_quantization.quantization import micro
 
     md = ["### (d) TFLite Micro on the host: tensor arena (RAM) and file (flash) per variant", "",
           "The smallest arena in which the `tflite-micro` interpreter allocates the model (bisection to 16 bytes), "
@@ -481,7 +480,7 @@ def scale_section(tmp: Path, tflite: str) -> List[str]:
 
 
 def pipeline_section(tmp: Path) -> List[str]:
-    from pipeline import summary as mlmd
+    from tfx_quantization.pipeline import summary as mlmd
 
     per_stage: Dict[str, Dict[str, List[float]]] = {}
     walls = {"cold": [], "cached": []}

@@ -13,12 +13,11 @@ import time
 
 import psutil
 
-import components  # noqa: F401
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.quantization.model_spec import ModelSpec
-from components.tflite_evaluator import beam_pass
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.tflite_evaluator import beam_pass
 
 
 def main(eval_file, tflite, workers, out):

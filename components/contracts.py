@@ -2,14 +2,14 @@
 variant names, and the readers and writers of the files that cross a stage boundary.
 
 Stages depend on this module and on the pure library (components/quantization), never on
-each other's modules. No TensorFlow or TFX import here: `python -m pipeline.config` and
+each other's modules. No TensorFlow or TFX import here: `python -m tfx_quantization.pipeline.config` and
 the settings load it without paying for TensorFlow.
 """
 from __future__ import annotations
 
 from typing import Dict, List
 
-from components import fsutil
+from tfx_quantization import fsutil
 
 # ---- files -------------------------------------------------------------------------
 MODEL_FILE = "model.tflite"  # one TFLite variant (quantizer output) or a pushed version

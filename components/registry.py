@@ -35,9 +35,9 @@ import uuid
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from components import fsutil, signing
-from components.contracts import LATEST_FILE, MANIFEST_FILE, MODEL_FILE
-from components.settings import PushSettings
+from tfx_quantization import fsutil, signing
+from tfx_quantization.contracts import LATEST_FILE, MANIFEST_FILE, MODEL_FILE
+from tfx_quantization.settings import PushSettings
 
 LOCK_FILE = ".lock"
 CLAIM_FILE = ".claim"

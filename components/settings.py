@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components import contracts
-from components.quantization.model_spec import PROBABILITIES, ImageSpec, ModelSpec
+from tfx_quantization import contracts
+from tfx_quantization.quantization.model_spec import PROBABILITIES, ImageSpec, ModelSpec
 
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 DIGITS_PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
@@ -77,6 +77,20 @@ class StageSettings(BaseModel):
         if not isinstance(changes, dict):
             raise SettingsError(f"{type(self).__name__} overrides must be a JSON object, not {overrides!r}")
         return type(self).build(**{**self.model_dump(), **changes})
+
+    @classmethod
+    def coerce(cls: Type[S], value: Any, where: str = "") -> S:
+        """`value` as these settings: an instance as it is, a dict validated (a SettingsError
+        with one line per bad setting), None as the defaults. where: who takes them, for the
+        message (a component's name)."""
+        if value is None:
+            return cls.build()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls.build(**value)
+        raise SettingsError(f"{where + ': ' if where else ''}settings must be a {cls.__name__} or a dict of its "
+                            f"fields, not {type(value).__name__}")
 
     @classmethod
     def build(cls: Type[S], **values: Any) -> S:

@@ -9,14 +9,14 @@ Keys are PEM files the operator makes once (not made automatically):
     openssl genpkey -algorithm ed25519 -out signing-key.pem
     openssl pkey -in signing-key.pem -pubout -out signing-key.pub.pem
 The private key signs (PushSettings.signing_key); the public key verifies
-(PushSettings.public_key, `python -m components.pusher ... verify --public-key`).
+(PushSettings.public_key, `python -m tfx_quantization.pusher ... verify --public-key`).
 """
 from __future__ import annotations
 
 import json
 from typing import List, Optional
 
-from components import fsutil
+from tfx_quantization import fsutil
 
 PAYLOAD_TYPE = "application/vnd.tfx-quantization.manifest+json"
 SIGNATURE_FILE = "manifest.json.sig"  # beside the manifest: the DSSE envelope, as JSON

@@ -2,7 +2,7 @@
 s3:// registered for TensorFlow and TFX's file IO (tensorflow-io), and an exit code that
 says how the step went.
 
-    python -m kubeflow.entrypoint --executor_class_path ... --json_serialized_invocation_args ...
+    python -m tfx_quantization.kubeflow.entrypoint --executor_class_path ... --json_serialized_invocation_args ...
 
 TFX's own `kubeflow_v2_run_executor` is run unchanged (same arguments). After S3 use, the
 interpreter's teardown can abort in tensorflow-io ("pure virtual method called", exit 134)
@@ -10,9 +10,8 @@ and fail a step that succeeded; components/fsutil.py:exit_process leaves without
 """
 import sys
 
-import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from absl import app
-from components import fsutil
+from tfx_quantization import fsutil
 
 TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 

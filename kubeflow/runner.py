@@ -1,7 +1,7 @@
 """Compiles the pipeline for Kubeflow Pipelines v2 (open-source KFP and Vertex AI) into a
 YAML PipelineSpec.
 
-    .venv/bin/python -m kubeflow.runner --image REGISTRY/tfx-quantization:TAG \\
+    .venv/bin/python -m tfx_quantization.kubeflow.runner --image REGISTRY/tfx-quantization:TAG \\
         --pipeline-root s3://BUCKET/root --push-destination s3://BUCKET/serving [--output-dir kubeflow/build]
 
 The same create_pipeline() as the local runner, with:
@@ -13,7 +13,7 @@ The same create_pipeline() as the local runner, with:
   defaults: `gate_overrides`, `push_settings`, `input_config`;
 - CPU/memory requests and limits for the trainer and the evaluator, no caching for the
   pusher, and every step started through kubeflow/entrypoint.py.
-In-container data defaults to /pipeline/data/digits (baked into the image); any other
+In-container data defaults to /src/data/digits (baked into the image); any other
 setting comes from QP_* variables (or QP_CONFIG), as for the local runner.
 """
 from __future__ import annotations
@@ -26,21 +26,20 @@ from typing import Dict, Optional, Sequence
 
 import yaml
 
-import components  # noqa: F401
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from components import fsutil
-from components.settings import SettingsError
-from pipeline.config import CONFIG_FILE_VAR, PipelineConfig, read_config_file
-from pipeline.dag import RuntimeParameters, create_pipeline
+from tfx_quantization import fsutil
+from tfx_quantization.settings import SettingsError
+from tfx_quantization.pipeline.config import CONFIG_FILE_VAR, PipelineConfig, read_config_file
+from tfx_quantization.pipeline.dag import RuntimeParameters, create_pipeline
 
 HERE = Path(__file__).resolve().parent
 BUILD_DIR = HERE / "build"
 OUTPUT_FILE = "pipeline.yaml"
-IMAGE_PROJECT_ROOT = "/pipeline"  # where kubeflow/Dockerfile puts this project
+IMAGE_PROJECT_ROOT = "/src"  # where kubeflow/Dockerfile puts this project
 DATA_ROOT = f"{IMAGE_PROJECT_ROOT}/data/digits"
-ENTRYPOINT = ["python", "-m", "kubeflow.entrypoint"]
+ENTRYPOINT = ["python", "-m", "tfx_quantization.kubeflow.entrypoint"]
 # Requests = limits, so the scheduler reserves what the step uses (cores, GB of memory).
 RESOURCES: Dict[str, Dict[str, float]] = {
     "QATTrainer": {"cpu_request": 2, "cpu_limit": 2, "memory_request": 8, "memory_limit": 8},

@@ -16,9 +16,9 @@ of their fields. Values come, later ones winning, from:
   4. explicit keyword overrides (tests, the Kubeflow compiler).
 Every value is validated when the configuration is built, before any stage runs.
 
-    python -m pipeline.config              the effective configuration
-    python -m pipeline.config gate.metric  one value (pipeline_name, train.epochs, ...)
-    python -m pipeline.config --help       every setting, its variable, default and meaning
+    python -m tfx_quantization.pipeline.config              the effective configuration
+    python -m tfx_quantization.pipeline.config gate.metric  one value (pipeline_name, train.epochs, ...)
+    python -m tfx_quantization.pipeline.config --help       every setting, its variable, default and meaning
 """
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from components import fsutil
-from components.contracts import VERBOSE_VAR
-from components.settings import (
+from tfx_quantization import fsutil
+from tfx_quantization.contracts import VERBOSE_VAR
+from tfx_quantization.settings import (
     DEFAULT_MAX_ACCURACY_DROP, DIGITS_PIXEL_KEYS, CalibrationSettings, GateSettings, ModelContract, PushSettings,
     QuantizeSettings, SettingsError, TrainSettings, describe_errors,
 )
@@ -72,7 +72,7 @@ class PipelineConfig(BaseModel):
                                           description="Beam pipeline options (a JSON list)")
     enable_cache: bool = Field(True, description="reuse the outputs of unchanged stages")
     fail_if_nothing_pushed: bool = Field(
-        False, description="python -m pipeline.outcome (the end of make run) exits 3 when the run left no blessed "
+        False, description="python -m tfx_quantization.pipeline.outcome (the end of make run) exits 3 when the run left no blessed "
                            "model deployed; off: an unblessed model is a successful run, as in TFX")
 
     tfx_module_file: str = Field(
@@ -161,11 +161,11 @@ class PipelineConfig(BaseModel):
         locs = [tuple(dotted.split("."))] if "." in dotted else [(dotted,)] if dotted in _top_fields() else \
             _flat_targets(dotted)
         if not locs:
-            raise SettingsError(f"{dotted!r} is not a setting: see python -m pipeline.config --help")
+            raise SettingsError(f"{dotted!r} is not a setting: see python -m tfx_quantization.pipeline.config --help")
         value: Any = self
         for part in locs[0]:
             if not isinstance(value, BaseModel) or part not in type(value).model_fields:
-                raise SettingsError(f"{dotted!r} is not a setting: see python -m pipeline.config --help")
+                raise SettingsError(f"{dotted!r} is not a setting: see python -m tfx_quantization.pipeline.config --help")
             value = getattr(value, part)
         return value
 
@@ -215,7 +215,7 @@ def env_targets(var: str) -> List[Tuple[str, ...]]:
     close = difflib.get_close_matches(var, all_env_names() + [env_name((f,)) for s in sections.values()
                                                                for f in s.model_fields], n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise SettingsError(f"{var} is not a pipeline setting.{hint} Every setting: python -m pipeline.config --help")
+    raise SettingsError(f"{var} is not a pipeline setting.{hint} Every setting: python -m tfx_quantization.pipeline.config --help")
 
 
 def _annotation(loc: Tuple[str, ...]):
@@ -306,7 +306,7 @@ def compact_json(obj: Any) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.config", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m tfx_quantization.pipeline.config", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Print the effective configuration, or one value of it.",
         epilog=(__doc__.split("\n\n", 1)[1].split("    python -m")[0] + "\n" + settings_help()))
     parser.add_argument("setting", nargs="?", help="print only this value: a dotted path (gate.metric) or a flat name")

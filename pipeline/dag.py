@@ -14,21 +14,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-import components  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from google.protobuf import json_format
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
-from components import contracts
-from components.post_training_quantizer.component import PostTrainingQuantizer
-from components.qat_fine_tuner.component import QATFineTuner
-from components.pusher.component import QuantizedModelPusher
-from components.registry import Registry
-from components.settings import ModelContract
-from components.representative_dataset_gen.component import RepresentativeDatasetGen
-from components.tflite_evaluator.component import TFLiteEvaluator
-from components.trainer.component import QATTrainer
-from pipeline.config import PipelineConfig
+from tfx_quantization import contracts
+from tfx_quantization.post_training_quantizer.component import PostTrainingQuantizer
+from tfx_quantization.qat_fine_tuner.component import QATFineTuner
+from tfx_quantization.pusher.component import QuantizedModelPusher
+from tfx_quantization.registry import Registry
+from tfx_quantization.settings import ModelContract
+from tfx_quantization.representative_dataset_gen.component import RepresentativeDatasetGen
+from tfx_quantization.tflite_evaluator.component import TFLiteEvaluator
+from tfx_quantization.trainer.component import QATTrainer
+from tfx_quantization.pipeline.config import PipelineConfig
 
 
 def input_config(config: PipelineConfig):

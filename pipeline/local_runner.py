@@ -3,7 +3,7 @@
 Works three ways:
   tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
   tfx run create --engine local --pipeline_name digits-quantization
-  python pipeline/local_runner.py        (or python -m pipeline.local_runner)
+  python pipeline/local_runner.py        (or python -m tfx_quantization.pipeline.local_runner)
 Settings come from pipeline/config.py: QP_CONFIG (a YAML/JSON file) and QP_* variables.
 Run as a script, this file's folder (pipeline/) is first on sys.path; nothing in it shadows
 the `pipeline` package (the DAG factory is pipeline/dag.py), which comes from the project
@@ -14,11 +14,11 @@ import sys
 
 from tfx import v1 as tfx
 
-from components import fsutil
-from pipeline import logs, outcome, preflight, summary
-from components.settings import SettingsError
-from pipeline.config import PipelineConfig
-from pipeline.dag import create_pipeline
+from tfx_quantization import fsutil
+from tfx_quantization.pipeline import logs, outcome, preflight, summary
+from tfx_quantization.settings import SettingsError
+from tfx_quantization.pipeline.config import PipelineConfig
+from tfx_quantization.pipeline.dag import create_pipeline
 
 
 def _execution_count(metadata_path: str) -> int:
@@ -44,7 +44,7 @@ def main() -> int:
         text = summary.summarize(config.metadata_path)
         if text:
             print("\n" + text, flush=True)
-        outcome.write(config)  # <output_root>/outcome.json; python -m pipeline.outcome gives the exit status
+        outcome.write(config)  # <output_root>/outcome.json; python -m tfx_quantization.pipeline.outcome gives the exit status
     return 0
 
 

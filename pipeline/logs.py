@@ -8,7 +8,7 @@ import os
 import re
 import warnings
 
-from components.contracts import VERBOSE_VAR
+from tfx_quantization.contracts import VERBOSE_VAR
 
 _TFX_PROGRESS = re.compile(r"^Component \S+ is (running|finished)|^Running pipeline|^Pipeline run")
 # TFX's input resolution complains about a query option it does not use, on every stage.

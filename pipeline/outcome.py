@@ -1,6 +1,6 @@
 """The run's outcome for automation: <output_root>/outcome.json, and an opt-in exit status.
 
-    python -m pipeline.outcome          prints the newest run's outcome; exits 3 when
+    python -m tfx_quantization.pipeline.outcome          prints the newest run's outcome; exits 3 when
                                         QP_FAIL_IF_NOTHING_PUSHED=1 and the run left no
                                         blessed model deployed (0 otherwise)
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from components import contracts, fsutil
-from components.settings import SettingsError
-from pipeline import summary
-from pipeline.config import PipelineConfig
+from tfx_quantization import contracts, fsutil
+from tfx_quantization.settings import SettingsError
+from tfx_quantization.pipeline import summary
+from tfx_quantization.pipeline.config import PipelineConfig
 
 NOTHING_PUSHED_EXIT = 3
 
@@ -77,5 +77,11 @@ def main() -> int:
     return status
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The console script's entry point: main(), leaving without the interpreter's teardown
+    (fsutil.exit_process: tensorflow-io can abort at exit after S3 use)."""
     fsutil.exit_process(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -13,8 +13,8 @@ import io
 import os
 from typing import List
 
-from components import fsutil, signing
-from pipeline.config import PipelineConfig
+from tfx_quantization import fsutil, signing
+from tfx_quantization.pipeline.config import PipelineConfig
 
 
 class PreflightError(ValueError):
@@ -44,7 +44,7 @@ def _columns(path: str, data_format: str) -> List[str]:
         import csv
 
         return next(csv.reader(io.StringIO(header)))
-    from components.quantization import data
+    from tfx_quantization.quantization import data
 
     first = next(data.iter_serialized([path]), None)
     if first is None:

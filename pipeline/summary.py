@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import contracts, fsutil
+from tfx_quantization import contracts, fsutil
 
 
 def open_store(metadata_path: str) -> metadata_store.MetadataStore:

@@ -2,12 +2,13 @@ import os
 import sys
 from pathlib import Path
 
+# The tests are a user of the library: like any pipeline file, they put Keras 2 in force
+# before anything imports TensorFlow (the library checks it and never sets it).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
+    sys.path.insert(0, str(REPO_ROOT))  # the `tests` package (the library comes from the install)
 
 import pytest  # noqa: E402
 
@@ -23,8 +24,8 @@ def digits_examples(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_digits(tmp_path_factory, digits_examples):
     """Float and QAT digits CNNs, trained once per session through the trainer library."""
-    from components.settings import TrainSettings
-    from components.trainer import training
+    from tfx_quantization.settings import TrainSettings
+    from tfx_quantization import training
     from tests.helpers import PIXEL_KEYS
 
     out = tmp_path_factory.mktemp("trained_digits")
@@ -46,8 +47,8 @@ def trained_digits(tmp_path_factory, digits_examples):
 @pytest.fixture(scope="session")
 def digits_calibration(tmp_path_factory, digits_examples):
     """A 100-example stratified calibration sample of the digits train split."""
-    from components.representative_dataset_gen import sampling
-    from components.settings import CalibrationSettings
+    from tfx_quantization.representative_dataset_gen import sampling
+    from tfx_quantization.settings import CalibrationSettings
 
     out = tmp_path_factory.mktemp("calibration")
     sampling.run_sampling(f"{digits_examples.uri}/Split-train", str(out),
@@ -58,8 +59,8 @@ def digits_calibration(tmp_path_factory, digits_examples):
 @pytest.fixture(scope="session")
 def digits_quantized(tmp_path_factory, trained_digits, digits_calibration):
     """All six TFLite variants of the session's digits models."""
-    from components.post_training_quantizer import build
-    from components.quantization import data
+    from tfx_quantization.post_training_quantizer import build
+    from tfx_quantization.quantization import data
 
     out = tmp_path_factory.mktemp("quantized") / "out"
     build.quantize_all(
@@ -106,7 +107,7 @@ class S3Server:
 
     def subprocess_env(self, **extra):
         env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
-        env.update(self.env, PYTHONPATH=str(REPO_ROOT), **extra)
+        env.update(self.env, **extra)
         return env
 
 

@@ -8,7 +8,7 @@ from typing import Callable, List, Optional
 
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.quantization.data import to_example, write_split  # noqa: F401  (re-exported for tests)
+from tfx_quantization.quantization.data import to_example, write_split  # noqa: F401  (re-exported for tests)
 
 
 # One home for the digits rows and column names: the benchmarks' data helpers and the config.

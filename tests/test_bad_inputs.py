@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from tfx.types import standard_artifacts
 
-from components import fsutil
-from components.registry import Registry
-from components.settings import SettingsError
-from pipeline import preflight
-from pipeline.config import PipelineConfig
+from tfx_quantization import fsutil
+from tfx_quantization.registry import Registry
+from tfx_quantization.settings import SettingsError
+from tfx_quantization.pipeline import preflight
+from tfx_quantization.pipeline.config import PipelineConfig
 from tests.conftest import REPO_ROOT
 from tests.helpers import PIXEL_KEYS, artifact, digits_rows, write_examples
 
@@ -134,7 +134,7 @@ def test_unwritable_push_destination(tmp_path, registry):
 def test_the_runner_refuses_bad_data_in_seconds_with_no_traceback(tmp_path, registry):
     data = _csv(tmp_path / "data", _digits_csv_rows())
     env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
-    env.update(PYTHONPATH=str(REPO_ROOT), QP_OUTPUT_ROOT=str(tmp_path / "out"), QP_DATA_ROOT=str(data),
+    env.update(QP_OUTPUT_ROOT=str(tmp_path / "out"), QP_DATA_ROOT=str(data),
                QP_PUSH__DESTINATION=str(registry), QP_LABEL_KEY="target")
     result = subprocess.run([sys.executable, str(REPO_ROOT / "pipeline" / "local_runner.py")], env=env,
                             capture_output=True, text=True, timeout=300)
@@ -145,7 +145,7 @@ def test_the_runner_refuses_bad_data_in_seconds_with_no_traceback(tmp_path, regi
 
 # ---- every example checked by the trainer before any training ------------------------------
 def _train(tmp_path, examples, **settings):
-    from components.trainer.executor import Executor
+    from tfx_quantization.trainer.executor import Executor
 
     outputs = {name: [artifact(cls, tmp_path / name)] for name, cls in (
         ("model", standard_artifacts.Model), ("qat_model", standard_artifacts.Model),
@@ -220,20 +220,20 @@ LAMBDA_MODULE = textwrap.dedent("""
 
 
 def test_a_lambda_layer_stays_float_as_documented(tmp_path, digits_examples):
-    from components.trainer import training
+    from tfx_quantization.quantization import qat
 
     module = tmp_path / "lambda_model.py"
     module.write_text(LAMBDA_MODULE)
-    model = __import__("components.models", fromlist=["get_builder"]).get_builder("", str(module))(
+    model = __import__("tfx_quantization.models", fromlist=["get_builder"]).get_builder("", str(module))(
         [8, 8, 1], 10, "image", "probabilities")
-    _, left_float = training.quantization_aware_copy(model)
+    _, left_float = qat.quantization_aware_copy(model)
     assert left_float == ["scale"]
 
 
 def test_an_unconvertible_op_fails_every_variant_with_its_reason(tmp_path):
     import tensorflow as tf
 
-    from components.post_training_quantizer import build
+    from tfx_quantization.post_training_quantizer import build
 
     class Unconvertible(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="image")])
@@ -251,8 +251,8 @@ def test_an_unconvertible_op_fails_every_variant_with_its_reason(tmp_path):
 
 # ---- the registry CLI and the scheduler ---------------------------------------------------
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "components.pusher", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    return subprocess.run([sys.executable, "-m", "tfx_quantization.pusher", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env=dict(os.environ))
 
 
 def test_tampered_model_is_reported_by_verify(tmp_path):

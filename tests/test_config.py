@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from components.settings import (
+from tfx_quantization.settings import (
     CalibrationSettings, GateSettings, PushSettings, QuantizeSettings, SettingsError, TrainSettings,
 )
-from pipeline.config import PipelineConfig, env_name
+from tfx_quantization.pipeline.config import PipelineConfig, env_name
 from tests.conftest import REPO_ROOT
 
 # A valid, non-default value for every setting of every stage. A new setting must be added
@@ -61,7 +61,7 @@ def test_every_setting_has_a_non_default_value_here():
 
 
 def test_every_setting_reaches_its_component_from_the_environment():
-    from pipeline.dag import create_components
+    from tfx_quantization.pipeline.dag import create_components
 
     env = {env_name((section, name)): _env_value(v) for section, fields in NON_DEFAULT.items() for name, v in
            fields.items()}
@@ -142,8 +142,8 @@ def test_settings_round_trip_and_executors_refuse_bad_json():
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pipeline.config", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), **(env or {})})
+    return subprocess.run([sys.executable, "-m", "tfx_quantization.pipeline.config", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", **(env or {})})
 
 
 def test_config_command_line():
@@ -161,8 +161,8 @@ def test_config_command_line():
 
 
 def test_the_contract_and_the_tfx_module_reach_the_stock_dag_from_the_environment(tmp_path):
-    from components.settings import ModelContract
-    from pipeline.dag import create_components
+    from tfx_quantization.settings import ModelContract
+    from tfx_quantization.pipeline.dag import create_components
 
     assert set(NON_DEFAULT["contract"]) == set(ModelContract.model_fields)
     defaults = ModelContract()

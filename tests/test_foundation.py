@@ -1,4 +1,4 @@
-"""The foundation: shipped data, the Keras 2 switch, the interpreter lookup, the config."""
+"""The foundation: shipped data, the interpreter lookup, the config."""
 import csv
 import importlib.util
 import os
@@ -33,35 +33,6 @@ def test_shipped_data_is_complete():
     labels = [int(row[64]) for row in body]
     assert min(pixels) == 0 and max(pixels) == 16
     assert sorted(set(labels)) == list(range(10))
-
-
-def _clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env.update(extra)
-    return env
-
-
-def test_importing_components_selects_keras_2_before_tensorflow():
-    code = (
-        "import os, components, tensorflow as tf\n"
-        "assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
-        "print(tf.keras.__name__)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=_clean_env(), cwd=REPO_ROOT,
-        capture_output=True, text=True, check=True,
-    )
-    assert out.stdout.strip().startswith("tf_keras"), out.stdout
-
-
-def test_without_the_switch_tensorflow_would_pick_keras_3():
-    # Guards the test above: it must be the import of `components` that makes the difference.
-    code = "import tensorflow as tf\nprint(tf.keras.__name__)\n"
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=_clean_env(), cwd=REPO_ROOT,
-        capture_output=True, text=True, check=True,
-    )
-    assert not out.stdout.strip().startswith("tf_keras"), out.stdout
 
 
 def test_python310_lookup_finds_an_interpreter():

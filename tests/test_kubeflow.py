@@ -101,7 +101,7 @@ def test_every_executor_uses_the_image_and_imports(spec):
         assert container["image"] == IMAGE
         args = container["args"]
         paths.append(args[args.index("--executor_class_path") + 1])
-    assert "components.tflite_evaluator.executor.Executor" in paths and len(paths) == 6
+    assert "tfx_quantization.tflite_evaluator.executor.Executor" in paths and len(paths) == 6
     code = "import importlib, sys\nfor p in sys.argv[1:]:\n    m, c = p.rsplit('.', 1)\n    getattr(importlib.import_module(m), c)\n"
     subprocess.run([sys.executable, "-c", code] + paths, cwd="/", check=True, capture_output=True)
 
@@ -112,9 +112,9 @@ def test_container_paths_and_settings_come_through(spec):
 
     assert json.loads(constant("QATTrainer", "settings"))["epochs"] == 3
     assert json.loads(constant("TFLiteEvaluator", "settings"))["latency_runs"] == 5
-    assert constant("CsvExampleGen", "input_base") == "/pipeline/data/digits"
+    assert constant("CsvExampleGen", "input_base") == "/src/data/digits"
     for executor in spec["deploymentSpec"]["executors"].values():
-        assert executor["container"]["command"] == ["python", "-m", "kubeflow.entrypoint"]
+        assert executor["container"]["command"] == ["python", "-m", "tfx_quantization.kubeflow.entrypoint"]
 
 
 @pytest.mark.parametrize("cron", ["0 0 2 * * *", "*/30 * * * * ?", "0 15 10 ? * MON-FRI", "0 0 0 1,15 JAN-JUN *",

@@ -9,15 +9,15 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components import contracts
-from components.post_training_quantizer import build
-from components.quantization import data
-from components.quantization.interpreter import TFLiteRunner
-from components.quantization.model_spec import InputSpec, ModelSpec
-from components.representative_dataset_gen import sampling
-from components.settings import CalibrationSettings, GateSettings, ModelContract, QuantizeSettings, TrainSettings
-from components.tflite_evaluator import evaluate
-from components.trainer import training
+from tfx_quantization import contracts
+from tfx_quantization.post_training_quantizer import build
+from tfx_quantization.quantization import data
+from tfx_quantization.quantization.interpreter import TFLiteRunner
+from tfx_quantization.quantization.model_spec import InputSpec, ModelSpec
+from tfx_quantization.representative_dataset_gen import sampling
+from tfx_quantization.settings import CalibrationSettings, GateSettings, ModelContract, QuantizeSettings, TrainSettings
+from tfx_quantization.tflite_evaluator import evaluate
+from tfx_quantization import training
 from data.examples.digits_to_tfrecord import png_examples
 from tests.helpers import PIXEL_KEYS, digits_rows, write_examples, write_split
 

@@ -14,15 +14,15 @@ import time
 
 import pytest
 
-from components import fsutil
-from components.contracts import LATEST_FILE, MANIFEST_FILE, MODEL_FILE, read_manifest
-from components.registry import CLAIM_FILE, Registry
+from tfx_quantization import fsutil
+from tfx_quantization.contracts import LATEST_FILE, MANIFEST_FILE, MODEL_FILE, read_manifest
+from tfx_quantization.registry import CLAIM_FILE, Registry
 from tests.conftest import REPO_ROOT
 
 REGISTRY_SCRIPT = """
 import json, sys
-from components import fsutil
-from components.registry import Registry
+from tfx_quantization import fsutil
+from tfx_quantization.registry import Registry
 dest, files = sys.argv[1], sys.argv[2:]
 registry = Registry(dest, "digits")
 out = {"first": registry.push(files[0], {"variant": "a"}), "again": registry.push(files[0], {"variant": "a"}),
@@ -68,12 +68,12 @@ def test_registry_protocol_on_s3(s3_server, digits_quantized):
     assert json.loads(s3_server.read("registry-protocol", f"models/digits/4/{MANIFEST_FILE}"))["variant"] == "c"
     # The CLI works against the bucket, with an honest exit code.
     env = s3_server.subprocess_env()
-    listed = _run(["-m", "components.pusher", "--destination", dest, "--model-name", "digits", "list"], env)
+    listed = _run(["-m", "tfx_quantization.pusher", "--destination", dest, "--model-name", "digits", "list"], env)
     rows = [line.split() for line in listed.stdout.splitlines()[1:]]
     assert rows[0][:3] == ["*", "1", "a"] and rows[1][:2] == ["2", "b"] and rows[2][:2] == ["4", "c"], listed.stdout
-    verified = _run(["-m", "components.pusher", "--destination", dest, "--model-name", "digits", "verify", "4"], env)
+    verified = _run(["-m", "tfx_quantization.pusher", "--destination", dest, "--model-name", "digits", "verify", "4"], env)
     assert verified.stdout.strip().startswith("version 4: OK (hashes and schema; unsigned)")
-    missing = subprocess.run([sys.executable, "-m", "components.pusher", "--destination", dest, "--model-name",
+    missing = subprocess.run([sys.executable, "-m", "tfx_quantization.pusher", "--destination", dest, "--model-name",
                               "digits", "rollback", "3"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "version 3 does not exist" in missing.stderr
 
@@ -81,7 +81,7 @@ def test_registry_protocol_on_s3(s3_server, digits_quantized):
 def test_a_claimed_number_sends_the_next_pusher_to_the_next_number(s3_server, digits_quantized):
     dest = s3_server.bucket("registry-claims") + "/models"
     s3_server.client().put_object(Bucket="registry-claims", Key=f"models/digits/1/{CLAIM_FILE}", Body=b"other")
-    code = ("import sys, json\nfrom components import fsutil\nfrom components.registry import Registry\n"
+    code = ("import sys, json\nfrom components import fsutil\nfrom tfx_quantization.registry import Registry\n"
             "print(json.dumps(Registry(sys.argv[1], 'digits').push(sys.argv[2], {})))\nfsutil.exit_process(0)\n")
     out = _run(["-c", code, dest, _variant_files(digits_quantized)[0]], s3_server.subprocess_env())
     assert json.loads(out.stdout) == [2, True]
@@ -89,7 +89,7 @@ def test_a_claimed_number_sends_the_next_pusher_to_the_next_number(s3_server, di
 
 PUSH_LOOP = """
 import itertools, sys
-from components.registry import Registry
+from tfx_quantization.registry import Registry
 registry = Registry(sys.argv[1], "digits")
 registry.latest()  # load TensorFlow and the S3 filesystem before saying ready
 files = sys.argv[2:]
@@ -100,8 +100,8 @@ for i in itertools.count():
 
 CHECK = """
 import json, sys
-from components import fsutil
-from components.registry import Registry
+from tfx_quantization import fsutil
+from tfx_quantization.registry import Registry
 registry = Registry(sys.argv[1], "digits")
 print(json.dumps({"versions": registry.versions(), "latest": registry.latest(),
                   "problems": {v: registry.verify(v) for v in registry.versions()}}))
@@ -127,7 +127,7 @@ def test_killing_a_pusher_on_s3_never_leaves_a_version_a_poller_would_serve(s3_s
         assert state["latest"] is None or state["latest"] in state["versions"], state
     assert len(state["versions"]) >= 3, state  # the loop really pushed between kills
     # The next push works and takes a number above every folder a killed pusher claimed.
-    code = ("import sys, json\nfrom components import fsutil\nfrom components.registry import Registry\n"
+    code = ("import sys, json\nfrom components import fsutil\nfrom tfx_quantization.registry import Registry\n"
             "r = Registry(sys.argv[1], 'digits')\nprint(json.dumps([r.push(f, {'variant': 'after'}) for f in sys.argv[2:]]))\n"
             "fsutil.exit_process(0)\n")
     pushed = json.loads(_run(["-c", code, dest, *files[:2]], env).stdout)
@@ -176,7 +176,7 @@ def test_whole_pipeline_with_root_and_registry_in_a_bucket(s3_server, tmp_path):
     assert any(k.endswith("/report.html") for k in keys)
     assert os.path.exists(tmp_path / "out" / "metadata.sqlite")  # ML Metadata stays local
 
-    cli = ["-m", "components.pusher", "--destination", f"{bucket}/serving", "--model-name", "digits"]
+    cli = ["-m", "tfx_quantization.pusher", "--destination", f"{bucket}/serving", "--model-name", "digits"]
     assert _run([*cli, "verify"], env).stdout.strip().startswith("version 1: OK")
 
     # Second run: the deployed model is read back from the bucket and re-evaluated.

@@ -10,10 +10,10 @@ import sys
 import pytest
 from tfx import v1 as tfx
 
-from components.registry import Registry
-from pipeline import outcome, summary
-from pipeline.config import PipelineConfig
-from pipeline.dag import create_pipeline
+from tfx_quantization.registry import Registry
+from tfx_quantization.pipeline import outcome, summary
+from tfx_quantization.pipeline.config import PipelineConfig
+from tfx_quantization.pipeline.dag import create_pipeline
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -77,8 +77,8 @@ def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     result = json.load(open(tmp_path / "out" / "outcome.json"))
     assert result["blessed"] and result["deployed"] and result["pushed_version"] == 1
     assert result["selected_variant"] == evaluation["selected_variant"] and result["report"] == report
-    check = [sys.executable, "-m", "pipeline.outcome"]
-    strict_env = dict(env, QP_FAIL_IF_NOTHING_PUSHED="1", PYTHONPATH=str(REPO_ROOT))
+    check = [sys.executable, "-m", "tfx_quantization.pipeline.outcome"]
+    strict_env = dict(env, QP_FAIL_IF_NOTHING_PUSHED="1")
     assert subprocess.run(check, env=strict_env, cwd=REPO_ROOT, capture_output=True).returncode == 0
 
     # TFX's own LatestBlessedModelStrategy, run on this store, resolves the quantized models

@@ -8,15 +8,15 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from components import contracts
-from components.post_training_quantizer import build
-from components.post_training_quantizer.component import PostTrainingQuantizer
-from components.post_training_quantizer.executor import Executor
-from components.quantization import convert, data
-from components.quantization.interpreter import TFLiteRunner, accuracy
-from components.quantization.model_spec import ModelSpec
-from components.settings import QuantizeSettings
-from components.trainer.training import save_serving_model
+from tfx_quantization import contracts
+from tfx_quantization.post_training_quantizer import build
+from tfx_quantization.post_training_quantizer.component import PostTrainingQuantizer
+from tfx_quantization.post_training_quantizer.executor import Executor
+from tfx_quantization.quantization import convert, data
+from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.settings import QuantizeSettings
+from tfx_quantization.training import save_serving_model
 from tests.helpers import artifact, write_split
 
 
@@ -170,7 +170,7 @@ def test_corrupted_saved_model_is_a_clear_error_and_leaves_no_content(tmp_path, 
 def test_mobilenet_v2_style_model_produces_all_variants(tmp_path):
     import tf_keras as keras
 
-    from components.models import mobilenet_v2
+    from tfx_quantization.models import mobilenet_v2
 
     # MobileNetV2's standard 1000-class head at a small input. (With a 10-class head at
     # alpha 0.35 integer_only is 0.375x float32: int32 biases and per-channel scales and

@@ -10,13 +10,13 @@ import time
 import pytest
 from tfx.types import standard_artifacts
 
-from components.contracts import LATEST_FILE, read_manifest
-from components.fsutil import sha256_file as file_sha256
-from components.pusher import __main__ as cli
-from components.pusher.component import QuantizedModelPusher
-from components.pusher.executor import Executor
-from components.registry import LOCK_FILE, Registry
-from components.settings import PushSettings
+from tfx_quantization.contracts import LATEST_FILE, read_manifest
+from tfx_quantization.fsutil import sha256_file as file_sha256
+from tfx_quantization.pusher import __main__ as cli
+from tfx_quantization.pusher.component import QuantizedModelPusher
+from tfx_quantization.pusher.executor import Executor
+from tfx_quantization.registry import LOCK_FILE, Registry
+from tfx_quantization.settings import PushSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers import artifact
 
@@ -98,7 +98,7 @@ def test_verify_detects_a_flipped_byte_and_rollback_and_list(tmp_path, digits_qu
     assert lines[0].split() == ["version", "variant", "accuracy", "bytes", "sha256", "created"]
     assert lines[1].startswith("*       1  integer_only") and lines[3].startswith("        3  full_integer")
     # The module entry point works as documented.
-    out = subprocess.run([sys.executable, "-m", "components.pusher"] + args + ["list"], cwd=REPO_ROOT,
+    out = subprocess.run([sys.executable, "-m", "tfx_quantization.pusher"] + args + ["list"], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[1].startswith("*       1")
     # The options may also follow the command, as --help shows it.
@@ -110,7 +110,7 @@ def test_verify_detects_a_flipped_byte_and_rollback_and_list(tmp_path, digits_qu
 
 PUSH_LOOP = """
 import itertools, sys
-from components.registry import Registry
+from tfx_quantization.registry import Registry
 registry = Registry(sys.argv[1], "digits")
 files = sys.argv[2:]
 print("ready", flush=True)
@@ -136,7 +136,7 @@ def test_killing_a_pusher_at_random_moments_never_leaves_a_partial_version(tmp_p
     rng = random.Random(0)
     for _ in range(12):
         proc = subprocess.Popen([sys.executable, "-c", PUSH_LOOP, str(dest)] + files, cwd=REPO_ROOT,
-                                stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+                                stdout=subprocess.PIPE, env=dict(os.environ))
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
@@ -153,7 +153,7 @@ def test_killing_a_pusher_at_random_moments_never_leaves_a_partial_version(tmp_p
 
 CONCURRENT = """
 import os, sys, time
-from components.registry import Registry
+from tfx_quantization.registry import Registry
 while not os.path.exists(sys.argv[3]):
     time.sleep(0.001)
 print(Registry(sys.argv[1], "digits").push(sys.argv[2], {"variant": "concurrent"}))

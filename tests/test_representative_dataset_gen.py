@@ -8,13 +8,13 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from components import contracts
-from components.quantization import convert, data
-from components.quantization.model_spec import ModelSpec
-from components.representative_dataset_gen import sampling
-from components.representative_dataset_gen.component import RepresentativeDatasetGen
-from components.representative_dataset_gen.executor import Executor
-from components.settings import CalibrationSettings
+from tfx_quantization import contracts
+from tfx_quantization.quantization import convert, data
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.representative_dataset_gen import sampling
+from tfx_quantization.representative_dataset_gen.component import RepresentativeDatasetGen
+from tfx_quantization.representative_dataset_gen.executor import Executor
+from tfx_quantization.settings import CalibrationSettings
 from tests.helpers import artifact, digits_rows, write_examples
 
 TWO_WORKERS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]

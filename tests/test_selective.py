@@ -9,12 +9,12 @@ import pytest
 import tf_keras as keras
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.post_training_quantizer import build
-from components.quantization import data
-from components.quantization.model_spec import ModelSpec
-from components.settings import GateSettings, QuantizeSettings, SettingsError
-from components.tflite_evaluator import evaluate
-from components.trainer.training import save_serving_model
+from tfx_quantization.post_training_quantizer import build
+from tfx_quantization.quantization import data
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.settings import GateSettings, QuantizeSettings, SettingsError
+from tfx_quantization.tflite_evaluator import evaluate
+from tfx_quantization.training import save_serving_model
 
 ONE_WORKER = lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))  # noqa: E731
 
@@ -113,7 +113,7 @@ UNREACHABLE = 2.0
 
 def test_budget_spent_reports_failure_with_the_best_figures(tmp_path, outlier_model, digits_calibration,
                                                             digits_examples):
-    from components.quantization import selective
+    from tfx_quantization.quantization import selective
 
     calibration, x, y = _search_inputs(outlier_model, digits_calibration, digits_examples)
     content, record = selective.search(outlier_model, calibration, x, y, UNREACHABLE,
@@ -136,7 +136,7 @@ def test_budget_spent_reports_failure_with_the_best_figures(tmp_path, outlier_mo
 @pytest.mark.parametrize("max_steps", [1, 2, 3])
 def test_search_spends_at_most_max_search_steps_conversions(outlier_model, digits_calibration, digits_examples,
                                                             max_steps):
-    from components.quantization import selective
+    from tfx_quantization.quantization import selective
 
     calibration, x, y = _search_inputs(outlier_model, digits_calibration, digits_examples)
     # Room for 8 float layers: only the step budget can stop the failing search.
@@ -163,10 +163,10 @@ def test_in_model_normalization_is_kept_float_first_and_recovers_mixed_scale_inp
     after them and the three fully-connected layers stay int8."""
     import csv
 
-    from components.quantization.interpreter import TFLiteRunner, accuracy
-    from components.representative_dataset_gen import sampling
-    from components.settings import CalibrationSettings, TrainSettings
-    from components.trainer import training
+    from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
+    from tfx_quantization.representative_dataset_gen import sampling
+    from tfx_quantization.settings import CalibrationSettings, TrainSettings
+    from tfx_quantization import training
     from tests.conftest import REPO_ROOT
     from tests.helpers import write_examples
 

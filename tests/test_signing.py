@@ -11,11 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from components import signing
-from components.contracts import MANIFEST_FILE, MODEL_FILE
-from components.pusher import __main__ as cli
-from components.registry import Registry
-from components.settings import PushSettings
+from tfx_quantization import signing
+from tfx_quantization.contracts import MANIFEST_FILE, MODEL_FILE
+from tfx_quantization.pusher import __main__ as cli
+from tfx_quantization.registry import Registry
+from tfx_quantization.settings import PushSettings
 from tests.conftest import REPO_ROOT
 
 
@@ -100,7 +100,7 @@ def test_rollback_refuses_a_version_that_does_not_verify(signed, capsys):
 
 
 def test_the_deployed_baseline_must_verify(signed):
-    from components.tflite_evaluator.executor import deployed_model
+    from tfx_quantization.tflite_evaluator.executor import deployed_model
 
     push = PushSettings(destination=str(signed["root"].parent), model_name="digits", public_key=signed["public"])
     path, info = deployed_model(push.to_json())
@@ -137,12 +137,12 @@ def test_signing_works_on_object_storage(s3_server, tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"TFL3 model on s3")
     dest = s3_server.bucket("signed-registry") + "/models"
-    code = ("import sys\nfrom components import fsutil\nfrom components.registry import Registry\n"
+    code = ("import sys\nfrom components import fsutil\nfrom tfx_quantization.registry import Registry\n"
             "Registry(sys.argv[1], 'digits').push(sys.argv[2], {'variant': 'integer_only'}, signing_key=sys.argv[3])\n"
             "fsutil.exit_process(0)\n")
     env = s3_server.subprocess_env()
     subprocess.run([sys.executable, "-c", code, dest, str(model), private], cwd=REPO_ROOT, env=env, check=True)
-    verify = [sys.executable, "-m", "components.pusher", "--destination", dest, "--model-name", "digits", "verify"]
+    verify = [sys.executable, "-m", "tfx_quantization.pusher", "--destination", dest, "--model-name", "digits", "verify"]
     ok = subprocess.run(verify + ["--public-key", public], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert ok.returncode == 0 and "signature verified" in ok.stdout, ok.stderr[-2000:]
     manifest = s3_server.read("signed-registry", "models/digits/1/manifest.json").replace(b"integer_only", b"float32")

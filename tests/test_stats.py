@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from components.quantization import stats
+from tfx_quantization.quantization import stats
 
 
 def test_paired_interval_matches_the_published_reference():

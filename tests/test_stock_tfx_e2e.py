@@ -10,10 +10,10 @@ import os
 import pytest
 from tfx import v1 as tfx
 
-from components.registry import Registry
-from pipeline import summary
-from pipeline.config import PipelineConfig
-from pipeline.dag import create_pipeline
+from tfx_quantization.registry import Registry
+from tfx_quantization.pipeline import summary
+from tfx_quantization.pipeline.config import PipelineConfig
+from tfx_quantization.pipeline.dag import create_pipeline
 from tests.conftest import REPO_ROOT
 from tests.test_pipeline_e2e import _latest_blessed_model, _latest_props, _states
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import contracts
-from components.pusher import push
-from components.pusher.__main__ import main as pusher_cli
-from components.quantization import data, micro
-from components.quantization.interpreter import TFLiteRunner
-from components.quantization.model_spec import ModelSpec
-from components.registry import open_registry
-from components.settings import GateSettings, PushSettings
-from components.tflite_evaluator import evaluate
+from tfx_quantization import contracts
+from tfx_quantization.pusher import push
+from tfx_quantization.pusher.__main__ import main as pusher_cli
+from tfx_quantization.quantization import data, micro
+from tfx_quantization.quantization.interpreter import TFLiteRunner
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.registry import open_registry
+from tfx_quantization.settings import GateSettings, PushSettings
+from tfx_quantization.tflite_evaluator import evaluate
 
 ONE_WORKER = lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))  # noqa: E731
 

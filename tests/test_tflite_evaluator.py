@@ -12,17 +12,17 @@ import tf_keras as keras
 from apache_beam.options.pipeline_options import PipelineOptions
 from tfx.types import standard_artifacts
 
-from components import contracts
-from components.post_training_quantizer import build
-from components.quantization import data
-from components.quantization.model_spec import ModelSpec
-from components.quantization.interpreter import TFLiteRunner, accuracy
-from components.quantization.interpreter import quantize as quantize_values
-from components.settings import GateSettings, QuantizeSettings, TrainSettings
-from components.tflite_evaluator import evaluate, gate
-from components.tflite_evaluator.component import TFLiteEvaluator
-from components.tflite_evaluator.executor import Executor
-from components.trainer.training import save_serving_model
+from tfx_quantization import contracts
+from tfx_quantization.post_training_quantizer import build
+from tfx_quantization.quantization import data
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
+from tfx_quantization.quantization.interpreter import quantize as quantize_values
+from tfx_quantization.settings import GateSettings, QuantizeSettings, TrainSettings
+from tfx_quantization.tflite_evaluator import evaluate, gate
+from tfx_quantization.tflite_evaluator.component import TFLiteEvaluator
+from tfx_quantization.tflite_evaluator.executor import Executor
+from tfx_quantization.training import save_serving_model
 from tests.helpers import artifact, digits_rows, write_examples
 
 ONE_WORKER = lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))  # noqa: E731
@@ -316,7 +316,7 @@ def test_fastest_treats_latencies_within_the_noise_as_tied_and_takes_the_smalles
 def test_no_regression_against_the_deployed_baseline(tmp_path, digits_examples, trained_digits, digits_quantized):
     # A weakly trained model: its variants lose nothing against their own float model, but
     # fall well below the strong model that is deployed.
-    from components.trainer import training
+    from tfx_quantization import training
     from tests.helpers import PIXEL_KEYS
 
     weak = training.train(
@@ -342,9 +342,9 @@ def test_no_regression_against_the_deployed_baseline(tmp_path, digits_examples, 
 
 def test_deployed_model_shift_and_history_come_from_the_registry(tmp_path, digits_examples, trained_digits,
                                                                    digits_quantized):
-    from components.registry import Registry
-    from components.settings import PushSettings
-    from components.tflite_evaluator.executor import deployed_model, registry_history
+    from tfx_quantization.registry import Registry
+    from tfx_quantization.settings import PushSettings
+    from tfx_quantization.tflite_evaluator.executor import deployed_model, registry_history
 
     push = PushSettings(destination=str(tmp_path / "registry"), model_name="digits")
     registry = Registry(push.destination, push.model_name)

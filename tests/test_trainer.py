@@ -12,14 +12,15 @@ import tf_keras as keras
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components.quantization import convert, data
-from components.quantization.model_spec import ModelSpec
-from components.quantization.interpreter import TFLiteRunner, accuracy
-from components import contracts
-from components.settings import TrainSettings
-from components.trainer import training
-from components.trainer.component import QATTrainer
-from components.trainer.executor import Executor
+from tfx_quantization.quantization import convert, data
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
+from tfx_quantization import contracts
+from tfx_quantization.settings import TrainSettings
+from tfx_quantization import training
+from tfx_quantization.quantization import qat
+from tfx_quantization.trainer.component import QATTrainer
+from tfx_quantization.trainer.executor import Executor
 from tests.helpers import PIXEL_KEYS, artifact, write_examples
 
 
@@ -121,7 +122,7 @@ def test_selective_qat_copies_the_float_weights():
     x = keras.layers.Rescaling(0.5)(inputs)
     outputs = keras.layers.Dense(3, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    qat, left = training.quantization_aware_copy(model)
+    qat, left = qat.quantization_aware_copy(model)
     assert left == [model.layers[1].name]
     x = np.random.RandomState(0).uniform(-1, 1, (64, 4)).astype("float32")
     # Before any fine-tuning the QAT copy computes what the float model computes, up to
@@ -133,11 +134,11 @@ def test_model_with_no_quantizable_layer_is_a_clear_error():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Rescaling(0.5)(inputs))
     with pytest.raises(ValueError, match="no layer of model .* can be quantized"):
-        training.quantization_aware_copy(model)
+        qat.quantization_aware_copy(model)
 
 
 def test_mobilenet_v2_style_model_trains_and_qat_wraps(digits_examples):
-    from components.models import mobilenet_v2
+    from tfx_quantization.models import mobilenet_v2
 
     spec = ModelSpec.single(PIXEL_KEYS, [8, 8, 1], "label", 10, feature_dtypes={k: "int64" for k in PIXEL_KEYS})
     ds = data.make_dataset(data.split_files(f"{digits_examples.uri}/Split-train"), spec, 16, repeat=True)
@@ -145,7 +146,7 @@ def test_mobilenet_v2_style_model_trains_and_qat_wraps(digits_examples):
     assert model.get_layer("upsample").output_shape == (None, 32, 32, 1)
     training._compile(model, 1e-3)
     model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
-    qat, left_float = training.quantization_aware_copy(model)
+    qat, left_float = qat.quantization_aware_copy(model)
     assert left_float == []  # BatchNormalization is folded into the convolutions, not left float
     wrapped = [l for l in qat.layers if type(l).__name__ == "QuantizeWrapperV2"]
     assert len(wrapped) > 50  # every conv, depthwise conv and dense layer is quantization-aware
@@ -246,9 +247,9 @@ def test_qat_activation_ranges_start_at_the_float_model_ranges():
     outputs = keras.layers.Dense(3, name="logits", kernel_initializer=keras.initializers.Constant(5.0))(hidden)
     model = keras.Model(inputs, outputs)
     x = np.random.RandomState(0).uniform(-1, 1, (64, 4)).astype("float32")
-    qat, _ = training.quantization_aware_copy(model)
+    qat, _ = qat.quantization_aware_copy(model)
     assert _quant_var(qat, "quant_logits/post_activation_max:0") == 6.0  # tfmot's start
-    assert training.initialize_quantization_ranges(qat, [x[:32], x[32:]]) == 3  # input, hidden, logits
+    assert qat.initialize_quantization_ranges(qat, [x[:32], x[32:]]) == 3  # input, hidden, logits
     hidden_out = keras.Model(inputs, hidden).predict(x, verbose=0)
     logits = model.predict(x, verbose=0)
     assert logits.max() > 6
@@ -279,9 +280,9 @@ def test_qat_keeps_in_model_normalization_float_and_qat_mixed_converts_it_so(tmp
     float_acc = float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
     assert float_acc > 0.95
 
-    qat, left_float = training.quantization_aware_copy(model)
+    qat, left_float = qat.quantization_aware_copy(model)
     assert left_float == ["normalize"]
-    training.initialize_quantization_ranges(qat, [x])
+    qat.initialize_quantization_ranges(qat, [x])
     assert float(np.mean(qat.predict(x, verbose=0).argmax(-1) == y)) >= float_acc - 0.02
     spec = ModelSpec.single(["f0", "f1"], [2], "label", 2, input_name="features")
     training.save_serving_model(qat, tmp_path / "qat", spec)

@@ -10,11 +10,10 @@ import os
 import tempfile
 from typing import Callable, Dict
 
-import components  # noqa: F401
 import tf_keras as keras
 
-from components import fsutil
-from components.contracts import BUILTIN_MODELS
+from tfx_quantization import fsutil
+from tfx_quantization.contracts import BUILTIN_MODELS
 
 BUILDER_FN = "build_model"
 

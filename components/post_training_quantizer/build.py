@@ -16,11 +16,11 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from components import contracts, fsutil
-from components.contracts import FAILED, MANIFEST_FILE, MODEL_FILE, OK
-from components.quantization import convert, data, selective
-from components.quantization.model_spec import ModelSpec
-from components.settings import ModelContract, QuantizeSettings
+from tfx_quantization import contracts, fsutil
+from tfx_quantization.contracts import FAILED, MANIFEST_FILE, MODEL_FILE, OK
+from tfx_quantization.quantization import convert, data, selective
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.settings import ModelContract, QuantizeSettings
 
 log = logging.getLogger(__name__)
 

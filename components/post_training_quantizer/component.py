@@ -8,8 +8,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.post_training_quantizer import executor
-from components.settings import ModelContract, QuantizeSettings
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization.post_training_quantizer import executor
+from tfx_quantization.settings import ModelContract, QuantizeSettings
 
 
 class PostTrainingQuantizerSpec(ComponentSpec):
@@ -43,10 +44,11 @@ class PostTrainingQuantizer(base_component.BaseComponent):
         settings: Optional[QuantizeSettings] = None,
         contract: Optional[ModelContract] = None,
     ):
-        settings = settings or QuantizeSettings()
+        require_keras2("PostTrainingQuantizer")
+        settings = QuantizeSettings.coerce(settings, "PostTrainingQuantizer")
         super().__init__(spec=PostTrainingQuantizerSpec(
             model=model, qat_model=qat_model, representative_dataset=representative_dataset,
             validation_examples=validation_examples, settings=settings.to_json(),
-            contract=contract.to_json() if contract else None,
+            contract=ModelContract.coerce(contract, "PostTrainingQuantizer").to_json() if contract else None,
             quantized_models=types.Channel(type=standard_artifacts.Model),
         ))

@@ -9,11 +9,12 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import contracts
-from components.post_training_quantizer import build
-from components.quantization import data
-from components.settings import ModelContract, QuantizeSettings
-from components.tfx_utils import set_properties, single, split_uri
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization import contracts
+from tfx_quantization.post_training_quantizer import build
+from tfx_quantization.quantization import data
+from tfx_quantization.settings import ModelContract, QuantizeSettings
+from tfx_quantization.tfx_utils import set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
+        require_keras2("the PostTrainingQuantizer executor")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = QuantizeSettings.from_json(exec_properties["settings"])
         model = single(input_dict, "model")

@@ -1,4 +1,4 @@
-"""python -m components.pusher {list,verify,rollback} --destination DIR --model-name NAME [--target T]
+"""python -m tfx_quantization.pusher {list,verify,rollback} --destination DIR --model-name NAME [--target T]
 
   list                 every version with its variant, accuracy, size; * marks LATEST
   verify [VERSION]     checks the manifest's schema, the model's sha256 and size against it,
@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from components import fsutil
-from components.registry import Registry, open_registry
-from components.settings import SettingsError
+from tfx_quantization import fsutil
+from tfx_quantization.registry import Registry, open_registry
+from tfx_quantization.settings import SettingsError
 
 
 def _common(default) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def _common(default) -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m components.pusher", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m tfx_quantization.pusher", description=__doc__.splitlines()[0],
                                      parents=[_common(None)], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     # After the command the same options are accepted; SUPPRESS keeps values given before it.
@@ -106,5 +106,11 @@ def main(argv=None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The console script's entry point: main(), leaving without the interpreter's teardown
+    (fsutil.exit_process: tensorflow-io can abort at exit after S3 use)."""
     fsutil.exit_process(main())
+
+
+if __name__ == "__main__":
+    console_main()

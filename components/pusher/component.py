@@ -10,8 +10,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.pusher import executor
-from components.settings import PushSettings
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization.pusher import executor
+from tfx_quantization.settings import PushSettings
 
 
 class QuantizedModelPusherSpec(ComponentSpec):
@@ -38,7 +39,9 @@ class QuantizedModelPusher(base_component.BaseComponent):
         evaluation: Optional[types.BaseChannel] = None,
     ):
         """settings: a PushSettings, or a Kubeflow runtime parameter holding one as JSON."""
-        if isinstance(settings, PushSettings):
+        require_keras2("QuantizedModelPusher")
+        if isinstance(settings, (PushSettings, dict)):
+            settings = PushSettings.coerce(settings, "QuantizedModelPusher")
             settings.check_complete()
             settings = settings.to_json()
         super().__init__(spec=QuantizedModelPusherSpec(

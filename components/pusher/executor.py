@@ -7,10 +7,11 @@ from typing import Any, Dict, List
 from tfx import types
 from tfx.dsl.components.base import base_executor
 
-from components import contracts
-from components.pusher import push
-from components.settings import PushSettings
-from components.tfx_utils import get_property, set_properties, single
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization import contracts
+from tfx_quantization.pusher import push
+from tfx_quantization.settings import PushSettings
+from tfx_quantization.tfx_utils import get_property, set_properties, single
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
+        require_keras2("the QuantizedModelPusher executor")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = PushSettings.from_json(exec_properties["settings"])
         pushed_model = single(output_dict, "pushed_model")

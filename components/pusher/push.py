@@ -6,9 +6,9 @@ import logging
 import platform
 from typing import Dict, Optional
 
-from components import contracts
-from components.registry import Registry, open_registry
-from components.settings import PushSettings
+from tfx_quantization import contracts
+from tfx_quantization.registry import Registry, open_registry
+from tfx_quantization.settings import PushSettings
 
 log = logging.getLogger(__name__)
 

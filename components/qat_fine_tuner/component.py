@@ -8,8 +8,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.qat_fine_tuner import executor
-from components.settings import ModelContract, TrainSettings
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization.qat_fine_tuner import executor
+from tfx_quantization.settings import ModelContract, TrainSettings
 
 
 class QATFineTunerSpec(ComponentSpec):
@@ -37,10 +38,11 @@ class QATFineTuner(base_component.BaseComponent):
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
                  settings: Optional[TrainSettings] = None, contract: Optional[ModelContract] = None):
-        settings = settings or TrainSettings()
+        require_keras2("QATFineTuner")
+        settings = TrainSettings.coerce(settings, "QATFineTuner")
         super().__init__(spec=QATFineTunerSpec(
             examples=examples, model=model, settings=settings.to_json(),
-            contract=contract.to_json() if contract else None,
+            contract=ModelContract.coerce(contract, "QATFineTuner").to_json() if contract else None,
             qat_model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         ))

@@ -13,12 +13,12 @@ import numpy as np
 import tensorflow as tf
 
 # The variant names are a cross-stage contract; the library re-exports them as its vocabulary.
-from components.contracts import (  # noqa: F401
+from tfx_quantization.contracts import (  # noqa: F401
     ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INT16X8, INTEGER_ONLY, QAT_INT8, QAT_MIXED,
     SELECTIVE_INTEGER,
     VARIANTS,
 )
-from components.quantization.interpreter import TFLiteRunner, quiet_native_output  # noqa: F401
+from tfx_quantization.quantization.interpreter import TFLiteRunner, quiet_native_output  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from components import fsutil
-from components.quantization.model_spec import ModelSpec
+from tfx_quantization import fsutil
+from tfx_quantization.quantization.model_spec import ModelSpec
 
 
 def split_files(split_dir: str | Path) -> List[str]:

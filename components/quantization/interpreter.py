@@ -18,8 +18,8 @@ from typing import Dict, Iterator, List, Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from components import fsutil
-from components.contracts import VERBOSE_VAR
+from tfx_quantization import fsutil
+from tfx_quantization.contracts import VERBOSE_VAR
 
 OpResolver = tf.lite.experimental.OpResolverType
 log = logging.getLogger(__name__)

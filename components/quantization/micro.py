@@ -25,7 +25,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from components.quantization.interpreter import Inputs, TFLiteRunner, dequantize
+from tfx_quantization.quantization.interpreter import Inputs, TFLiteRunner, dequantize
 
 MAX_ARENA_BYTES = 256 << 20  # above this, the model is not a microcontroller model
 ARENA_ALIGNMENT = 16
@@ -40,13 +40,9 @@ def _reason(native: str) -> str:
 
 
 def _child(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH", "")])))
-    return subprocess.run([sys.executable, "-m", "components.quantization.micro_probe", *args],
-                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
-
-
-def _root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # The installed package: the child imports only tflite-micro and this package's probe.
+    return subprocess.run([sys.executable, "-m", "tfx_quantization.quantization.micro_probe", *args],
+                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
 
 
 def allocates(model_path: str, arena_bytes: int) -> Tuple[bool, str]:

@@ -5,8 +5,8 @@ allocate in some arena sizes, so every allocation attempt and every run happens 
 process of its own, importing only tflite-micro and numpy (fast to start). The runtime's own
 messages go to stderr, where the parent reads them.
 
-    python -m components.quantization.micro_probe probe MODEL ARENA       -> {"allocated": bool}
-    python -m components.quantization.micro_probe run MODEL ARENA IN OUT K
+    python -m tfx_quantization.quantization.micro_probe probe MODEL ARENA       -> {"allocated": bool}
+    python -m tfx_quantization.quantization.micro_probe run MODEL ARENA IN OUT K
         IN.npz holds in0, in1, ... (the model's inputs in its input order, batched);
         OUT.npy: the raw values of output K, one row per example
 """

@@ -17,8 +17,8 @@ import json
 import math
 from typing import Any, Dict, List, Optional
 
-from components import fsutil
-from components.contracts import MODEL_CONTRACT_FILE
+from tfx_quantization import fsutil
+from tfx_quantization.contracts import MODEL_CONTRACT_FILE
 
 STORAGE_DTYPES = ("int64", "float32", "bytes")  # how a feature is stored in a tf.Example
 INPUT_DTYPES = ("float32", "int64", "int32")  # what a signature input may take
@@ -176,7 +176,7 @@ class ModelSpec:
     def read(cls, model_dir: str, contract: Any = None) -> "ModelSpec":
         """The spec of the SavedModel in `model_dir`: its signature, plus `contract` (a
         ModelContract), or else the contract recorded next to the model, or else defaults."""
-        from components.settings import ModelContract
+        from tfx_quantization.settings import ModelContract
 
         if contract is None:
             path = fsutil.join(model_dir, MODEL_CONTRACT_FILE)

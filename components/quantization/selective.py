@@ -24,10 +24,10 @@ import tensorflow as tf
 # calibrates once and can keep integer input/output types (the debugger forces float I/O).
 from tensorflow.lite.python import convert as _tflite_convert
 
-from components.quantization import convert
-from components.quantization.interpreter import Inputs, TFLiteRunner, accuracy
-from components.quantization.model_spec import ModelSpec
-from components.settings import QuantizeSettings
+from tfx_quantization.quantization import convert
+from tfx_quantization.quantization.interpreter import Inputs, TFLiteRunner, accuracy
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.settings import QuantizeSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.representative_dataset_gen import executor
-from components.settings import CalibrationSettings
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization.representative_dataset_gen import executor
+from tfx_quantization.settings import CalibrationSettings
 
 
 class RepresentativeDatasetGenSpec(ComponentSpec):
@@ -26,7 +27,8 @@ class RepresentativeDatasetGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, examples: types.BaseChannel, settings: Optional[CalibrationSettings] = None):
-        settings = settings or CalibrationSettings()
+        require_keras2("RepresentativeDatasetGen")
+        settings = CalibrationSettings.coerce(settings, "RepresentativeDatasetGen")
         settings.check_complete()
         super().__init__(spec=RepresentativeDatasetGenSpec(
             examples=examples, settings=settings.to_json(),

@@ -8,10 +8,11 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from components import contracts
-from components.representative_dataset_gen import sampling
-from components.settings import CalibrationSettings
-from components.tfx_utils import set_properties, single, split_uri
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization import contracts
+from tfx_quantization.representative_dataset_gen import sampling
+from tfx_quantization.settings import CalibrationSettings
+from tfx_quantization.tfx_utils import set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
+        require_keras2("the RepresentativeDatasetGen executor")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = CalibrationSettings.from_json(exec_properties["settings"])
         settings.check_complete()

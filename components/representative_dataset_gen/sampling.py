@@ -20,10 +20,9 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import components  # noqa: F401
-from components import contracts, fsutil
-from components.quantization import data
-from components.settings import CalibrationSettings
+from tfx_quantization import contracts, fsutil
+from tfx_quantization.quantization import data
+from tfx_quantization.settings import CalibrationSettings
 
 log = logging.getLogger(__name__)
 UNIFORM, STRATIFIED = "uniform", "stratified"

@@ -88,12 +88,11 @@ class Predict(beam.DoFn):
         self._threads, self._k = num_threads, top_k
 
     def setup(self):
-        import components  # noqa: F401  (Keras 2 switch in the worker)
         import tensorflow as tf
 
-        from components.quantization import data
-        from components.quantization.interpreter import TFLiteRunner, take
-        from components.quantization.model_spec import ModelSpec
+        from tfx_quantization.quantization import data
+        from tfx_quantization.quantization.interpreter import TFLiteRunner, take
+        from tfx_quantization.quantization.model_spec import ModelSpec
 
         self._data, self._take = data, take
         self._spec = ModelSpec.from_json(self._spec_json)

@@ -9,8 +9,9 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.settings import GateSettings, ModelContract, PushSettings
-from components.tflite_evaluator import executor
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization.settings import GateSettings, ModelContract, PushSettings
+from tfx_quantization.tflite_evaluator import executor
 
 
 class TFLiteEvaluatorSpec(ComponentSpec):
@@ -59,14 +60,16 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
     ):
         """registry: where the deployed model is (the Pusher's settings); its LATEST version
         is re-evaluated on the same examples for the no-regression check. None: no check."""
-        settings = settings or GateSettings()
+        require_keras2("TFLiteEvaluator")
+        settings = GateSettings.coerce(settings, "TFLiteEvaluator")
         if isinstance(overrides, str):
             settings.with_overrides(overrides)  # fails now, not in the run
         super().__init__(spec=TFLiteEvaluatorSpec(
             examples=examples, model=model, quantized_models=quantized_models,
             settings=settings.to_json(), overrides=overrides, deployed_state=deployed_state,
-            contract=contract.to_json() if contract else None,
-            registry=registry.to_json() if isinstance(registry, PushSettings) else registry,
+            contract=ModelContract.coerce(contract, "TFLiteEvaluator").to_json() if contract else None,
+            registry=(PushSettings.coerce(registry, "TFLiteEvaluator").to_json()
+                      if isinstance(registry, (PushSettings, dict)) else registry),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         ))

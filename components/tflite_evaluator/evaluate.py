@@ -15,13 +15,13 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from components import contracts, fsutil
-from components.quantization import convert, data, host, micro
-from components.quantization.interpreter import TFLiteRunner
-from components.quantization.model_spec import ModelSpec
-from components.quantization.stats import is_finite
-from components.settings import GateSettings, ModelContract
-from components.tflite_evaluator import beam_pass, gate, report
+from tfx_quantization import contracts, fsutil
+from tfx_quantization.quantization import convert, data, host, micro
+from tfx_quantization.quantization.interpreter import TFLiteRunner
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.quantization.stats import is_finite
+from tfx_quantization.settings import GateSettings, ModelContract
+from tfx_quantization.tflite_evaluator import beam_pass, gate, report
 
 log = logging.getLogger(__name__)
 

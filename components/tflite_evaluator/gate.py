@@ -36,10 +36,10 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Tuple
 
-from components.contracts import FLOAT32, MIXED_VARIANTS
-from components.quantization import stats
-from components.quantization.stats import is_finite
-from components.settings import FASTEST, LOWER_BOUND, POINT, SMALLEST, DeploymentTarget, GateSettings  # noqa: F401
+from tfx_quantization.contracts import FLOAT32, MIXED_VARIANTS
+from tfx_quantization.quantization import stats
+from tfx_quantization.quantization.stats import is_finite
+from tfx_quantization.settings import FASTEST, LOWER_BOUND, POINT, SMALLEST, DeploymentTarget, GateSettings  # noqa: F401
 
 TOLERANCE = 1e-9
 FLOAT_REFERENCE, DEPLOYED_REFERENCE = "float model", "deployed model"

@@ -18,11 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from components.contracts import REPORT_FILE  # noqa: E402
+from tfx_quantization.contracts import REPORT_FILE  # noqa: E402
 
 SELECTED, PASSED, FAILED = "tab:green", "tab:blue", "tab:red"
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("components.tflite_evaluator", "templates"),
+    loader=jinja2.PackageLoader("tfx_quantization.tflite_evaluator", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
     trim_blocks=True, lstrip_blocks=True,
 )

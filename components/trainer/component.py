@@ -8,8 +8,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.settings import TrainSettings
-from components.trainer import executor
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization.settings import TrainSettings
+from tfx_quantization.trainer import executor
 
 
 class QATTrainerSpec(ComponentSpec):
@@ -32,7 +33,8 @@ class QATTrainer(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, examples: types.BaseChannel, settings: Optional[TrainSettings] = None):
-        settings = settings or TrainSettings()
+        require_keras2("QATTrainer")
+        settings = TrainSettings.coerce(settings, "QATTrainer")
         super().__init__(spec=QATTrainerSpec(
             examples=examples, settings=settings.to_json(),
             model=types.Channel(type=standard_artifacts.Model),

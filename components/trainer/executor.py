@@ -10,10 +10,11 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import contracts
-from components.settings import TrainSettings
-from components.tfx_utils import require_splits, set_properties, single
-from components.trainer import training
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization import contracts
+from tfx_quantization.settings import TrainSettings
+from tfx_quantization.tfx_utils import require_splits, set_properties, single
+from tfx_quantization import training
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
+        require_keras2("the QATTrainer executor")
         self._log_startup(input_dict, output_dict, exec_properties)
         cfg = TrainSettings.from_json(exec_properties["settings"])
         examples = single(input_dict, "examples")
