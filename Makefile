@@ -12,7 +12,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::DeprecationWarning
 
-.PHONY: setup run test bench lock data clean kubeflow
+.PHONY: setup run test test-fast bench lock data clean kubeflow
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	cd $(ROOT) && $(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop (under 2 minutes): settings, contracts, gate, statistics, registry, module
+# boundaries; the tests marked `fast` (no model is trained).
+test-fast: $(STAMP)
+	cd $(ROOT) && $(PY) -m pytest -m fast $(PYTEST_ARGS)
 
 # Benchmarks: rewrites BENCHMARKS.md and bench/plots/ (about 20-30 minutes on 2 cores).
 bench: $(STAMP)

@@ -9,7 +9,7 @@ Keys are PEM files the operator makes once (not made automatically):
     openssl genpkey -algorithm ed25519 -out signing-key.pem
     openssl pkey -in signing-key.pem -pubout -out signing-key.pub.pem
 The private key signs (PushSettings.signing_key); the public key verifies
-(PushSettings.public_key, `python -m tfx_quantization.pusher ... verify --public-key`).
+(PushSettings.public_key, `tfx-quantization-registry ... verify --public-key`).
 """
 from __future__ import annotations
 

@@ -3,9 +3,30 @@ lives in the plain libraries (components/quantization, components/trainer/traini
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Sequence
+import logging
+from typing import Any, Dict, List, Optional, Sequence
 
 from tfx.types import artifact_utils
+
+from tfx_quantization import contracts
+from tfx_quantization.keras2 import require_keras2
+from tfx_quantization.model_contract import ModelContract
+
+PACKAGE_LOGGER = "tfx_quantization"
+
+
+def begin_executor(stage: str) -> None:
+    """What every executor does first: stops (KerasVersionError, one line) unless Keras 2 is
+    in force, and lets our progress lines show wherever TFX's do.
+
+    TFX logs through absl's logger, whose verbosity users set (`absl.logging.set_verbosity`,
+    or TFX's own runners); our modules log through `logging.getLogger(__name__)` under
+    `tfx_quantization`, which would otherwise inherit the root logger's WARNING. Our package
+    logger takes absl's level unless the user has set one on it."""
+    require_keras2(f"the {stage} executor")
+    ours = logging.getLogger(PACKAGE_LOGGER)
+    if ours.level == logging.NOTSET:
+        ours.setLevel(logging.getLogger("absl").getEffectiveLevel())
 
 
 def single(input_dict: Dict[str, List], key: str, optional: bool = False):
@@ -52,3 +73,25 @@ def get_property(artifact, key: str, default: Any = None) -> Any:
     if artifact is None or not artifact.has_custom_property(key):
         return default
     return artifact.get_custom_property(key)
+
+
+# ---- the model contract on artifacts (model_contract.py: where a stage gets it) ------------
+def write_contract(artifact, contract: ModelContract) -> None:
+    """Records the resolved contract on a Model artifact (custom property MODEL_CONTRACT)."""
+    artifact.set_string_custom_property(contracts.MODEL_CONTRACT, contract.to_json())
+
+
+def read_contract(artifact) -> Optional[ModelContract]:
+    """The contract recorded on `artifact`, or None (no artifact, or none recorded)."""
+    text = get_property(artifact, contracts.MODEL_CONTRACT)
+    return ModelContract.from_json(text) if text else None
+
+
+def resolve_contract(explicit: Optional[str], *models) -> Optional[ModelContract]:
+    """The contract a stage reads its models with: its explicit `contract` execution
+    parameter (JSON) when given, else the one recorded on the first of `models` (Model
+    artifacts, None skipped) that carries one. None when neither: ModelSpec.read then reads
+    the file next to the model, or names the fix."""
+    if explicit:
+        return ModelContract.from_json(explicit)
+    return next((c for c in map(read_contract, models) if c is not None), None)

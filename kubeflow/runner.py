@@ -1,7 +1,7 @@
 """Compiles the pipeline for Kubeflow Pipelines v2 (open-source KFP and Vertex AI) into a
 YAML PipelineSpec.
 
-    .venv/bin/python -m tfx_quantization.kubeflow.runner --image REGISTRY/tfx-quantization:TAG \\
+    .venv/bin/tfx-quantization-kubeflow-compile --image REGISTRY/tfx-quantization:TAG \\
         --pipeline-root s3://BUCKET/root --push-destination s3://BUCKET/serving [--output-dir kubeflow/build]
 
 The same create_pipeline() as the local runner, with:

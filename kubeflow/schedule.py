@@ -1,6 +1,6 @@
 """Uploads the compiled pipeline and creates (or replaces) its recurring run on Kubeflow.
 
-    .venv/bin/python -m tfx_quantization.kubeflow.schedule --host http://KFP_HOST --cron "0 0 2 * * *" \\
+    .venv/bin/tfx-quantization-kubeflow-schedule --host http://KFP_HOST --cron "0 0 2 * * *" \\
         [--package kubeflow/build/pipeline.yaml] [--pipeline-name digits-quantization] \\
         [--experiment digits-quantization] [--job-name digits-quantization-nightly] \
         [--pipeline-root s3://BUCKET/root] [--param gate_overrides='{"max_accuracy_drop": 0.005}'] [--dry-run]
@@ -139,7 +139,7 @@ def read_package(package_path: str) -> dict:
     if not package_path.endswith((".yaml", ".yml")):
         raise ValueError(f"{package_path}: the kfp client uploads a YAML PipelineSpec; compile with tfx_quantization.kubeflow.runner")
     if not os.path.exists(package_path):
-        raise ValueError(f"{package_path} does not exist: run `make kubeflow` (python -m tfx_quantization.kubeflow.runner) first")
+        raise ValueError(f"{package_path} does not exist: run `make kubeflow` (tfx-quantization-kubeflow-compile) first")
     with open(package_path) as f:
         spec = yaml.safe_load(f)
     if not isinstance(spec, dict) or "root" not in spec:

@@ -3,11 +3,11 @@
 Works three ways:
   tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
   tfx run create --engine local --pipeline_name digits-quantization
-  python pipeline/local_runner.py        (or python -m tfx_quantization.pipeline.local_runner)
+  python pipeline/local_runner.py        (or python -m tfx_quantization.pipeline.local_runner, with the package installed)
 Settings come from pipeline/config.py: QP_CONFIG (a YAML/JSON file) and QP_* variables.
-Run as a script, this file's folder (pipeline/) is first on sys.path; nothing in it shadows
-the `pipeline` package (the DAG factory is pipeline/dag.py), which comes from the project
-root (PYTHONPATH, as the Makefile sets it, or the editable install).
+Run as a script, this file's folder (pipeline/) is first on sys.path; everything it imports
+comes from the installed `tfx_quantization` package (the Makefile's editable install), so
+nothing in that folder shadows anything.
 """
 import os
 import sys
@@ -44,7 +44,7 @@ def main() -> int:
         text = summary.summarize(config.metadata_path)
         if text:
             print("\n" + text, flush=True)
-        outcome.write(config)  # <output_root>/outcome.json; python -m tfx_quantization.pipeline.outcome gives the exit status
+        outcome.write(config)  # <output_root>/outcome.json; tfx-quantization-outcome gives the exit status
     return 0
 
 

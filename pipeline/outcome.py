@@ -1,8 +1,8 @@
 """The run's outcome for automation: <output_root>/outcome.json, and an opt-in exit status.
 
-    python -m tfx_quantization.pipeline.outcome          prints the newest run's outcome; exits 3 when
-                                        QP_FAIL_IF_NOTHING_PUSHED=1 and the run left no
-                                        blessed model deployed (0 otherwise)
+    tfx-quantization-outcome    prints the newest run's outcome (JSON); exits 3 when
+                                QP_FAIL_IF_NOTHING_PUSHED=1 and the run left no blessed
+                                model deployed (0 otherwise)
 
 The outcome joins the evaluator's decision (its outcome.json, next to report.html: blessed,
 why, warnings, shift) with what the pusher did (pushed version, or why not), read from ML
@@ -11,6 +11,7 @@ because the TFX CLI turns every non-zero status of the pipeline script into 1.
 """
 from __future__ import annotations
 
+import json
 import sys
 from typing import Optional
 
@@ -71,6 +72,7 @@ def main() -> int:
     if outcome is None:
         print(f"no run has been evaluated yet under {config.output_root}", file=sys.stderr)
         return exit_status(config, None)
+    print(json.dumps(outcome, indent=2, sort_keys=True))
     status = exit_status(config, outcome)
     if status:
         print(f"nothing deployed by this run (QP_FAIL_IF_NOTHING_PUSHED is on): see {path}", file=sys.stderr)

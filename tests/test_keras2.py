@@ -56,7 +56,7 @@ def test_setting_the_switch_after_tfx_is_imported_is_named():
 
 def test_with_the_switch_first_everything_builds():
     lines = _run(before="os.environ['TF_USE_LEGACY_KERAS'] = '1'")
-    assert lines == {"component": "built", "executor": "past the check: ValueError"}, lines
+    assert lines["component"] == "built" and lines["executor"].startswith("past the check"), lines
 
 
 def test_the_check_reads_the_environment(monkeypatch):

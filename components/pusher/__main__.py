@@ -1,4 +1,4 @@
-"""python -m tfx_quantization.pusher {list,verify,rollback} --destination DIR --model-name NAME [--target T]
+"""tfx-quantization-registry (or python -m tfx_quantization.pusher) {list,verify,rollback} --destination DIR --model-name NAME [--target T]
 
   list                 every version with its variant, accuracy, size; * marks LATEST
   verify [VERSION]     checks the manifest's schema, the model's sha256 and size against it,
@@ -28,7 +28,7 @@ def _common(default) -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tfx_quantization.pusher", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="tfx-quantization-registry", description=__doc__.splitlines()[0],
                                      parents=[_common(None)], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     # After the command the same options are accepted; SUPPRESS keeps values given before it.
