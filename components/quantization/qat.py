@@ -14,6 +14,7 @@ import re
 from typing import Dict, Iterable, Iterator, List, Tuple
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
