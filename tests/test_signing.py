@@ -137,7 +137,7 @@ def test_signing_works_on_object_storage(s3_server, tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"TFL3 model on s3")
     dest = s3_server.bucket("signed-registry") + "/models"
-    code = ("import sys\nfrom components import fsutil\nfrom tfx_quantization.registry import Registry\n"
+    code = ("import sys\nfrom tfx_quantization import fsutil\nfrom tfx_quantization.registry import Registry\n"
             "Registry(sys.argv[1], 'digits').push(sys.argv[2], {'variant': 'integer_only'}, signing_key=sys.argv[3])\n"
             "fsutil.exit_process(0)\n")
     env = s3_server.subprocess_env()
