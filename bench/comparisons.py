@@ -42,10 +42,10 @@ def raw_convert(variant: str, saved_model_dir: str, calibration) -> bytes:
 def raw_converter_section(float_dir: str, quantized_dir: str, calibration_files: List[str]) -> List[str]:
     spec = data.spec_for(float_dir, calibration_files)
     calibration = data.representative_dataset(calibration_files, spec)
-    manifest = read_manifest(quantized_dir)["variants"]
+    manifest = read_manifest(quantized_dir).variants
     rows = []
     for name in RAW_VARIANTS:
-        ours = manifest[name]["size_bytes"]
+        ours = manifest[name].size_bytes
         raw = len(raw_convert(name, float_dir, calibration))
         rows.append([name, f"{ours:,}", f"{raw:,}", f"{100 * (ours - raw) / raw:+.2f} %"])
     return ["## 5. Our files vs the raw converter's", "",
@@ -81,10 +81,10 @@ def litert_quantizer_section(models: Dict[str, dict]) -> List[str]:
         x, y = data.parse_numpy(list(data.iter_serialized(m["eval_files"])), spec)
         example = {k: v[:1] for k, v in x.items()}
         samples = list(data.representative_dataset(m["calibration_files"], spec)())
-        manifest = read_manifest(m["quantized_dir"])["variants"]
-        float_tflite = Path(m["quantized_dir"], manifest["float32"]["file"]).read_bytes()
-        candidates = {f"ours: {n}": Path(m["quantized_dir"], manifest[n]["file"]).read_bytes()
-                      for n in ("float32", "full_integer", "integer_only", "int16x8") if manifest[n]["status"] == "ok"}
+        manifest = read_manifest(m["quantized_dir"]).variants
+        float_tflite = Path(m["quantized_dir"], manifest["float32"].file).read_bytes()
+        candidates = {f"ours: {n}": Path(m["quantized_dir"], manifest[n].file).read_bytes()
+                      for n in ("float32", "full_integer", "integer_only", "int16x8") if manifest[n].status == "ok"}
         for recipe_name in ("static_wi8_ai8", "static_wi8_ai16"):
             try:
                 candidates[f"LiteRT Quantizer: {recipe_name}"] = litert_quantizer(float_tflite, samples, recipe_name)
@@ -109,13 +109,12 @@ def hard_workload_section(tmp: Path, float_dir: str, quantized_dir: str, splits:
     gate = evaluate.evaluate_models(splits["eval"], float_dir, quantized_dir, str(tmp / "gate"),
                                     GateSettings(latency_runs=20),
                                     lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"])))
-    manifest = read_manifest(quantized_dir)["variants"]
-    record = manifest["selective_integer"].get("selective") or {}
-    verdicts = gate["verdicts"]
-    lines = [f"- `{n}`: {'passes' if v['passed'] else 'fails: ' + '; '.join(v['reasons'])}" for n, v in verdicts.items()]
+    selective = read_manifest(quantized_dir).variants["selective_integer"]
+    record = selective.selective
+    lines = [f"- `{n}`: {'passes' if v.passed else 'fails: ' + '; '.join(v.reasons)}" for n, v in gate.verdicts.items()]
     return [
         f"### (e) The hard workload: mixed-scale tabular features (float accuracy {float_accuracy:.4f} on "
-        f"{gate['num_eval_examples']} eval examples)", "",
+        f"{gate.num_eval_examples} eval examples)", "",
         "`data/mixed_scale/mixed_scale.csv` (`data/export_mixed_scale.py`, a fixed seed): 8 raw features, four on the "
         "scale of hundreds and four on the scale of one, 4 classes that depend on both groups. The built-in "
         "`tabular_mlp` normalizes its input inside the graph (a Normalization layer adapted on the train split), as "
@@ -129,8 +128,8 @@ def hard_workload_section(tmp: Path, float_dir: str, quantized_dir: str, splits:
         "`qat_mixed` converts it as trained (float normalization, int8 layers, float I/O). `qat_int8` cannot help: "
         "its input is int8 by definition, the same single scale for all eight raw features.", "",
         md_table(header, rows), "",
-        f"selective_integer kept float: {record.get('float_layers')} (integer-compute fraction "
-        f"{manifest['selective_integer'].get('integer_compute_fraction', 0):.4f}, after {len(record.get('steps', []))} "
+        f"selective_integer kept float: {record.float_layers if record else None} (integer-compute fraction "
+        f"{selective.integer_compute_fraction or 0:.4f}, after {len(record.steps) if record else 0} "
         "search step(s) on the validation split).", "",
         f"The default gate (1 pp bound on the upper end of the paired 90 % interval, integer-compute floor 0.8 for "
-        f"mixed variants, smallest passing) selected **{gate['selected_variant']}**:", "", *lines, ""]
+        f"mixed variants, smallest passing) selected **{gate.selected_variant}**:", "", *lines, ""]

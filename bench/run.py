@@ -64,8 +64,8 @@ def machine() -> List[str]:
 def latencies(quantized_dir: str, example: np.ndarray, runs: int) -> Dict[str, Dict[str, dict]]:
     """REPS rounds; in each, every variant is timed in turn (alternating, so drift hits all)."""
     manifest = read_manifest(quantized_dir)
-    built = [n for n, v in manifest["variants"].items() if v["status"] == "ok"]
-    runners = {n: TFLiteRunner(os.path.join(quantized_dir, manifest["variants"][n]["file"]), num_threads=1)
+    built = manifest.built()
+    runners = {n: TFLiteRunner(os.path.join(quantized_dir, manifest.variants[n].file), num_threads=1)
                for n in built}
     med, p90 = {n: [] for n in built}, {n: [] for n in built}
     for _ in range(REPS):
@@ -77,21 +77,21 @@ def latencies(quantized_dir: str, example: np.ndarray, runs: int) -> Dict[str, D
 
 
 def variant_rows(quantized_dir, lat, accuracies: Optional[dict]):
-    manifest = read_manifest(quantized_dir)["variants"]
-    base = manifest["float32"]["size_bytes"]
+    manifest = read_manifest(quantized_dir).variants
+    base = manifest["float32"].size_bytes
     base_lat = lat["float32"]["median"]["median"]
     rows, raw = [], {}
     for name, v in manifest.items():
-        if v["status"] != "ok":
-            rows.append([name, "not built: " + v["reason"][:60], "", "", "", "", "", ""])
+        if v.status != "ok":
+            rows.append([name, "not built: " + v.reason[:60], "", "", "", "", "", ""])
             continue
         l = lat[name]
-        acc = accuracies["variants"][name] if accuracies else None
-        raw[name] = {"bytes": v["size_bytes"], "ratio": v["size_bytes"] / base, "latency": l,
+        acc = accuracies.variants[name] if accuracies else None
+        raw[name] = {"bytes": v.size_bytes, "ratio": v.size_bytes / base, "latency": l,
                      "speedup": base_lat / l["median"]["median"],
                      "accuracy": acc["accuracy"] if acc else None, "drop": acc["accuracy_drop"] if acc else None}
         rows.append([
-            name, v["size_bytes"], f"{v['size_bytes'] / base:.3f}", fmt_range(l["median"]),
+            name, v.size_bytes, f"{v.size_bytes / base:.3f}", fmt_range(l["median"]),
             f"{l['p90']['median']:.4f}", f"{base_lat / l['median']['median']:.2f}×",
             f"{acc['accuracy']:.4f}" if acc else "n/a", f"{100 * acc['accuracy_drop']:+.2f}" if acc else "n/a",
         ])
@@ -133,7 +133,7 @@ def fine_tuned_float(tmp: Path, name: str, splits, cfg: TrainSettings, float_dir
     quantize_all(str(more), str(tmp / name / "q_more"), QuantizeSettings(variants=["float32", "integer_only"]),
                  calibration_files=data.split_files(f"{calibration_dir}/Split-calibration"))
     acc = evaluate_all(splits["eval"], str(more), str(tmp / name / "q_more"), tmp / name / "ev_more")
-    return {n: acc["variants"][n]["accuracy"] for n in ("float32", "integer_only")}
+    return {n: acc.variants[n]["accuracy"] for n in ("float32", "integer_only")}
 
 
 def qat_section(models: Dict[str, tuple]) -> List[str]:
@@ -141,7 +141,7 @@ def qat_section(models: Dict[str, tuple]) -> List[str]:
     fine-tuned float reference or None)}."""
     rows = []
     for label, (acc, qat, more) in models.items():
-        f, v = acc["float_model"]["accuracy"], acc["variants"]
+        f, v = acc.float_model["accuracy"], acc.variants
         ptq, q = v["integer_only"]["accuracy"], v[qat]["accuracy"]
         rows.append([label, f"{f:.4f}", f"{ptq:.4f}", f"`{qat}` {q:.4f}", f"{100 * (q - f):+.2f}",
                      f"{100 * (q - ptq):+.2f}",
@@ -256,12 +256,12 @@ def main() -> None:
     mnd_rows, mnd_raw = variant_rows(mq, latencies(mq, x_eval[0], 300), mnd_acc)
 
     md += ["## 1. Variants", "",
-           f"### (a) digits CNN (trained; float model accuracy {cnn_acc['float_model']['accuracy']:.4f} on "
-           f"{cnn_acc['num_eval_examples']} eval examples)", "", md_table(HEADER, cnn_rows), "",
+           f"### (a) digits CNN (trained; float model accuracy {cnn_acc.float_model['accuracy']:.4f} on "
+           f"{cnn_acc.num_eval_examples} eval examples)", "", md_table(HEADER, cnn_rows), "",
            "### (b) MobileNetV2, 224×224×3, width 1.0, 1000 classes, random weights (size and latency only)", "",
            md_table(HEADER, mn_rows), "",
            f"### (c) MobileNetV2-style (alpha 0.35, 8×8 input upsampled to 32×32) trained on digits (float "
-           f"accuracy {mnd_acc['float_model']['accuracy']:.4f})", "", md_table(HEADER, mnd_rows), ""]
+           f"accuracy {mnd_acc.float_model['accuracy']:.4f})", "", md_table(HEADER, mnd_rows), ""]
     md += variant_notes(cnn_raw, mn_raw, mnd_raw, read_manifest(cnn_q), read_manifest(mq))
 
     log.info("1d. TFLite Micro")
@@ -282,7 +282,7 @@ def main() -> None:
     hx, _ = data.parse_numpy([next(data.iter_serialized(heval))], data.spec_for(hfloat, heval))
     hrows, _ = variant_rows(hq, latencies(hq, hx["features"][0], 2000), hacc)
     md += comparisons.hard_workload_section(tmp / "mixed", hfloat, hq, hsplits, hrows, HEADER,
-                                            hacc["float_model"]["accuracy"], hres.float_layers)
+                                            hacc.float_model["accuracy"], hres.float_layers)
     mnd_more = fine_tuned_float(tmp, "mnd", splits, mcfg, mfloat, tmp / "cal")
     qat_md = qat_section({"digits CNN": (cnn_acc, "qat_int8", None),
                           "MobileNetV2-style digits": (mnd_acc, "qat_int8", mnd_more),
@@ -292,12 +292,12 @@ def main() -> None:
     log.info("2. evaluator vs TFMA")
     n_tfma = 30000
     eval_file = write_image_eval_set(tmp / "tfma_eval", n_tfma)
-    manifest = read_manifest(cnn_q)["variants"]
+    manifest = read_manifest(cnn_q).variants
     md += tfma_section(tmp, cnn_q, manifest, eval_file, n_tfma)
 
     # 3. scale
     log.info("3. scale")
-    md += scale_section(tmp, os.path.join(cnn_q, manifest["integer_only"]["file"]))
+    md += scale_section(tmp, os.path.join(cnn_q, manifest["integer_only"].file))
 
     # 4. pipeline
     log.info("4. pipeline")
@@ -335,11 +335,11 @@ def tflm_section(models: Dict[str, tuple]) -> List[str]:
           "allocated (TFLM's reference kernels take too long on it for a benchmark).", ""]
     rows = []
     for label, (quantized_dir, example) in models.items():
-        manifest = read_manifest(quantized_dir)["variants"]
+        manifest = read_manifest(quantized_dir).variants
         for name, entry in manifest.items():
-            if entry["status"] != "ok":
+            if entry.status != "ok":
                 continue
-            path = str(Path(quantized_dir, entry["file"]))
+            path = str(Path(quantized_dir, entry.file))
             arena, reason = micro.smallest_arena(path)
             ran = "–"
             if arena is not None and example is not None:
@@ -347,7 +347,7 @@ def tflm_section(models: Dict[str, tuple]) -> List[str]:
                     ran = "yes" if np.all(np.isfinite(micro.run(path, arena, example[:1]))) else "non-finite outputs"
                 except RuntimeError as e:
                     ran, reason = "no", str(e)
-            rows.append([label, name, f"{entry['size_bytes']:,}", f"{arena:,}" if arena else "does not allocate", ran,
+            rows.append([label, name, f"{entry.size_bytes:,}", f"{arena:,}" if arena else "does not allocate", ran,
                          (reason or "").replace("|", "\\|")])
     return md + [md_table(["model", "variant", "flash (file bytes)", "arena bytes", "ran an example", "runtime's reason"],
                           rows), ""]
@@ -364,12 +364,12 @@ def variant_notes(cnn, mn, mnd, cnn_manifest, mnd_manifest) -> List[str]:
             notes.append(f"- {label}: integer_only is {raw['integer_only']['ratio']:.3f}× the float32 size and "
                          f"{raw['integer_only']['speedup']:.2f}× its speed.")
     for label, manifest in (("digits CNN", cnn_manifest), ("MobileNetV2-style digits", mnd_manifest)):
-        sel = manifest["variants"].get("selective_integer", {})
-        if sel.get("selective"):
-            rec = sel["selective"]
-            k = len(rec["float_layers"]) if rec.get("float_layers") is not None else None
+        sel = manifest.variants.get("selective_integer")
+        if sel and sel.selective:
+            rec = sel.selective
+            k = len(rec.float_layers) if rec.float_layers is not None else None
             notes.append(f"- {label}: selective_integer "
-                         + (f"kept {k} layer(s) float after {len(rec['steps'])} search step(s)" if k is not None
+                         + (f"kept {k} layer(s) float after {len(rec.steps)} search step(s)" if k is not None
                             else "found no model within its budget")
                          + " (judged on the validation split; neither training nor the eval split above saw it).")
     notes.append("- The published reference (TensorFlow model-optimization table, ImageNet MobileNetV2): float top-1 "
@@ -396,7 +396,7 @@ def plot_variants(models: Dict[str, dict]) -> None:
 def tfma_section(tmp: Path, cnn_q: str, manifest: dict, eval_file: str, n: int) -> List[str]:
     rows, plot = [], {}
     for variant in ("float32", "integer_only"):
-        path = os.path.join(cnn_q, manifest[variant]["file"])
+        path = os.path.join(cnn_q, manifest[variant].file)
         ours_t, tfma_t, ours_acc, tfma_acc = [], [], None, None
         for rep in range(REPS):  # alternate: ours, TFMA, ours, TFMA, ...
             ours_t.append(_time_store(lambda: run_ours(path, eval_file, tmp / f"o{variant}{rep}"), "ours"))

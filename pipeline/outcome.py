@@ -11,11 +11,11 @@ because the TFX CLI turns every non-zero status of the pipeline script into 1.
 """
 from __future__ import annotations
 
-import json
 import sys
 from typing import Optional
 
 from tfx_quantization import contracts, fsutil
+from tfx_quantization.contracts import RunOutcome
 from tfx_quantization.settings import SettingsError
 from tfx_quantization.pipeline import summary
 from tfx_quantization.pipeline.config import PipelineConfig
@@ -23,38 +23,39 @@ from tfx_quantization.pipeline.config import PipelineConfig
 NOTHING_PUSHED_EXIT = 3
 
 
-def run_outcome(metadata_path: str) -> Optional[dict]:
+def run_outcome(metadata_path: str) -> Optional[RunOutcome]:
     """The newest run's outcome from ML Metadata, or None before any evaluation."""
     store = summary.open_store(metadata_path) if fsutil.exists(metadata_path) else None
     evaluation = summary.latest_artifact(store, "ModelEvaluation") if store else None
     if evaluation is None:
         return None
-    decision_path = fsutil.join(evaluation.uri, contracts.OUTCOME_FILE)
-    outcome = fsutil.read_json(decision_path) if fsutil.exists(decision_path) else {
-        "blessed": bool(summary.props(evaluation).get(contracts.BLESSED))}
+    if fsutil.exists(fsutil.join(evaluation.uri, contracts.OUTCOME_FILE)):
+        decision = contracts.read_decision(evaluation.uri)
+    else:
+        decision = contracts.Decision(blessed=bool(summary.props(evaluation).get(contracts.BLESSED)))
     pushed = summary.latest_artifact(store, "PushedModel")
-    p = summary.props(pushed) if pushed is not None else {}
-    outcome.update(
+    push = contracts.read_push_result(summary.props(pushed)) if pushed is not None else None
+    return contracts.RunOutcome(
+        **decision.model_dump(exclude_unset=True),
         report=fsutil.join(evaluation.uri, contracts.REPORT_FILE),
-        pushed=p.get(contracts.PUSHED) == 1,
-        pushed_version=int(p[contracts.PUSHED_VERSION]) if p.get(contracts.PUSHED) == 1 else None,
-        push_reason=p.get(contracts.REASON, ""),
-        deployed_version_dir=p.get(contracts.DEPLOYED_VERSION_DIR) or p.get(contracts.PUSHED_DESTINATION),
+        pushed=bool(push and push.pushed),
+        pushed_version=push.version if push and push.pushed else None,
+        push_reason=push.reason if push else "",
+        deployed_version_dir=push.deployed_version_dir or None if push else None,
+        # Blessed and in the registry: pushed now, or the same bytes were already deployed.
+        deployed=bool(decision.blessed and push and (push.pushed or push.already_deployed)),
     )
-    # Blessed and already in the registry (same bytes): deployed, though nothing new was pushed.
-    outcome["deployed"] = bool(outcome["blessed"] and (outcome["pushed"] or "already holds" in outcome["push_reason"]))
-    return outcome
 
 
-def write(config: PipelineConfig) -> Optional[dict]:
+def write(config: PipelineConfig) -> Optional[RunOutcome]:
     outcome = run_outcome(config.metadata_path)
     if outcome is not None:
-        fsutil.write_bytes_atomic(fsutil.join(config.output_root, contracts.OUTCOME_FILE), fsutil.to_json(outcome))
+        contracts.write_run_outcome(config.output_root, outcome)
     return outcome
 
 
-def exit_status(config: PipelineConfig, outcome: Optional[dict]) -> int:
-    if config.fail_if_nothing_pushed and not (outcome and outcome["deployed"]):
+def exit_status(config: PipelineConfig, outcome: Optional[RunOutcome]) -> int:
+    if config.fail_if_nothing_pushed and not (outcome and outcome.deployed):
         return NOTHING_PUSHED_EXIT
     return 0
 
@@ -68,11 +69,11 @@ def main() -> int:
     if config.uses_s3():
         fsutil.register_filesystems()
     path = fsutil.join(config.output_root, contracts.OUTCOME_FILE)
-    outcome = fsutil.read_json(path) if fsutil.exists(path) else write(config)
+    outcome = contracts.read_run_outcome(config.output_root) if fsutil.exists(path) else write(config)
     if outcome is None:
         print(f"no run has been evaluated yet under {config.output_root}", file=sys.stderr)
         return exit_status(config, None)
-    print(json.dumps(outcome, indent=2, sort_keys=True))
+    print(outcome.to_json())
     status = exit_status(config, outcome)
     if status:
         print(f"nothing deployed by this run (QP_FAIL_IF_NOTHING_PUSHED is on): see {path}", file=sys.stderr)

@@ -85,25 +85,24 @@ def summarize(metadata_path: str) -> Optional[str]:
         lines.append("Selected variant : none passed the gate, so nothing was pushed")
         for name, v in verdicts.items():
             lines.append(f"  {name}: {'; '.join(v['reasons'])}")
-    if pushed is not None:
-        p = props(pushed)
-        if p.get(contracts.PUSHED) == 1:
-            lines.append(f"Pushed           : version {p[contracts.PUSHED_VERSION]} at {p[contracts.PUSHED_DESTINATION]}")
+    push = contracts.read_push_result(props(pushed)) if pushed is not None else None
+    if push is not None:
+        if push.pushed:
+            lines.append(f"Pushed           : version {push.version} at {push.deployed_version_dir}")
         else:
-            lines.append(f"Pushed           : no ({p.get(contracts.REASON, '')})")
-            if p.get(contracts.DEPLOYED_VERSION_DIR):
-                lines.append(f"Deployed         : {p[contracts.DEPLOYED_VERSION_DIR]}")
-    pushed_targets = json.loads(props(pushed).get(contracts.PUSHED_TARGETS, "{}")) if pushed is not None else {}
+            lines.append(f"Pushed           : no ({push.reason})")
+            if push.deployed_version_dir:
+                lines.append(f"Deployed         : {push.deployed_version_dir}")
     for target, variant in json.loads(ev.get(contracts.TARGET_SELECTIONS, "{}")).items():
-        where = pushed_targets.get(target, {})
-        shown = f"{variant} (version {where['version']} at {where['version_dir']})" if where.get("version") else (
+        where = push.targets.get(target) if push else None
+        shown = f"{variant} (version {where.version} at {where.version_dir})" if where and where.version else (
             variant or "none passed the gate and this target's checks")
         lines.append(f"Target {target:<10}: {shown}")
-    decision_path = fsutil.join(evaluation.uri, contracts.OUTCOME_FILE)
-    decision = fsutil.read_json(decision_path) if fsutil.exists(decision_path) else {}
-    if selected and decision.get("why"):
-        lines.append(f"Why              : {decision['why'][0]}")
-    for warning in decision.get("warnings", []):
+    decision = (contracts.read_decision(evaluation.uri)
+                if fsutil.exists(fsutil.join(evaluation.uri, contracts.OUTCOME_FILE)) else None)
+    if selected and decision and decision.why:
+        lines.append(f"Why              : {decision.why[0]}")
+    for warning in decision.warnings if decision else []:
         lines.append(f"WARNING          : {warning}")
     lines.append(f"Report           : {fsutil.join(evaluation.uri, contracts.REPORT_FILE)}")
     stages = stage_seconds(store)

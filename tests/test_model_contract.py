@@ -65,14 +65,14 @@ def test_png_images_train_quantize_and_evaluate_end_to_end(tmp_path, png_digits)
     manifest = build.quantize_all(str(float_dir), str(tmp_path / "q"), QuantizeSettings(
         variants=["float32", "integer_only", "qat_int8"]), qat_model_dir=str(qat_dir),
         calibration_files=_calibrate(png_digits, tmp_path / "cal"))
-    assert contracts.built_variants(manifest) == ["float32", "integer_only", "qat_int8"]
+    assert manifest.built() == ["float32", "integer_only", "qat_int8"]
     # The .tflite takes the decoded tensor, not the PNG bytes.
-    assert manifest["variants"]["integer_only"]["inputs"][0]["shape"] == [-1, 8, 8, 1]
+    assert manifest.variants["integer_only"].inputs[0].shape == [-1, 8, 8, 1]
 
     out = evaluate.evaluate_models(str(png_digits / "Split-eval"), str(float_dir), str(tmp_path / "q"),
                                    str(tmp_path / "ev"), GateSettings(**FAST_GATE))
-    assert out["float_model"]["accuracy"] == pytest.approx(result.float_accuracy, abs=1e-6)
-    assert out["variants"]["integer_only"]["accuracy"] > 0.85 and out["blessed"]
+    assert out.float_model["accuracy"] == pytest.approx(result.float_accuracy, abs=1e-6)
+    assert out.variants["integer_only"]["accuracy"] > 0.85 and out.blessed
 
 
 def test_a_png_that_is_not_an_image_is_named_with_its_count(tmp_path):
@@ -158,9 +158,9 @@ def test_two_input_model_quantizes_evaluates_and_fine_tunes(tmp_path, two_input_
             "float32", "full_integer", "integer_only", "qat_int8", "selective_integer"], max_search_steps=2),
         qat_model_dir=str(tmp_path / "qat"), calibration_files=_calibrate(examples.uri, tmp_path / "cal"),
         validation_files=data.split_files(split("validation")), contract=contract)
-    assert contracts.built_variants(manifest) == ["float32", "full_integer", "integer_only", "qat_int8",
+    assert manifest.built() == ["float32", "full_integer", "integer_only", "qat_int8",
                                                   "selective_integer"]
-    runner = TFLiteRunner(os.path.join(tmp_path / "q", manifest["variants"]["integer_only"]["file"]),
+    runner = TFLiteRunner(os.path.join(tmp_path / "q", manifest.variants["integer_only"].file),
                           signature="dense")
     assert sorted(runner.inputs) == ["image", "ink"] and runner.output["dtype"] == np.int8
 
@@ -171,8 +171,8 @@ def test_two_input_model_quantizes_evaluates_and_fine_tunes(tmp_path, two_input_
     spec = data.check_examples(files, ModelSpec.read(two_input_model["dir"], contract))
     x, y = data.parse_numpy(list(data.iter_serialized(files)), spec)
     logits = data.Serving(two_input_model["dir"], spec)(x)
-    assert out["float_model"]["accuracy"] == pytest.approx(float(np.mean(np.argmax(logits, -1) == y)))
-    assert out["variants"]["integer_only"]["accuracy"] >= out["float_model"]["accuracy"] - 0.03
+    assert out.float_model["accuracy"] == pytest.approx(float(np.mean(np.argmax(logits, -1) == y)))
+    assert out.variants["integer_only"]["accuracy"] >= out.float_model["accuracy"] - 0.03
     assert json.load(open(tmp_path / "q" / "manifest.json"))["model_spec"]["signature"] == "dense"
 
 

@@ -44,7 +44,7 @@ fsutil.exit_process(0)
 
 def _variant_files(digits_quantized, names=("integer_only", "qat_int8", "full_integer")):
     manifest = read_manifest(digits_quantized)
-    return [os.path.join(digits_quantized, manifest["variants"][n]["file"]) for n in names]
+    return [os.path.join(digits_quantized, manifest.variants[n].file) for n in names]
 
 
 def _run(args, env, **kwargs):
@@ -81,7 +81,7 @@ def test_registry_protocol_on_s3(s3_server, digits_quantized):
 def test_a_claimed_number_sends_the_next_pusher_to_the_next_number(s3_server, digits_quantized):
     dest = s3_server.bucket("registry-claims") + "/models"
     s3_server.client().put_object(Bucket="registry-claims", Key=f"models/digits/1/{CLAIM_FILE}", Body=b"other")
-    code = ("import sys, json\nfrom components import fsutil\nfrom tfx_quantization.registry import Registry\n"
+    code = ("import sys, json\nfrom tfx_quantization import fsutil\nfrom tfx_quantization.registry import Registry\n"
             "print(json.dumps(Registry(sys.argv[1], 'digits').push(sys.argv[2], {})))\nfsutil.exit_process(0)\n")
     out = _run(["-c", code, dest, _variant_files(digits_quantized)[0]], s3_server.subprocess_env())
     assert json.loads(out.stdout) == [2, True]
@@ -127,7 +127,7 @@ def test_killing_a_pusher_on_s3_never_leaves_a_version_a_poller_would_serve(s3_s
         assert state["latest"] is None or state["latest"] in state["versions"], state
     assert len(state["versions"]) >= 3, state  # the loop really pushed between kills
     # The next push works and takes a number above every folder a killed pusher claimed.
-    code = ("import sys, json\nfrom components import fsutil\nfrom tfx_quantization.registry import Registry\n"
+    code = ("import sys, json\nfrom tfx_quantization import fsutil\nfrom tfx_quantization.registry import Registry\n"
             "r = Registry(sys.argv[1], 'digits')\nprint(json.dumps([r.push(f, {'variant': 'after'}) for f in sys.argv[2:]]))\n"
             "fsutil.exit_process(0)\n")
     pushed = json.loads(_run(["-c", code, dest, *files[:2]], env).stdout)

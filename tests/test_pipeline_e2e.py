@@ -110,8 +110,8 @@ def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     assert registry.versions() == [1] and registry.latest() == 1
     assert "none passed the gate" in summary.summarize(config.metadata_path)
     result = outcome.write(strict)
-    assert not result["blessed"] and not result["deployed"] and result["pushed_version"] is None
-    assert any("> max_model_bytes 1" in why for why in result["why"])
+    assert not result.blessed and not result.deployed and result.pushed_version is None
+    assert any("> max_model_bytes 1" in why for why in result.why)
     status = subprocess.run(check, env=strict_env, cwd=REPO_ROOT, capture_output=True, text=True)
     assert status.returncode == outcome.NOTHING_PUSHED_EXIT and "nothing deployed by this run" in status.stderr
     assert subprocess.run(check, env=dict(strict_env, QP_FAIL_IF_NOTHING_PUSHED="0"), cwd=REPO_ROOT).returncode == 0

@@ -51,86 +51,86 @@ def digits_variants(tmp_path_factory, trained_digits, digits_calibration):
 
 def test_every_default_variant_is_built_on_the_digits_models(digits_variants):
     out, manifest = digits_variants
-    assert sorted(manifest["variants"]) == sorted(convert.VARIANTS)
-    assert all(v["status"] == "ok" for v in manifest["variants"].values()), manifest["variants"]
+    assert sorted(manifest.variants) == sorted(convert.VARIANTS)
+    assert all(v.status == "ok" for v in manifest.variants.values()), manifest.variants
     assert json.loads(out.get_string_custom_property("variants_built")) == list(convert.VARIANTS)
-    assert manifest["tensorflow_version"] == tf.__version__
-    assert manifest["variants"]["qat_int8"]["source_model"] == "qat_model"
-    mixed = manifest["variants"]["qat_mixed"]
-    assert mixed["source_model"] == "qat_model" and mixed["converter_settings"]["representative_dataset"] is False
-    assert mixed["inputs"][0]["dtype"] == "float32" and mixed["integer_compute_fraction"] == 1.0  # digits: no float layer
-    assert manifest["variants"]["float32"]["source_model"] == "model"
+    assert manifest.tensorflow_version == tf.__version__
+    assert manifest.variants["qat_int8"].source_model == "qat_model"
+    mixed = manifest.variants["qat_mixed"]
+    assert mixed.source_model == "qat_model" and mixed.converter_settings.representative_dataset is False
+    assert mixed.inputs[0].dtype == "float32" and mixed.integer_compute_fraction == 1.0  # digits: no float layer
+    assert manifest.variants["float32"].source_model == "model"
 
 
 def test_manifest_sha256_and_size_match_the_files(digits_variants):
     out, manifest = digits_variants
-    for name, v in manifest["variants"].items():
-        content = open(os.path.join(out.uri, v["file"]), "rb").read()
-        assert hashlib.sha256(content).hexdigest() == v["sha256"]
-        assert len(content) == v["size_bytes"] == out.get_int_custom_property(f"size_bytes_{name}")
+    for name, v in manifest.variants.items():
+        content = open(os.path.join(out.uri, v.file), "rb").read()
+        assert hashlib.sha256(content).hexdigest() == v.sha256
+        assert len(content) == v.size_bytes == out.get_int_custom_property(f"size_bytes_{name}")
 
 
 def test_integer_only_has_int8_io_and_no_float_tensor(digits_variants):
     out, manifest = digits_variants
     for name in ("integer_only", "qat_int8"):
-        v = manifest["variants"][name]
-        assert v["inputs"][0]["dtype"] == "int8" and v["outputs"][0]["dtype"] == "int8"
-        assert v["inputs"][0]["quantization"]["scale"] > 0
-        assert v["float_ops"] == {}
-        assert "float32" not in v["tensor_dtypes"], v["tensor_dtypes"]
+        v = manifest.variants[name]
+        assert v.inputs[0].dtype == "int8" and v.outputs[0].dtype == "int8"
+        assert v.inputs[0].quantization.scale > 0
+        assert v.float_ops == {}
+        assert "float32" not in v.tensor_dtypes, v.tensor_dtypes
     # full_integer keeps float I/O with quantize/dequantize at the edges.
-    fi = manifest["variants"]["full_integer"]
-    assert fi["inputs"][0]["dtype"] == "float32" and set(fi["float_ops"]) <= {"QUANTIZE", "DEQUANTIZE"}
+    fi = manifest.variants["full_integer"]
+    assert fi.inputs[0].dtype == "float32" and set(fi.float_ops) <= {"QUANTIZE", "DEQUANTIZE"}
 
 
 def test_int16x8_has_int16_activations_int8_weights_and_runs(digits_variants, digits_examples, trained_digits):
     out, manifest = digits_variants
-    v = manifest["variants"]["int16x8"]
-    assert v["status"] == "ok" and v["source_model"] == "model"
-    assert v["converter_settings"]["supported_ops"] == ["EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"]
-    assert v["converter_settings"]["representative_dataset"] is True
-    assert v["inputs"][0]["dtype"] == "float32" and v["integer_compute_fraction"] == 1.0
-    assert v["tensor_dtypes"]["int16"] > 0 and v["tensor_dtypes"]["int8"] > 0  # activations, weights
-    assert set(v["float_ops"]) <= {"QUANTIZE", "DEQUANTIZE"}
+    v = manifest.variants["int16x8"]
+    assert v.status == "ok" and v.source_model == "model"
+    assert v.converter_settings.supported_ops == ["EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"]
+    assert v.converter_settings.representative_dataset is True
+    assert v.inputs[0].dtype == "float32" and v.integer_compute_fraction == 1.0
+    assert v.tensor_dtypes["int16"] > 0 and v.tensor_dtypes["int8"] > 0  # activations, weights
+    assert set(v.float_ops) <= {"QUANTIZE", "DEQUANTIZE"}
     files = data.split_files(f"{digits_examples.uri}/Split-eval")
     x, y = data.parse_numpy(list(data.iter_serialized(files)), data.spec_for(trained_digits["float"], files))
-    float_acc = accuracy(TFLiteRunner(os.path.join(out.uri, manifest["variants"]["float32"]["file"])).predict(x), y)
-    int16_acc = accuracy(TFLiteRunner(os.path.join(out.uri, v["file"])).predict(x), y)
+    float_acc = accuracy(TFLiteRunner(os.path.join(out.uri, manifest.variants["float32"].file)).predict(x), y)
+    int16_acc = accuracy(TFLiteRunner(os.path.join(out.uri, v.file)).predict(x), y)
     assert abs(int16_acc - float_acc) <= 2 / len(y)
 
 
 def test_float16_weights_are_float16(digits_variants):
     out, manifest = digits_variants
-    interpreter = tf.lite.Interpreter(model_path=os.path.join(out.uri, manifest["variants"]["float16"]["file"]))
+    interpreter = tf.lite.Interpreter(model_path=os.path.join(out.uri, manifest.variants["float16"].file))
     dtypes = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
     assert "float16" in dtypes
-    assert manifest["variants"]["float16"]["op_counts"].get("DEQUANTIZE", 0) > 0
+    assert manifest.variants["float16"].op_counts.get("DEQUANTIZE", 0) > 0
 
 
 def test_int8_variants_are_a_quarter_to_two_fifths_of_float32(digits_variants):
     _, manifest = digits_variants
     for name in ("dynamic_range", "full_integer", "integer_only", "qat_int8"):
-        ratio = manifest["variants"][name]["size_ratio_to_float32"]
+        ratio = manifest.variants[name].size_ratio_to_float32
         assert 0.24 <= ratio <= 0.40, (name, ratio)
 
 
 def test_uint8_io(tmp_path, trained_digits, digits_calibration):
     _, manifest = _run(tmp_path, trained_digits, digits_calibration, variants=["integer_only"],
                        integer_io_type="uint8")
-    v = manifest["variants"]["integer_only"]
-    assert v["inputs"][0]["dtype"] == "uint8" and v["outputs"][0]["dtype"] == "uint8"
-    assert "float32" not in v["tensor_dtypes"]
+    v = manifest.variants["integer_only"]
+    assert v.inputs[0].dtype == "uint8" and v.outputs[0].dtype == "uint8"
+    assert "float32" not in v.tensor_dtypes
 
 
 def test_without_calibration_integer_variants_fail_with_reason_others_build(tmp_path, trained_digits):
     out, manifest = _run(tmp_path, trained_digits, calibration_uri=None, qat=False)
-    variants = manifest["variants"]
+    variants = manifest.variants
     for name in ("full_integer", "integer_only", "int16x8"):
-        assert variants[name]["status"] == "failed"
-        assert "no calibration data" in variants[name]["reason"]
-    assert "no qat_model input" in variants["qat_int8"]["reason"] and "no qat_model input" in variants["qat_mixed"]["reason"]
+        assert variants[name].status == "failed"
+        assert "no calibration data" in variants[name].reason
+    assert "no qat_model input" in variants["qat_int8"].reason and "no qat_model input" in variants["qat_mixed"].reason
     for name in ("float32", "dynamic_range", "float16"):
-        assert variants[name]["status"] == "ok"
+        assert variants[name].status == "ok"
         assert os.path.exists(os.path.join(out.uri, name, "model.tflite"))
     assert not os.path.exists(os.path.join(out.uri, "integer_only"))
 
@@ -191,14 +191,14 @@ def test_mobilenet_v2_style_model_produces_all_variants(tmp_path):
         str(tmp_path / "f"), str(tmp_path / "out"), qat_model_dir=str(tmp_path / "f"),
         calibration_files=data.split_files(tmp_path / "cal" / "Split-calibration"),
     )
-    variants = manifest["variants"]
+    variants = manifest.variants
     # int16x8 is refused by the runtime on this untrained model (16-bit activations overflow
     # a depthwise convolution's accumulator): recorded with the runtime's reason, the rest built.
     int16 = variants.pop("int16x8")
-    assert int16["status"] == "failed" and "DEPTHWISE_CONV_2D" in int16["reason"]
-    assert all(v["status"] == "ok" for v in variants.values()), {n: v["reason"] for n, v in variants.items()}
-    assert variants["integer_only"]["size_ratio_to_float32"] <= 0.30
-    assert "float32" not in variants["integer_only"]["tensor_dtypes"]
+    assert int16.status == "failed" and "DEPTHWISE_CONV_2D" in int16.reason
+    assert all(v.status == "ok" for v in variants.values()), {n: v.reason for n, v in variants.items()}
+    assert variants["integer_only"].size_ratio_to_float32 <= 0.30
+    assert "float32" not in variants["integer_only"].tensor_dtypes
 
 
 def test_validation_examples_without_the_validation_split_are_refused_with_the_fix(tmp_path, trained_digits,

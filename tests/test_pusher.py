@@ -51,7 +51,7 @@ def test_blessed_pushes_version_1_then_2_with_manifests(tmp_path, digits_quantiz
     assert registry.versions() == [1, 2] and registry.latest() == 2
     assert (dest / "digits" / LATEST_FILE).read_text() == "2\n"
     manifest = registry.manifest(1)
-    source = os.path.join(digits_quantized, read_manifest(digits_quantized)["variants"]["integer_only"]["file"])
+    source = os.path.join(digits_quantized, read_manifest(digits_quantized).variants["integer_only"].file)
     assert manifest["variant"] == "integer_only" and manifest["version"] == 1
     assert manifest["sha256"] == file_sha256(source) == file_sha256(dest / "digits" / "1" / "model.tflite")
     assert manifest["lineage"]["quantized_models_id"] == 11 and manifest["lineage"]["float_model_id"] == 7
@@ -131,7 +131,7 @@ def _check_registry_is_consistent(dest):
 
 def test_killing_a_pusher_at_random_moments_never_leaves_a_partial_version(tmp_path, digits_quantized):
     manifest = read_manifest(digits_quantized)
-    files = [os.path.join(digits_quantized, v["file"]) for v in manifest["variants"].values()]
+    files = [os.path.join(digits_quantized, v.file) for v in manifest.variants.values()]
     dest = tmp_path / "registry"
     rng = random.Random(0)
     for _ in range(12):
@@ -162,8 +162,8 @@ print(Registry(sys.argv[1], "digits").push(sys.argv[2], {"variant": "concurrent"
 
 def test_two_concurrent_pushers_make_two_distinct_complete_versions(tmp_path, digits_quantized):
     manifest = read_manifest(digits_quantized)
-    a = os.path.join(digits_quantized, manifest["variants"]["integer_only"]["file"])
-    b = os.path.join(digits_quantized, manifest["variants"]["qat_int8"]["file"])
+    a = os.path.join(digits_quantized, manifest.variants["integer_only"].file)
+    b = os.path.join(digits_quantized, manifest.variants["qat_int8"].file)
     dest, go = tmp_path / "registry", tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(dest), f, str(go)], cwd=REPO_ROOT,
                               stdout=subprocess.PIPE, text=True) for f in (a, b)]
@@ -181,5 +181,8 @@ def test_bad_destinations_are_rejected_early():
     ch = lambda t: channel_utils.as_channel([t()])  # noqa: E731
     with pytest.raises(ValueError, match="destination is empty"):
         QuantizedModelPusher(ch(standard_artifacts.Model), ch(standard_artifacts.ModelBlessing), PushSettings())
+    # No demo default for the model's name: a standalone Pusher names it.
+    with pytest.raises(ValueError, match=r"PushSettings: model_name is empty: name the model's folder"):
+        QuantizedModelPusher(ch(standard_artifacts.Model), ch(standard_artifacts.ModelBlessing), {"destination": "/r"})
     with pytest.raises(ValueError, match="must be a plain folder name"):
         Registry("/tmp", "../escape")

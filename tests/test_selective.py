@@ -66,24 +66,24 @@ def test_selective_passes_where_full_integer_fails_with_few_float_layers(tmp_pat
                                                                           digits_examples):
     train_dir, eval_dir = f"{digits_examples.uri}/Split-train", f"{digits_examples.uri}/Split-eval"
     manifest = _quantize(tmp_path / "q", outlier_model, digits_calibration, train_dir)
-    entry = manifest["variants"]["selective_integer"]
-    assert entry["status"] == "ok", entry.get("reason")
-    record = entry["selective"]
-    assert 1 <= len(record["float_layers"]) <= 2
-    assert any("probabilities" in name for name in record["float_layers"])
-    assert record["layer_errors"][0]["op_name"] == "FULLY_CONNECTED"
-    assert record["steps"][0]["num_float_layers"] == 0 and not record["steps"][0]["passed"]
-    assert 0.5 < record["integer_compute_fraction"] < 1.0
+    entry = manifest.variants["selective_integer"]
+    assert entry.status == "ok", entry.reason
+    record = entry.selective
+    assert 1 <= len(record.float_layers) <= 2
+    assert any("probabilities" in name for name in record.float_layers)
+    assert record.layer_errors[0].op_name == "FULLY_CONNECTED"
+    assert record.steps[0].num_float_layers == 0 and not record.steps[0].passed
+    assert 0.5 < record.integer_compute_fraction < 1.0
     # The search saw only the train split, never the eval split the gate uses.
-    assert manifest["validation"]["files"] and all("Split-train" in f for f in manifest["validation"]["files"])
-    assert not any("Split-eval" in f for f in manifest["validation"]["files"])
+    assert manifest.validation.files and all("Split-train" in f for f in manifest.validation.files)
+    assert not any("Split-eval" in f for f in manifest.validation.files)
 
     result = evaluate.evaluate_models(eval_dir, outlier_model, str(tmp_path / "q"), str(tmp_path / "ev"),
                                       GateSettings(max_accuracy_drop=0.01, latency_runs=5), ONE_WORKER)
-    full, sel = result["variants"]["full_integer"], result["variants"]["selective_integer"]
-    assert full["accuracy_drop"] > 0.5 and not result["verdicts"]["full_integer"]["passed"]
-    assert sel["accuracy_drop"] <= 0.01 and result["verdicts"]["selective_integer"]["passed"]
-    assert result["selected_variant"] == "selective_integer"
+    full, sel = result.variants["full_integer"], result.variants["selective_integer"]
+    assert full["accuracy_drop"] > 0.5 and not result.verdicts["full_integer"].passed
+    assert sel["accuracy_drop"] <= 0.01 and result.verdicts["selective_integer"].passed
+    assert result.selected_variant == "selective_integer"
     page = open(tmp_path / "ev" / "report.html").read()
     assert "Selective integer quantization" in page and "RMSE / scale" in page
     assert os.path.exists(tmp_path / "ev" / "selective_search.png")
@@ -92,10 +92,10 @@ def test_selective_passes_where_full_integer_fails_with_few_float_layers(tmp_pat
 def test_integer_io_configuration(tmp_path, outlier_model, digits_calibration, digits_examples):
     manifest = _quantize(tmp_path / "q", outlier_model, digits_calibration, f"{digits_examples.uri}/Split-train",
                          selective_integer_io=True, integer_io_type="int8")
-    entry = manifest["variants"]["selective_integer"]
-    assert entry["status"] == "ok", entry.get("reason")
-    assert entry["inputs"][0]["dtype"] == "int8" and entry["outputs"][0]["dtype"] == "int8"
-    assert entry["selective"]["steps"][-1]["passed"]
+    entry = manifest.variants["selective_integer"]
+    assert entry.status == "ok", entry.reason
+    assert entry.inputs[0].dtype == "int8" and entry.outputs[0].dtype == "int8"
+    assert entry.selective.steps[-1].passed
 
 
 def _search_inputs(outlier_model, digits_calibration, digits_examples):
@@ -118,9 +118,9 @@ def test_budget_spent_reports_failure_with_the_best_figures(tmp_path, outlier_mo
     calibration, x, y = _search_inputs(outlier_model, digits_calibration, digits_examples)
     content, record = selective.search(outlier_model, calibration, x, y, UNREACHABLE,
                                        QuantizeSettings(search_max_drop=0.0, max_float_layers=2, max_search_steps=8))
-    assert content is None and record["float_layers"] is None
-    assert [s["num_float_layers"] for s in record["steps"]] == [0, 1, 2]
-    assert record["best_step"]["accuracy_drop"] == min(s["accuracy_drop"] for s in record["steps"])
+    assert content is None and record.float_layers is None
+    assert [s.num_float_layers for s in record.steps] == [0, 1, 2]
+    assert record.best_step.accuracy_drop == min(s.accuracy_drop for s in record.steps)
     # Asked for explicitly, the failed variant fails the stage, with the best figures reached.
     with pytest.raises(build.QuantizationError, match="selective_integer.*best validation drop .* float layer"):
         build.quantize_all(
@@ -142,8 +142,8 @@ def test_search_spends_at_most_max_search_steps_conversions(outlier_model, digit
     # Room for 8 float layers: only the step budget can stop the failing search.
     _, record = selective.search(outlier_model, calibration, x, y, UNREACHABLE,
                                  QuantizeSettings(search_max_drop=0.0, max_float_layers=8, max_search_steps=max_steps))
-    assert len(record["steps"]) == max_steps
-    assert [s["num_float_layers"] for s in record["steps"]] == [0, 1, 2][:max_steps]
+    assert len(record.steps) == max_steps
+    assert [s.num_float_layers for s in record.steps] == [0, 1, 2][:max_steps]
 
 
 def test_the_gate_split_cannot_be_the_search_split():
@@ -165,6 +165,7 @@ def test_in_model_normalization_is_kept_float_first_and_recovers_mixed_scale_inp
 
     from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
     from tfx_quantization.representative_dataset_gen import sampling
+    from tfx_quantization.model_contract import ModelContract
     from tfx_quantization.settings import CalibrationSettings, TrainSettings
     from tfx_quantization import training
     from tests.conftest import REPO_ROOT
@@ -175,9 +176,10 @@ def test_in_model_normalization_is_kept_float_first_and_recovers_mixed_scale_inp
     examples = write_examples(tmp_path / "ex", rows=rows[:1500], splits=("train", "eval"))
     split = lambda s: f"{examples.uri}/Split-{s}"  # noqa: E731
     keys = [f"f{i:02d}" for i in range(8)]
-    cfg = TrainSettings(feature_keys=keys, input_shape=[8], num_classes=4, model="tabular_mlp", input_name="features",
-                        epochs=15, seed=1)
-    result = training.train(split("train"), split("eval"), str(tmp_path / "f"), None, str(tmp_path / "l"), cfg)
+    cfg = TrainSettings(model="tabular_mlp", epochs=15, seed=1)
+    contract = ModelContract(inputs={"features": {"features": keys, "shape": [8]}}, num_classes=4)
+    result = training.train(split("train"), split("eval"), str(tmp_path / "f"), None, str(tmp_path / "l"), cfg,
+                            contract)
     assert result.float_accuracy > 0.8
     sampling.run_sampling(split("train"), str(tmp_path / "cal"), CalibrationSettings(num_samples=100, label_key="label",
                                                                                     seed=0))
@@ -185,17 +187,17 @@ def test_in_model_normalization_is_kept_float_first_and_recovers_mixed_scale_inp
         str(tmp_path / "f"), str(tmp_path / "q"), QuantizeSettings(variants=["full_integer", "selective_integer"]),
         calibration_files=data.split_files(f"{tmp_path / 'cal'}/Split-calibration"),
         validation_files=data.split_files(split("eval")))
-    record = manifest["variants"]["selective_integer"]["selective"]
-    assert record["input_scaling_ops"] == ["tabular_mlp/normalize/sub",
-                                           "tabular_mlp/normalize/truediv;tabular_mlp/normalize/Maximum"]
-    assert record["float_layers"] == record["input_scaling_ops"]
-    assert manifest["variants"]["selective_integer"]["op_counts"]["FULLY_CONNECTED"] == 3
+    record = manifest.variants["selective_integer"].selective
+    assert record.input_scaling_ops == ["tabular_mlp/normalize/sub",
+                                        "tabular_mlp/normalize/truediv;tabular_mlp/normalize/Maximum"]
+    assert record.float_layers == record.input_scaling_ops
+    assert manifest.variants["selective_integer"].op_counts["FULLY_CONNECTED"] == 3
     files = data.split_files(split("eval"))
     spec = data.spec_for(str(tmp_path / "f"), files)
     x, y = data.parse_numpy(list(data.iter_serialized(files)), spec)
 
     def acc(name):
-        return accuracy(TFLiteRunner(os.path.join(tmp_path / "q", manifest["variants"][name]["file"])).predict(x), y)
+        return accuracy(TFLiteRunner(os.path.join(tmp_path / "q", manifest.variants[name].file)).predict(x), y)
 
     assert acc("full_integer") < result.float_accuracy - 0.2
     assert acc("selective_integer") >= result.float_accuracy - 0.02

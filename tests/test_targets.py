@@ -94,53 +94,53 @@ def by_target(tmp_path_factory, digits_examples, trained_digits, digits_quantize
 
 def test_each_target_selects_its_own_variant(by_target):
     result, out = by_target
-    targets = result["targets"]
-    assert targets["phone"]["selected"] == "float16"  # the phone's preference; LiteRT runs float16
-    assert targets["mcu"]["selected"] == "integer_only"
-    assert any("does not run on TFLite Micro" in r for r in targets["mcu"]["verdicts"]["float16"]["reasons"])
-    assert any("not int8/uint8" in r for r in targets["mcu"]["verdicts"]["full_integer"]["reasons"])
-    assert any("not integer-only" in r for r in targets["edgetpu"]["verdicts"]["dynamic_range"]["reasons"])
-    assert targets["edgetpu"]["selected"] in ("integer_only", "qat_int8")
+    targets = result.targets
+    assert targets["phone"].selected == "float16"  # the phone's preference; LiteRT runs float16
+    assert targets["mcu"].selected == "integer_only"
+    assert any("does not run on TFLite Micro" in r for r in targets["mcu"].verdicts["float16"].reasons)
+    assert any("not int8/uint8" in r for r in targets["mcu"].verdicts["full_integer"].reasons)
+    assert any("not integer-only" in r for r in targets["edgetpu"].verdicts["dynamic_range"].reasons)
+    assert targets["edgetpu"].selected in ("integer_only", "qat_int8")
     # The first target is the primary one: the blessing follows it.
-    assert result["selected_variant"] == "float16" and result["selection"]["target"] == "phone"
-    assert result["variants"]["dynamic_range"]["tflm"]["runs"] is False
+    assert result.selected_variant == "float16" and result.selection.target == "phone"
+    assert result.variants["dynamic_range"]["tflm"]["runs"] is False
     page = open(os.path.join(out, "report.html")).read()
     assert '<section id="targets">' in page and "Hybrid models are not supported" in page
     outcome = json.load(open(os.path.join(out, contracts.OUTCOME_FILE)))
-    assert outcome["targets"] == {"phone": "float16", "mcu": "integer_only", "edgetpu": targets["edgetpu"]["selected"]}
+    assert outcome["targets"] == {"phone": "float16", "mcu": "integer_only", "edgetpu": targets["edgetpu"].selected}
 
 
 def test_an_arena_budget_just_below_the_need_fails_the_variant(tmp_path, digits_examples, trained_digits,
                                                               digits_quantized, arena):
     result = evaluate.evaluate_models(f"{digits_examples.uri}/Split-eval", trained_digits["float"], digits_quantized,
                                       str(tmp_path / "ev"), _targets(arena - micro.ARENA_ALIGNMENT), ONE_WORKER)
-    verdict = result["targets"]["mcu"]["verdicts"]["integer_only"]
-    assert not verdict["passed"]
-    assert f"tensor arena {arena} bytes > max_arena_bytes {arena - micro.ARENA_ALIGNMENT}" in verdict["reasons"]
-    assert result["targets"]["mcu"]["selected"] != "integer_only"
+    verdict = result.targets["mcu"].verdicts["integer_only"]
+    assert not verdict.passed
+    assert f"tensor arena {arena} bytes > max_arena_bytes {arena - micro.ARENA_ALIGNMENT}" in verdict.reasons
+    assert result.targets["mcu"].selected != "integer_only"
 
 
 def test_each_target_gets_its_own_registry_and_latest(tmp_path, by_target, digits_quantized, capsys):
     result, out = by_target
     settings = PushSettings(destination=str(tmp_path / "registry"), model_name="digits")
-    pushed = push.push_selected(digits_quantized, True, result["selected_variant"], settings,
-                                evaluation_metrics=contracts.read_metrics(out))
-    assert pushed["pushed"] and pushed["version"] == 1
+    pushed = push.push_selected(digits_quantized, True, result.selected_variant, settings,
+                                evaluation=contracts.read_evaluation(out))
+    assert pushed.pushed and pushed.version == 1
     for target, variant in (("phone", "float16"), ("mcu", "integer_only")):
         registry = open_registry(settings.destination, "digits", target)
         assert registry.latest() == 1 and registry.verify(1) == []
         manifest = registry.manifest(1)
         assert manifest["variant"] == variant and manifest["target"] == target
-        assert pushed["targets"][target]["variant"] == variant
+        assert pushed.targets[target].variant == variant
     mcu_manifest = open_registry(settings.destination, "digits", "mcu").manifest(1)
-    assert mcu_manifest["metrics"]["tflm"]["arena_bytes"] == result["variants"]["integer_only"]["tflm"]["arena_bytes"]
+    assert mcu_manifest["metrics"]["tflm"]["arena_bytes"] == result.variants["integer_only"]["tflm"]["arena_bytes"]
     # The main registry is unchanged in layout: `list` shows its versions only.
     main = open_registry(settings.destination, "digits")
     assert main.versions() == [1] and main.manifest(1)["variant"] == "float16"
     # A second push of the same decision creates nothing new anywhere.
-    again = push.push_selected(digits_quantized, True, result["selected_variant"], settings,
-                               evaluation_metrics=contracts.read_metrics(out))
-    assert not again["pushed"] and not any(t["created"] for t in again["targets"].values() if t.get("variant"))
+    again = push.push_selected(digits_quantized, True, result.selected_variant, settings,
+                               evaluation=contracts.read_evaluation(out))
+    assert not again.pushed and not any(t.created for t in again.targets.values() if t.variant)
     assert pusher_cli(["list", "--destination", settings.destination, "--model-name", "digits",
                        "--target", "mcu"]) == 0
     assert "integer_only" in capsys.readouterr().out

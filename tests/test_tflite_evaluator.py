@@ -52,26 +52,26 @@ def test_beam_accuracy_equals_a_plain_interpreter_loop(evaluated, digits_example
     x, y = data.parse_numpy(list(data.iter_serialized(files)), data.spec_for(trained_digits["float"], files))
     x = x["image"]
     manifest = contracts.read_manifest(digits_quantized)
-    for name, entry in manifest["variants"].items():
-        runner = TFLiteRunner(os.path.join(digits_quantized, entry["file"]))
+    for name, entry in manifest.variants.items():
+        runner = TFLiteRunner(os.path.join(digits_quantized, entry.file))
         probs = np.concatenate([runner.predict(x[i:i + 1]) for i in range(len(x))])
-        assert result["variants"][name]["accuracy"] == pytest.approx(accuracy(probs, y), abs=1e-9), name
-        assert result["variants"][name]["num_examples"] == len(y) == 599
+        assert result.variants[name]["accuracy"] == pytest.approx(accuracy(probs, y), abs=1e-9), name
+        assert result.variants[name]["num_examples"] == len(y) == 599
     serving = tf.saved_model.load(trained_digits["float"]).signatures["serving_default"]
     float_probs = serving(image=tf.constant(x))["probabilities"].numpy()
-    assert result["float_model"]["accuracy"] == pytest.approx(accuracy(float_probs, y), abs=1e-9)
-    assert result["variants"]["float32"]["agreement_with_float"] == pytest.approx(1.0, abs=2 / 599)
+    assert result.float_model["accuracy"] == pytest.approx(accuracy(float_probs, y), abs=1e-9)
+    assert result.variants["float32"]["agreement_with_float"] == pytest.approx(1.0, abs=2 / 599)
 
 
 def test_default_gate_blesses_the_smallest_passing_variant(evaluated):
     result, _ = evaluated
-    assert result["blessed"] and result["selected_variant"] != "float32"
-    passing = [n for n, v in result["verdicts"].items() if v["passed"]]
-    sizes = {n: result["variants"][n]["size_bytes"] for n in passing}
-    assert result["selected_variant"] == min(sizes, key=sizes.get)
-    assert not result["verdicts"]["float32"]["passed"]
-    assert "allow_float32" in result["verdicts"]["float32"]["reasons"][0]
-    for fig in result["variants"].values():
+    assert result.blessed and result.selected_variant != "float32"
+    passing = [n for n, v in result.verdicts.items() if v.passed]
+    sizes = {n: result.variants[n]["size_bytes"] for n in passing}
+    assert result.selected_variant == min(sizes, key=sizes.get)
+    assert not result.verdicts["float32"].passed
+    assert "allow_float32" in result.verdicts["float32"].reasons[0]
+    for fig in result.variants.values():
         assert fig["latency_ms_median"] > 0 and fig["latency_ms_p90"] >= fig["latency_ms_median"]
 
 
@@ -116,29 +116,29 @@ def test_report_renders_every_section_with_embedded_plots_and_names_the_selectio
         with open(os.path.join(out, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         assert f'alt="{name}"' in page
-    assert f"Selected <b>{result['selected_variant']}</b>" in page
+    assert f"Selected <b>{result.selected_variant}</b>" in page
     assert "No model is deployed yet" in page and "No version has been pushed yet" in page
     metrics = json.load(open(os.path.join(out, "metrics.json")))
-    assert metrics["selected_variant"] == result["selected_variant"]
-    assert set(metrics["variants"]) == set(result["variants"])
+    assert metrics["selected_variant"] == result.selected_variant
+    assert set(metrics["variants"]) == set(result.variants)
     assert metrics["settings"]["max_accuracy_drop"] == 0.01
     outcome = json.load(open(os.path.join(out, contracts.OUTCOME_FILE)))
-    assert outcome["blessed"] is True and outcome["selected_variant"] == result["selected_variant"]
+    assert outcome["blessed"] is True and outcome["selected_variant"] == result.selected_variant
     assert outcome["why"] and outcome["selected_metrics"]["vs_float"]["high"] <= 0.01
 
 
 def test_every_comparison_is_paired_and_its_interval_matches_the_counts(evaluated):
     result, _ = evaluated
-    n = result["num_eval_examples"]
-    float_right = round(result["float_model"]["accuracy"] * n)
-    for name, fig in result["variants"].items():
+    n = result.num_eval_examples
+    float_right = round(result.float_model["accuracy"] * n)
+    for name, fig in result.variants.items():
         a, b, c, d = fig["paired_vs_float_model"]["accuracy"]
         assert a + b + c + d == n and a + b == float_right and a + c == round(fig["accuracy"] * n), name
         assert fig["vs_float"]["drop"] == pytest.approx(fig["accuracy_drop"], abs=1e-12)
         assert fig["vs_float"]["low"] <= fig["vs_float"]["drop"] <= fig["vs_float"]["high"]
-    assert result["majority_class_rate"] == pytest.approx(max(result["float_model"]["class_total"]) / n)
-    assert np.sum(result["float_model"]["confusion"]) == n
-    assert np.trace(result["float_model"]["confusion"]) == float_right
+    assert result.majority_class_rate == pytest.approx(max(result.float_model["class_total"]) / n)
+    assert np.sum(result.float_model["confusion"]) == n
+    assert np.trace(result.float_model["confusion"]) == float_right
 
 
 def test_two_workers_give_identical_metrics(tmp_path, digits_examples, trained_digits, digits_quantized, evaluated):
@@ -146,9 +146,9 @@ def test_two_workers_give_identical_metrics(tmp_path, digits_examples, trained_d
                                    str(tmp_path / "two"), _params(), TWO_WORKERS)
     one, _ = evaluated
     keys = ("accuracy", "top_k_accuracy", "agreement_with_float", "per_class_accuracy", "num_examples")
-    for name in one["variants"]:
-        assert {k: one["variants"][name][k] for k in keys} == {k: two["variants"][name][k] for k in keys}
-    assert one["float_model"] == two["float_model"]
+    for name in one.variants:
+        assert {k: one.variants[name][k] for k in keys} == {k: two.variants[name][k] for k in keys}
+    assert one.float_model == two.float_model
 
 
 def test_input_quantization_rounds_then_clips():
@@ -163,7 +163,7 @@ def test_input_quantization_rounds_then_clips():
 
 def test_runner_clips_out_of_range_inputs_on_a_real_int8_model(digits_quantized):
     manifest = contracts.read_manifest(digits_quantized)
-    runner = TFLiteRunner(os.path.join(digits_quantized, manifest["variants"]["integer_only"]["file"]))
+    runner = TFLiteRunner(os.path.join(digits_quantized, manifest.variants["integer_only"].file))
     scale, zero_point = runner.input["quantization"]
     x = np.full((1, 8, 8, 1), 1e6, np.float32)
     assert np.all(runner.prepare_input(x) == 127)
@@ -187,11 +187,11 @@ def damaged_quantized(tmp_path_factory, trained_digits, digits_calibration):
 def test_gate_blocks_a_damaged_model_with_the_reason(tmp_path, digits_examples, trained_digits, damaged_quantized):
     result = evaluate.evaluate_models(_eval_dir(digits_examples), trained_digits["float"], damaged_quantized,
                                       str(tmp_path / "ev"), _params(allow_float32=True), ONE_WORKER)
-    assert not result["blessed"] and result["selected_variant"] is None
+    assert not result.blessed and result.selected_variant is None
     for name in ("full_integer", "float32"):
-        assert not result["verdicts"][name]["passed"]
-        assert any("drop vs float model" in r for r in result["verdicts"][name]["reasons"])
-        assert result["variants"][name]["accuracy"] < 0.2
+        assert not result.verdicts[name].passed
+        assert any("drop vs float model" in r for r in result.verdicts[name].reasons)
+        assert result.variants[name]["accuracy"] < 0.2
     assert "not blessed" in open(tmp_path / "ev" / "report.html").read()
 
 
@@ -317,27 +317,26 @@ def test_no_regression_against_the_deployed_baseline(tmp_path, digits_examples, 
     # A weakly trained model: its variants lose nothing against their own float model, but
     # fall well below the strong model that is deployed.
     from tfx_quantization import training
-    from tests.helpers import PIXEL_KEYS
+    from tests.helpers import DIGITS_CONTRACT
 
     weak = training.train(
         f"{digits_examples.uri}/Split-train", _eval_dir(digits_examples), str(tmp_path / "weak"), None,
-        str(tmp_path / "logs"),
-        TrainSettings(feature_keys=PIXEL_KEYS, epochs=1, steps_per_epoch=4, seed=0),
+        str(tmp_path / "logs"), TrainSettings(epochs=1, steps_per_epoch=4, seed=0), DIGITS_CONTRACT,
     )
     build.quantize_all(str(tmp_path / "weak"), str(tmp_path / "wq"), QuantizeSettings(variants=["float32", "dynamic_range"]))
     deployed = os.path.join(digits_quantized, "integer_only", "model.tflite")
     kwargs = dict(params=_params(max_accuracy_drop=0.05), pipeline_factory=ONE_WORKER)
     without = evaluate.evaluate_models(_eval_dir(digits_examples), str(tmp_path / "weak"), str(tmp_path / "wq"),
                                        str(tmp_path / "e1"), **kwargs)
-    assert without["selected_variant"] == "dynamic_range"
+    assert without.selected_variant == "dynamic_range"
     with_baseline = evaluate.evaluate_models(
         _eval_dir(digits_examples), str(tmp_path / "weak"), str(tmp_path / "wq"), str(tmp_path / "e2"),
         baseline_tflite=deployed, baseline_info={"version": "3"}, **kwargs)
-    assert weak.float_accuracy < with_baseline["baseline"]["accuracy"] - 0.05
-    assert not with_baseline["blessed"]
-    assert any("drop vs deployed model" in r for r in with_baseline["verdicts"]["dynamic_range"]["reasons"])
-    assert with_baseline["baseline"]["version"] == "3"
-    assert with_baseline["variants"]["dynamic_range"]["vs_deployed"]["drop"] > 0.05
+    assert weak.float_accuracy < with_baseline.baseline["accuracy"] - 0.05
+    assert not with_baseline.blessed
+    assert any("drop vs deployed model" in r for r in with_baseline.verdicts["dynamic_range"].reasons)
+    assert with_baseline.baseline["version"] == "3"
+    assert with_baseline.variants["dynamic_range"]["vs_deployed"]["drop"] > 0.05
 
 
 def test_deployed_model_shift_and_history_come_from_the_registry(tmp_path, digits_examples, trained_digits,
@@ -358,19 +357,19 @@ def test_deployed_model_shift_and_history_come_from_the_registry(tmp_path, digit
         _eval_dir(digits_examples), trained_digits["float"], digits_quantized, str(tmp_path / "ev"),
         _params(max_deployed_shift=0.005), ONE_WORKER, baseline_tflite=path, baseline_info=info,
         history=registry_history(push.to_json()))
-    shift = result["deployed_shift"]
-    assert shift["flagged"] and shift["version"] == "2" and shift["recorded"] == 0.9999
-    assert shift["now"] == result["baseline"]["accuracy"] and shift["fall"] > 0.005
-    assert any(w.startswith("shift: the deployed version 2") for w in result["warnings"])
+    shift = result.deployed_shift
+    assert shift.flagged and shift.version == "2" and shift.recorded == 0.9999
+    assert shift.now == result.baseline["accuracy"] and shift.fall > 0.005
+    assert any(w.startswith("shift: the deployed version 2") for w in result.warnings)
     outcome = json.load(open(tmp_path / "ev" / contracts.OUTCOME_FILE))
-    assert outcome["deployed_shift"]["flagged"] and outcome["warnings"] == result["warnings"]
+    assert outcome["deployed_shift"]["flagged"] and outcome["warnings"] == result.warnings
     page = open(tmp_path / "ev" / "report.html").read()
     assert "Deployed version 2 (integer_only)" in page and "(flagged)" in page
-    assert [h["version"] for h in result["history"]] == [1, 2] and 'alt="history.png"' in page
+    assert [h["version"] for h in result.history] == [1, 2] and 'alt="history.png"' in page
     quiet = evaluate.evaluate_models(
         _eval_dir(digits_examples), trained_digits["float"], digits_quantized, str(tmp_path / "ev2"),
         _params(), ONE_WORKER, baseline_tflite=path, baseline_info=dict(info, recorded_metrics={"accuracy": 0.99}))
-    assert not quiet["deployed_shift"]["flagged"] and not quiet["warnings"]
+    assert not quiet.deployed_shift.flagged and not quiet.warnings
 
 
 @pytest.fixture(scope="module")
@@ -395,11 +394,11 @@ def test_a_constant_class_model_is_not_blessed(tmp_path, digits_examples, consta
     result = evaluate.evaluate_models(_eval_dir(digits_examples), model_dir, quantized, str(tmp_path / "ev"),
                                       _params(), ONE_WORKER)
     # Its variants agree with it on every example, so only the majority bound can stop them.
-    assert result["variants"]["integer_only"]["vs_float"]["lost"] == 0
-    assert result["float_model"]["accuracy"] <= result["majority_class_rate"]
-    assert not result["blessed"]
-    assert "does not beat the majority-class rate" in result["verdicts"]["integer_only"]["reasons"][0]
-    assert any("has not learned the task" in w for w in result["warnings"])
+    assert result.variants["integer_only"]["vs_float"]["lost"] == 0
+    assert result.float_model["accuracy"] <= result.majority_class_rate
+    assert not result.blessed
+    assert "does not beat the majority-class rate" in result.verdicts["integer_only"].reasons[0]
+    assert any("has not learned the task" in w for w in result.warnings)
     outcome = json.load(open(tmp_path / "ev" / contracts.OUTCOME_FILE))
     assert outcome["blessed"] is False and any("majority-class" in why for why in outcome["why"])
 
@@ -417,27 +416,27 @@ def test_a_selective_variant_at_zero_integer_ops_is_not_eligible(tmp_path, digit
     (quantized / "manifest.json").write_text(json.dumps(manifest))
     result = evaluate.evaluate_models(_eval_dir(digits_examples), trained_digits["float"], str(quantized),
                                       str(tmp_path / "ev"), _params(), ONE_WORKER)
-    assert result["variants"]["selective_integer"]["integer_compute_fraction"] == 0.0
-    assert result["variants"]["integer_only"]["integer_compute_fraction"] == 1.0
-    assert not result["verdicts"]["selective_integer"]["passed"]
-    assert any("counts as float32" in r for r in result["verdicts"]["selective_integer"]["reasons"])
-    assert result["selected_variant"] == "integer_only"
+    assert result.variants["selective_integer"]["integer_compute_fraction"] == 0.0
+    assert result.variants["integer_only"]["integer_compute_fraction"] == 1.0
+    assert not result.verdicts["selective_integer"].passed
+    assert any("counts as float32" in r for r in result.verdicts["selective_integer"].reasons)
+    assert result.selected_variant == "integer_only"
 
 
 def test_a_tiny_eval_split_warns_and_decides_by_the_documented_semantics(tmp_path, trained_digits, digits_quantized):
     examples = write_examples(tmp_path / "ex", rows=digits_rows()[:165])  # 55 eval examples
     result = evaluate.evaluate_models(_eval_dir(examples), trained_digits["float"], digits_quantized,
                                       str(tmp_path / "ev"), _params(), ONE_WORKER)
-    assert result["num_eval_examples"] == 55
-    [warning] = result["warnings"]
+    assert result.num_eval_examples == 55
+    [warning] = result.warnings
     assert "55 examples: too few to resolve max_accuracy_drop 1 pp" in warning and "no variant can pass" in warning
-    assert not result["blessed"]  # upper_bound: no interval on 55 examples is within 1 pp
+    assert not result.blessed  # upper_bound: no interval on 55 examples is within 1 pp
     assert "too few to resolve" in open(tmp_path / "ev" / "report.html").read()
-    figures, float_acc = result["variants"], result["float_model"]["accuracy"]
+    figures, float_acc = result.variants, result.float_model["accuracy"]
     lenient = GateSettings(drop_decision="lower_bound")
     for fig in figures.values():
         fig["vs_float"] = gate.comparison(fig["paired_vs_float_model"]["accuracy"], lenient)
-    verdicts = gate.judge(figures, float_acc, lenient, chance=result["majority_class_rate"])
+    verdicts = gate.judge(figures, float_acc, lenient, chance=result.majority_class_rate)
     assert verdicts["integer_only"]["passed"]  # lower_bound: nothing shows the drop exceeds 1 pp
     point = GateSettings(drop_decision="point")
     assert "one example is 1.82 pp" in gate.resolution_warning(55, float_acc, point)
@@ -459,10 +458,10 @@ def test_executor_writes_blessing_and_evaluation(tmp_path, digits_examples, trai
     assert os.path.exists(tmp_path / "blessing" / "BLESSED")
     assert selected in ("qat_int8", "integer_only")
     verdicts = json.loads(blessing.get_string_custom_property("verdicts"))
-    assert set(verdicts) == set(contracts.read_manifest(digits_quantized)["variants"])
-    metrics = contracts.read_metrics(ev.uri)
-    assert metrics["float_model"]["top_k"] == 3
-    assert ev.get_int_custom_property("selected_size_bytes") == metrics["variants"][selected]["size_bytes"]
+    assert set(verdicts) == set(contracts.read_manifest(digits_quantized).variants)
+    metrics = contracts.read_evaluation(ev.uri)
+    assert metrics.float_model["top_k"] == 3
+    assert ev.get_int_custom_property("selected_size_bytes") == metrics.variants[selected]["size_bytes"]
 
 
 def test_empty_eval_split_is_a_clear_error(tmp_path, trained_digits, digits_quantized):
@@ -494,10 +493,10 @@ def test_variant_with_a_mismatched_input_spec_fails_with_the_reason(tmp_path, di
     (quantized / "float16" / "model.tflite").write_bytes(converter.convert())
     result = evaluate.evaluate_models(_eval_dir(digits_examples), trained_digits["float"], str(quantized),
                                       str(tmp_path / "ev"), _params(), ONE_WORKER)
-    reasons = result["verdicts"]["float16"]["reasons"]
-    assert not result["verdicts"]["float16"]["passed"]
+    reasons = result.verdicts["float16"].reasons
+    assert not result.verdicts["float16"].passed
     assert reasons == ["input spec mismatch: the model takes [4, 4, 4], the examples give [8, 8, 1]"]
-    assert result["blessed"]
+    assert result.blessed
 
 
 def test_component_validates_the_gate_early():

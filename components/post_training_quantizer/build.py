@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_quantization import contracts, fsutil
-from tfx_quantization.contracts import FAILED, MANIFEST_FILE, MODEL_FILE, OK
-from tfx_quantization.quantization import convert, data, selective
+from tfx_quantization.contracts import FAILED, MANIFEST_FILE, MODEL_FILE, OK, DataFiles, Manifest, VariantEntry
+from tfx_quantization.quantization import convert, data, selective, variants
 from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.settings import ModelContract, QuantizeSettings
 
@@ -68,7 +68,7 @@ def quantize_all(
     source_uris: Optional[Dict[str, str]] = None,
     validation_files: Optional[List[str]] = None,
     contract: Optional[ModelContract] = None,
-) -> Dict[str, object]:
+) -> Manifest:
     """Converts, validates and writes every variant into out_dir; returns the manifest.
 
     validation_files: examples for the selective_integer search (never the gate's eval split).
@@ -101,82 +101,80 @@ def quantize_all(
     search = dict(settings=settings, validation=validation, io_type=io_type if settings.selective_integer_io else None,
                   spec=spec)
 
-    entries: Dict[str, Dict[str, object]] = {}
+    entries: Dict[str, VariantEntry] = {}
     with fsutil.staged_dir(out_dir, commit_last=[MANIFEST_FILE]) as staging:
         for i, name in enumerate(names, 1):
             log.info("Variant %d/%d: %s", i, len(names), name)
             entries[name] = _build_one(name, float_model_dir, qat_model_dir, calibration, io_type, example, staging,
                                        search)
-        float_size = entries.get(convert.FLOAT32, {}).get("size_bytes")
+        float_size = entries[convert.FLOAT32].size_bytes if convert.FLOAT32 in entries else None
         for entry in entries.values():
-            if float_size and entry.get("size_bytes"):
-                entry["size_ratio_to_float32"] = entry["size_bytes"] / float_size
-        manifest = {
-            "variants": entries,
-            "model_spec": json.loads(spec.to_json()),
-            "integer_io_type": io_type,
-            "tensorflow_version": tf.__version__,
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "sources": dict(source_uris or {}, float_model=float_model_dir, qat_model=qat_model_dir or ""),
-            "calibration": {"files": list(calibration_files or []), "max_samples": max_calibration_samples},
-            "validation": {"files": list(validation_files or []), "max_samples": settings.validation_samples},
-            "settings": settings.model_dump(),
-        }
-        built = [n for n, e in entries.items() if e["status"] == OK]
-        failed = {n: e["reason"] for n, e in entries.items() if e["status"] != OK}
+            if float_size and entry.size_bytes:
+                entry.size_ratio_to_float32 = entry.size_bytes / float_size
+        manifest = Manifest(
+            variants=entries,
+            model_spec=json.loads(spec.to_json()),
+            integer_io_type=io_type,
+            tensorflow_version=tf.__version__,
+            created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            sources=dict(source_uris or {}, float_model=str(float_model_dir), qat_model=str(qat_model_dir or "")),
+            calibration=DataFiles(files=list(calibration_files or []), max_samples=max_calibration_samples),
+            validation=DataFiles(files=list(validation_files or []), max_samples=settings.validation_samples),
+            settings=settings.model_dump(),
+        )
+        built = manifest.built()
+        failed = {n: e.reason for n, e in entries.items() if e.status != OK}
         if not built:
             raise QuantizationError(f"no variant could be built: {failed}")
         if explicit and failed:
             raise QuantizationError(f"requested variant(s) failed: {failed}")
-        (staging / MANIFEST_FILE).write_bytes(fsutil.to_json(manifest))
+        contracts.write_manifest(staging, manifest)
     log.info("Built %s; failed %s", built, sorted(failed))
     return manifest
 
 
-def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging: Path, search) -> Dict[str, object]:
-    source = "qat_model" if name in convert.NEEDS_QAT_MODEL else "model"
-    entry: Dict[str, object] = {
-        "name": name,
-        "source_model": source,
-        "converter_settings": convert.converter_settings(name, io_type),
-        "device_class": convert.DEVICE_CLASS[name],
-    }
-    if name in convert.NEEDS_QAT_MODEL and not qat_dir:
-        return dict(entry, status=FAILED, reason="no qat_model input: the QAT variant needs the Trainer's qat_model")
-    if name in convert.NEEDS_CALIBRATION and calibration is None:
-        return dict(entry, status=FAILED, reason="no calibration data: pass the representative_dataset input")
+def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging: Path, search) -> VariantEntry:
+    """One variant built from its recipe, or recorded as failed with the reason."""
+    recipe = variants.recipe(name)
+    searched = recipe.backend == variants.SELECTIVE_SEARCH
+    io = search["io_type"] if searched else io_type  # the search's integer I/O is opt-in
+    common = dict(name=name, source_model=recipe.source, converter_settings=recipe.converter_settings(io),
+                  device_class=recipe.device_class)
+
+    def failed(reason: str, **extra) -> VariantEntry:
+        return VariantEntry(**common, status=FAILED, reason=reason, **extra)
+
+    if recipe.needs_qat_model and not qat_dir:
+        return failed("no qat_model input: the QAT variant needs the Trainer's qat_model")
+    if recipe.needs_calibration and calibration is None:
+        return failed("no calibration data: pass the representative_dataset input")
+    if searched and search["validation"] is None:
+        return failed("no validation data: pass validation_examples (a split other than the gate's eval)")
     extra: Dict[str, object] = {}
-    if name == convert.SELECTIVE_INTEGER:
-        if calibration is None:
-            return dict(entry, status=FAILED, reason="no calibration data: pass the representative_dataset input")
-        if search["validation"] is None:
-            return dict(entry, status=FAILED,
-                        reason="no validation data: pass validation_examples (a split other than the gate's eval)")
-        entry["converter_settings"]["inference_input_type"] = search["io_type"] or "float32"
-        entry["converter_settings"]["inference_output_type"] = search["io_type"] or "float32"
     try:
-        if name == convert.SELECTIVE_INTEGER:
+        if searched:
             x_val, y_val, float_acc = search["validation"]
             content, record = selective.search(float_dir, calibration, x_val, y_val, float_acc, search["settings"],
-                                               search["io_type"], spec=search["spec"])
+                                               io, spec=search["spec"])
             extra["selective"] = record
             if content is None:
-                best = record["best_step"]
-                return dict(entry, status=FAILED, selective=record, reason=(
-                    f"no model within the budget passed: best validation drop {best['accuracy_drop']:.4f} with "
-                    f"{best['num_float_layers']} float layer(s), allowed {search['settings'].effective_search_max_drop}"))
+                best = record.best_step
+                return failed(
+                    f"no model within the budget passed: best validation drop {best.accuracy_drop:.4f} with "
+                    f"{best.num_float_layers} float layer(s), allowed {search['settings'].effective_search_max_drop}",
+                    selective=record)
         else:
-            content = convert.convert(name, qat_dir if source == "qat_model" else float_dir, calibration, io_type,
+            content = convert.convert(name, qat_dir if recipe.needs_qat_model else float_dir, calibration, io_type,
                                       signature=search["spec"].signature)
         info = convert.validate(name, content, example)
     except Exception as e:  # noqa: BLE001 - recorded per variant; the stage decides below
         log.warning("Variant %s failed: %s", name, e)
-        return dict(entry, status=FAILED, reason=f"{type(e).__name__}: {str(e)[:500]}")
+        return failed(f"{type(e).__name__}: {str(e)[:500]}")
     folder = staging / name
     folder.mkdir()
     (folder / MODEL_FILE).write_bytes(content)
-    return dict(
-        entry, status=OK, reason="", file=f"{name}/{MODEL_FILE}", size_bytes=len(content),
-        sha256=fsutil.sha256_bytes(content), integer_compute_fraction=convert.integer_compute_fraction(content), **info, **extra,
+    return VariantEntry(
+        **common, status=OK, reason="", file=f"{name}/{MODEL_FILE}", size_bytes=len(content),
+        sha256=fsutil.sha256_bytes(content), integer_compute_fraction=convert.integer_compute_fraction(content), **info,
+        **extra,
     )
-

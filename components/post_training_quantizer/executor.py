@@ -65,11 +65,11 @@ class Executor(base_executor.BaseExecutor):
             validation_files=validation_files,
             contract=ModelContract.decode(exec_properties.get("contract")),
         )
-        variants = manifest["variants"]
-        built = contracts.built_variants(manifest)
+        variants = manifest.variants
+        built = manifest.built()
         set_properties(output, {
             "variants_built": built,
-            "variants_failed": {n: v["reason"] for n, v in variants.items() if n not in built},
-            **{f"size_bytes_{n}": variants[n]["size_bytes"] for n in built},
+            "variants_failed": {n: v.reason for n, v in variants.items() if n not in built},
+            **{f"size_bytes_{n}": variants[n].size_bytes for n in built},
         })
         log.info("PostTrainingQuantizer: built %s", built)

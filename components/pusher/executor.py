@@ -1,4 +1,4 @@
-"""Thin executor in the shape of TFX's Pusher: CheckBlessing, push, mark pushed or not."""
+"""Thin executor in the shape of TFX's Pusher: CheckBlessing, push, mark the result."""
 from __future__ import annotations
 
 import logging
@@ -52,30 +52,17 @@ class Executor(base_executor.BaseExecutor):
             blessed=self.CheckBlessing(input_dict),
             selected_variant=get_property(single(input_dict, "blessing"), contracts.SELECTED_VARIANT, ""),
             settings=settings,
-            evaluation_metrics=contracts.read_metrics(evaluation.uri) if evaluation is not None else {},
+            evaluation=contracts.read_evaluation(evaluation.uri) if evaluation is not None else None,
             lineage=self._lineage(input_dict),
         )
-        if result["pushed"]:
-            self._MarkPushed(pushed_model, result)
-        else:
-            self._MarkNotPushed(pushed_model, result)
+        self._Mark(pushed_model, result)
 
-    def _MarkPushed(self, pushed_model: types.Artifact, result: Dict[str, Any]) -> None:
-        set_properties(pushed_model, {
-            contracts.PUSHED: 1, contracts.PUSHED_DESTINATION: result["version_dir"],
-            contracts.PUSHED_VERSION: str(result["version"]),
-            contracts.DEPLOYED_VERSION_DIR: result["deployed_version_dir"], contracts.REASON: result["reason"],
-            contracts.PUSHED_TARGETS: result.get("targets", {}),
-        })
-        log.info("Pusher: %s", result["reason"])
-
-    def _MarkNotPushed(self, pushed_model: types.Artifact, result: Dict[str, Any]) -> None:
-        set_properties(pushed_model, {
-            contracts.PUSHED: 0, contracts.DEPLOYED_VERSION_DIR: result["deployed_version_dir"],
-            contracts.REASON: result["reason"], contracts.PUSHED_VERSION: str(result.get("version", "")),
-            contracts.PUSHED_TARGETS: result.get("targets", {}),
-        })
-        if result.get("version"):  # blessed, but LATEST already holds the same bytes
-            log.info("Pusher: nothing new to push: %s", result["reason"])
+    def _Mark(self, pushed_model: types.Artifact, result: contracts.PushResult) -> None:
+        """Records the result as the PushedModel's properties (pushed 1/0, as TFX's Pusher)."""
+        set_properties(pushed_model, contracts.push_result_properties(result))
+        if result.pushed:
+            log.info("Pusher: %s", result.reason)
+        elif result.already_deployed:
+            log.info("Pusher: nothing new to push: %s", result.reason)
         else:
-            log.warning("Pusher: not pushed: %s", result["reason"])
+            log.warning("Pusher: not pushed: %s", result.reason)

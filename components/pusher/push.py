@@ -1,5 +1,5 @@
-"""What the Pusher does, as a plain function: check the blessing, build the manifest,
-publish the selected variant to the registry."""
+"""What the Pusher does, as a plain function: check the blessing, build the version's
+manifest, publish the selected variant to the registry; the result is a PushResult."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +7,7 @@ import platform
 from typing import Dict, Optional
 
 from tfx_quantization import contracts
+from tfx_quantization.contracts import Evaluation, Manifest, PushResult, TargetPush
 from tfx_quantization.registry import Registry, open_registry
 from tfx_quantization.settings import PushSettings
 
@@ -30,36 +31,36 @@ def push_selected(
     blessed: bool,
     selected_variant: str,
     settings: PushSettings,
-    evaluation_metrics: Optional[Dict] = None,
+    evaluation: Optional[Evaluation] = None,
     lineage: Optional[Dict] = None,
-) -> Dict:
-    """Returns {'pushed': bool, 'reason', 'version', 'version_dir', 'deployed_version_dir'}."""
+) -> PushResult:
+    """Publishes the selected variant to the registry (and each target's selection to the
+    target's registry) when blessed. evaluation: the evaluator's record, whose figures,
+    verdicts and gate settings each version's manifest keeps (None: none recorded)."""
     settings.check_complete()
     registry = Registry(settings.destination, settings.model_name)
     latest = registry.latest()
     deployed = str(registry.version_dir(latest)) if latest is not None else ""
     if not blessed:
-        return {"pushed": False, "reason": "the evaluation did not bless any variant", "deployed_version_dir": deployed}
+        return PushResult(pushed=False, reason="the evaluation did not bless any variant", deployed_version_dir=deployed)
     manifest = contracts.read_manifest(quantized_dir)
     model_path = contracts.variant_path(quantized_dir, manifest, selected_variant)
-    entry = manifest["variants"][selected_variant]
-    metrics = evaluation_metrics or {}
+    verdict = evaluation.verdicts.get(selected_variant) if evaluation else None
     push_manifest = {
         "model_name": settings.model_name,
         "variant": selected_variant,
-        "metrics": metrics.get("variants", {}).get(selected_variant, {}),
-        "float_model_metrics": metrics.get("float_model", {}),
-        "gate_settings": metrics.get("settings", {}),
-        "verdict": metrics.get("verdicts", {}).get(selected_variant, {}),
-        "model": {k: entry.get(k) for k in ("inputs", "outputs", "converter_settings", "device_class", "op_counts")},
-        "model_spec": manifest.get("model_spec", {}),
+        "metrics": evaluation.variants.get(selected_variant, {}) if evaluation else {},
+        "float_model_metrics": evaluation.float_model if evaluation else {},
+        "gate_settings": evaluation.settings if evaluation else {},
+        "verdict": verdict.model_dump() if verdict else {},
+        "model": manifest.variants[selected_variant].description(),
+        "model_spec": manifest.model_spec,
         "lineage": dict(lineage or {}),
         "library_versions": library_versions(),
     }
     version, created = registry.push(model_path, push_manifest, signing_key=settings.signing_key)
     # The targets after the main registry: its LATEST is the evaluator's no-regression baseline.
-    targets = push_targets(quantized_dir, manifest, push_manifest, metrics.get("targets") or {},
-                           metrics.get("variants", {}), settings)
+    targets = push_targets(quantized_dir, manifest, push_manifest, evaluation, settings) if evaluation else {}
     version_dir = str(registry.version_dir(version))
     if created:
         log.info("Pushed %s as version %d: %s", selected_variant, version, version_dir)
@@ -67,30 +68,29 @@ def push_selected(
     else:
         log.info("Version %d already holds these bytes: nothing new pushed", version)
         reason = f"version {version} already holds the same model (sha256): nothing new pushed"
-    return {"pushed": created, "reason": reason, "version": version, "version_dir": version_dir,
-            "deployed_version_dir": version_dir, "targets": targets}
+    return PushResult(pushed=created, already_deployed=not created, reason=reason, version=version,
+                      deployed_version_dir=version_dir, targets=targets)
 
 
-def push_targets(quantized_dir: str, manifest: Dict, base_manifest: Dict, targets: Dict[str, Dict],
-                 figures: Dict[str, Dict], settings: PushSettings) -> Dict[str, Dict]:
+def push_targets(quantized_dir: str, manifest: Manifest, base_manifest: Dict, evaluation: Evaluation,
+                 settings: PushSettings) -> Dict[str, TargetPush]:
     """Each deployment target's selected variant into the target's own registry
     (<destination>/<model>/targets/<target>/), so that a device fleet pulls "the current model
     for mcu" from its LATEST. Idempotent per target like the main push."""
     out = {}
-    for target, decision in targets.items():
-        variant = decision.get("selected")
+    for target, decision in evaluation.targets.items():
+        variant = decision.selected
         if not variant:
-            out[target] = {"variant": None, "reason": decision.get("selection", {}).get("why", "no variant")}
+            out[target] = TargetPush(variant=None, reason=decision.selection.why)
             continue
         registry = open_registry(settings.destination, settings.model_name, target)
         target_manifest = dict(
-            base_manifest, variant=variant, target=target, target_settings=decision.get("settings", {}),
-            verdict=decision["verdicts"][variant], metrics=figures.get(variant, {}),
-            model={k: manifest["variants"][variant].get(k)
-                   for k in ("inputs", "outputs", "converter_settings", "device_class", "op_counts")})
+            base_manifest, variant=variant, target=target, target_settings=decision.settings,
+            verdict=decision.verdicts[variant].model_dump(), metrics=evaluation.variants.get(variant, {}),
+            model=manifest.variants[variant].description())
         version, created = registry.push(contracts.variant_path(quantized_dir, manifest, variant), target_manifest,
                                          signing_key=settings.signing_key)
         log.info("Target %s: %s %s as version %d", target, "pushed" if created else "already holds", variant, version)
-        out[target] = {"variant": variant, "version": version, "created": created,
-                       "version_dir": str(registry.version_dir(version))}
+        out[target] = TargetPush(variant=variant, version=version, created=created,
+                                 version_dir=str(registry.version_dir(version)))
     return out

@@ -1,4 +1,5 @@
-"""TFLite variants: converter settings, conversion, description and validation.
+"""TFLite variants: the converter configured from a variant's recipe (variants.py),
+conversion, description and validation.
 
 No TFX imports: the PostTrainingQuantizer executor, the evaluator and the benchmarks all
 describe and convert models through this module.
@@ -16,60 +17,39 @@ import tensorflow as tf
 from tfx_quantization.contracts import (  # noqa: F401
     ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INT16X8, INTEGER_ONLY, QAT_INT8, QAT_MIXED,
     SELECTIVE_INTEGER,
-    VARIANTS,
+    VARIANTS, ConverterSettings,
 )
+from tfx_quantization.quantization import variants
 from tfx_quantization.quantization.interpreter import TFLiteRunner, quiet_native_output  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-NEEDS_CALIBRATION = frozenset({FULL_INTEGER, INTEGER_ONLY, INT16X8})
-INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
-NEEDS_QAT_MODEL = frozenset({QAT_INT8, QAT_MIXED})
-# The variants the converter gets the calibration set for. qat_mixed takes none: every range
-# comes from training, and what the QAT model left without a range (its float input
-# normalization) stays float.
-TAKES_CALIBRATION = NEEDS_CALIBRATION | {QAT_INT8}
-INTEGER_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
-# Which device class each variant suits (documented in the quantizer README too).
-DEVICE_CLASS = {
-    FLOAT32: "reference; any CPU",
-    DYNAMIC_RANGE: "CPU (smaller file; float activations)",
-    FLOAT16: "GPU delegate (float16 weights)",
-    FULL_INTEGER: "CPU, with float fallback and float I/O",
-    INTEGER_ONLY: "Edge TPU, microcontrollers, NPUs (integer I/O, no float ops)",
-    QAT_INT8: "as integer_only, from the quantization-aware model",
-    QAT_MIXED: "CPU: the quantization-aware model as trained (int8 where it learned ranges, float where it stayed "
-               "float, e.g. in-model input normalization), float I/O",
-    SELECTIVE_INTEGER: "CPU: integer except the few most sensitive layers, kept float",
-    INT16X8: "accuracy rescue for int8-sensitive models: 16-bit activations, 8-bit weights, float I/O "
-             "(reference kernels on CPU: slower than int8; no XNNPACK support)",
-}
-INTEGER_ONLY_VARIANTS = frozenset({INTEGER_ONLY, QAT_INT8})
-
 RepresentativeDataset = Callable[[], Iterable[List[np.ndarray]]]
 
 
-def converter_settings(variant: str, io_type: str = "int8") -> Dict[str, object]:
-    """The converter options of a variant, in a form fit for the manifest."""
-    if variant not in ALL_VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: valid variants are {list(ALL_VARIANTS)}")
-    s: Dict[str, object] = {"optimizations": [], "supported_ops": ["TFLITE_BUILTINS"],
-                            "supported_types": [], "representative_dataset": False,
-                            "inference_input_type": "float32", "inference_output_type": "float32"}
-    if variant != FLOAT32:
-        s["optimizations"] = ["DEFAULT"]
-    if variant == FLOAT16:
-        s["supported_types"] = ["float16"]
-    if variant in TAKES_CALIBRATION or variant == SELECTIVE_INTEGER:
-        s["representative_dataset"] = True
-    if variant == SELECTIVE_INTEGER:
-        s["denylisted_nodes"] = "the layers listed under selective.float_layers"
-    if variant in INTEGER_ONLY_VARIANTS:
-        s["supported_ops"] = ["TFLITE_BUILTINS_INT8"]
-        s["inference_input_type"] = s["inference_output_type"] = io_type
-    if variant == INT16X8:
-        s["supported_ops"] = [INT16X8_OPS]
-    return s
+def configure(
+    settings: ConverterSettings,
+    saved_model_dir: str,
+    representative_dataset: Optional[RepresentativeDataset] = None,
+    signature: str = "serving_default",
+) -> tf.lite.TFLiteConverter:
+    """A TFLite converter for one signature of a SavedModel, configured as `settings` say
+    (the converter's defaults where they say nothing else); the calibration set is attached
+    when the settings take one and it is given."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
+    if settings.optimizations:
+        converter.optimizations = [getattr(tf.lite.Optimize, o) for o in settings.optimizations]
+    if settings.supported_types:
+        converter.target_spec.supported_types = [tf.as_dtype(t) for t in settings.supported_types]
+    if settings.representative_dataset and representative_dataset is not None:
+        converter.representative_dataset = representative_dataset
+    if settings.supported_ops != [variants.BUILTINS]:
+        converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, o) for o in settings.supported_ops]
+    if settings.inference_input_type != "float32":
+        converter.inference_input_type = tf.as_dtype(settings.inference_input_type)
+    if settings.inference_output_type != "float32":
+        converter.inference_output_type = tf.as_dtype(settings.inference_output_type)
+    return converter
 
 
 def convert(
@@ -79,23 +59,14 @@ def convert(
     io_type: str = "int8",
     signature: str = "serving_default",
 ) -> bytes:
-    """Converts one signature of a SavedModel into the given variant; the flatbuffer bytes."""
-    settings = converter_settings(variant, io_type)
-    if variant in NEEDS_CALIBRATION and representative_dataset is None:
+    """Converts one signature of a SavedModel into the given variant; the flatbuffer bytes.
+    io_type: the integer input/output type of the integer-I/O variants ("int8" or "uint8")."""
+    recipe = variants.recipe(variant)
+    if recipe.backend != variants.CONVERTER:
+        raise ValueError(f"{variant} is not one converter call: it is built by {recipe.backend}")
+    if recipe.needs_calibration and representative_dataset is None:
         raise ValueError(f"{variant} needs calibration data: pass a representative dataset")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
-    if settings["optimizations"]:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if variant == FLOAT16:
-        converter.target_spec.supported_types = [tf.float16]
-    if representative_dataset is not None and variant in TAKES_CALIBRATION:
-        converter.representative_dataset = representative_dataset
-    if variant in INTEGER_ONLY_VARIANTS:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = INTEGER_IO_TYPES[io_type]
-        converter.inference_output_type = INTEGER_IO_TYPES[io_type]
-    if variant == INT16X8:
-        converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, INT16X8_OPS)]
+    converter = configure(recipe.converter_settings(io_type), saved_model_dir, representative_dataset, signature)
     with quiet_native_output():
         return converter.convert()
 
@@ -190,7 +161,7 @@ def validate(variant: str, model_content: bytes, example) -> Dict[str, object]:
     if not np.all(np.isfinite(out)):
         raise ValueError(f"{variant}: running one example gave non-finite outputs")
     info = describe(model_content)
-    if variant in INTEGER_ONLY_VARIANTS and info["float_ops"]:
+    if variants.recipe(variant).integer_only and info["float_ops"]:
         raise ValueError(f"{variant} is meant to be integer-only but holds float ops: {info['float_ops']}")
     return info
 

@@ -24,7 +24,8 @@ import tensorflow as tf
 # calibrates once and can keep integer input/output types (the debugger forces float I/O).
 from tensorflow.lite.python import convert as _tflite_convert
 
-from tfx_quantization.quantization import convert
+from tfx_quantization.contracts import SELECTIVE_INTEGER, LayerError, SearchBudget, SearchStep, SelectiveSearch
+from tfx_quantization.quantization import convert, variants
 from tfx_quantization.quantization.interpreter import Inputs, TFLiteRunner, accuracy
 from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.settings import QuantizeSettings
@@ -32,19 +33,17 @@ from tfx_quantization.settings import QuantizeSettings
 log = logging.getLogger(__name__)
 
 
-def _converter(saved_model_dir: str, calibration, io_type: Optional[str], signature: str):
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = calibration
-    if io_type:
-        # Integer I/O with float fallback for the layers kept float.
-        converter.inference_input_type = convert.INTEGER_IO_TYPES[io_type]
-        converter.inference_output_type = convert.INTEGER_IO_TYPES[io_type]
-    return converter
+RECIPE = variants.recipe(SELECTIVE_INTEGER)
+
+
+def _converter(saved_model_dir: str, calibration, signature: str):
+    """The converter the search calibrates with (and the debugger measures through): the
+    selective_integer recipe with float I/O (quantize_calibrated sets the final I/O types)."""
+    return convert.configure(RECIPE.converter_settings(None), saved_model_dir, calibration, signature)
 
 
 def layer_errors(saved_model_dir: str, calibration, signature: str = "serving_default",
-                 input_order: Optional[List[str]] = None) -> List[Dict[str, object]]:
+                 input_order: Optional[List[str]] = None) -> List[LayerError]:
     """Per-layer error statistics of full-integer quantization, worst first. The debugger
     takes each sample as a list in the model's input order (input_order: the names;
     data.representative_dataset yields dicts by name)."""
@@ -54,20 +53,17 @@ def layer_errors(saved_model_dir: str, calibration, signature: str = "serving_de
 
     with convert.quiet_native_output():  # the debugger converts while it is built
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=_converter(saved_model_dir, calibration, None, signature), debug_dataset=as_lists)
+            converter=_converter(saved_model_dir, calibration, signature), debug_dataset=as_lists)
         debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
     rows = []
     for r in csv.DictReader(io.StringIO(buf.getvalue())):
         mse, scale = float(r["mean_squared_error"]), float(r["scale"])
-        rows.append({
-            "tensor_name": r["tensor_name"], "op_name": r["op_name"],
-            "mean_squared_error": mse, "scale": scale,
-            "rmse_over_scale": math.sqrt(mse) / scale if scale > 0 else math.inf,
-            "max_abs_error": float(r["max_abs_error"]),
-        })
-    rows.sort(key=lambda r: (-r["rmse_over_scale"], -r["mean_squared_error"]))
+        rows.append(LayerError(
+            tensor_name=r["tensor_name"], op_name=r["op_name"], mean_squared_error=mse, scale=scale,
+            rmse_over_scale=math.sqrt(mse) / scale if scale > 0 else math.inf, max_abs_error=float(r["max_abs_error"])))
+    rows.sort(key=lambda r: (-r.rmse_over_scale, -r.mean_squared_error))
     return rows
 
 
@@ -93,17 +89,17 @@ def input_scaling_ops(calibrated: bytes) -> List[str]:
     return prefix
 
 
-def rank(errors: List[Dict[str, object]], first: List[str]) -> List[Dict[str, object]]:
+def rank(errors: List[LayerError], first: List[str]) -> List[LayerError]:
     """The order in which layers are kept float: the input scaling ops first (in graph
     order), then the rest by error, worst first."""
-    by_name = {r["tensor_name"]: r for r in errors}
+    by_name = {r.tensor_name: r for r in errors}
     head = [by_name[n] for n in first if n in by_name]
-    return head + [r for r in errors if r["tensor_name"] not in first]
+    return head + [r for r in errors if r.tensor_name not in first]
 
 
 def calibrate(saved_model_dir: str, calibration, signature: str = "serving_default") -> bytes:
     """The float model with activation ranges recorded from the calibration data."""
-    converter = _converter(saved_model_dir, calibration, None, signature)
+    converter = _converter(saved_model_dir, calibration, signature)
     converter.experimental_mlir_quantizer = True
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
     with convert.quiet_native_output():
@@ -111,8 +107,9 @@ def calibrate(saved_model_dir: str, calibration, signature: str = "serving_defau
 
 
 def quantize_calibrated(calibrated: bytes, denylist: List[str], io_type: Optional[str]) -> bytes:
-    """Full-integer quantization of a calibrated model with `denylist` kept float."""
-    io = convert.INTEGER_IO_TYPES[io_type] if io_type else tf.float32
+    """Full-integer quantization of a calibrated model with `denylist` kept float; integer
+    input and output of type io_type ("int8", "uint8"), float ones when it is None."""
+    io = tf.as_dtype(RECIPE.io_type(io_type))
     with convert.quiet_native_output():
         return _tflite_convert.mlir_quantize(
             calibrated, input_data_type=io, output_data_type=io, denylisted_nodes=list(denylist) or None)
@@ -127,7 +124,7 @@ def search(
     settings: QuantizeSettings,
     io_type: Optional[str] = None,
     spec: Optional[ModelSpec] = None,
-) -> Tuple[Optional[bytes], Dict[str, object]]:
+) -> Tuple[Optional[bytes], SelectiveSearch]:
     """(model bytes or None, record). The record lists layer errors, every step, and the
     float layers of the result; None when no model passed within the budget.
 
@@ -143,17 +140,17 @@ def search(
     prefix = input_scaling_ops(calibrated)
     ranked = rank(layer_errors(saved_model_dir, calibration, signature, TFLiteRunner(calibrated).input_order()), prefix)
     limit = min(settings.max_float_layers, len(ranked))
-    steps: List[Dict[str, object]] = []
+    steps: List[SearchStep] = []
     models: Dict[int, bytes] = {}
 
     def try_k(k: int) -> bool:
-        denylist = [r["tensor_name"] for r in ranked[:k]]
+        denylist = [r.tensor_name for r in ranked[:k]]
         content = quantize_calibrated(calibrated, denylist, io_type)
         acc = accuracy(scores(runner(content).predict(x_val)), y_val)
         drop = float_accuracy - acc
         passed = drop <= max_drop + 1e-9
-        steps.append({"num_float_layers": k, "float_layers": denylist, "validation_accuracy": acc,
-                      "accuracy_drop": drop, "passed": passed})
+        steps.append(SearchStep(num_float_layers=k, float_layers=denylist, validation_accuracy=acc, accuracy_drop=drop,
+                                passed=passed))
         log.info("selective search: %d float layer(s): validation accuracy %.4f (drop %.4f) %s",
                  k, acc, drop, "passes" if passed else "fails")
         models[k] = content
@@ -174,23 +171,18 @@ def search(
             best = mid
         else:
             low = mid
-    record = {
-        "ranking_metric": "rmse_over_scale",
-        "input_scaling_ops": prefix,  # tried first: they decide the input's int8 scale
-        "layer_errors": ranked,
-        "steps": steps,
-        "float_accuracy_on_validation": float_accuracy,
-        "budget": {"max_drop": max_drop, "max_float_layers": settings.max_float_layers, "max_steps": max_steps},
-        "num_validation_examples": int(len(y_val)),
-    }
+    record = SelectiveSearch(
+        ranking_metric="rmse_over_scale", input_scaling_ops=prefix, layer_errors=ranked, steps=steps,
+        float_accuracy_on_validation=float_accuracy, num_validation_examples=int(len(y_val)),
+        budget=SearchBudget(max_drop=max_drop, max_float_layers=settings.max_float_layers, max_steps=max_steps))
     if best is None:
-        closest = min(steps, key=lambda s: s["accuracy_drop"])
-        record.update(float_layers=None, best_step=closest)
+        record.float_layers = None
+        record.best_step = min(steps, key=lambda s: s.accuracy_drop)
         return None, record
-    record.update(float_layers=steps_for(steps, best)["float_layers"],
-                  integer_compute_fraction=convert.integer_compute_fraction(models[best]))
+    record.float_layers = steps_for(steps, best).float_layers
+    record.integer_compute_fraction = convert.integer_compute_fraction(models[best])
     return models[best], record
 
 
-def steps_for(steps: List[Dict[str, object]], k: int) -> Dict[str, object]:
-    return next(s for s in steps if s["num_float_layers"] == k)
+def steps_for(steps: List[SearchStep], k: int) -> SearchStep:
+    return next(s for s in steps if s.num_float_layers == k)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_quantization import contracts, fsutil
+from tfx_quantization.contracts import Decision, Evaluation, VariantFile
 from tfx_quantization.quantization import convert, data, host, micro
 from tfx_quantization.quantization.interpreter import TFLiteRunner
 from tfx_quantization.quantization.model_spec import ModelSpec
@@ -87,7 +88,10 @@ def evaluate_models(
     baseline_info: Optional[dict] = None,
     history: Optional[List[dict]] = None,
     contract: Optional[ModelContract] = None,
-) -> dict:
+) -> Evaluation:
+    """Measures every built variant of `quantized_dir` (and the deployed baseline, when
+    given) on the eval split, applies the gate, selects; writes metrics.json, outcome.json
+    and the report into out_dir. Returns the evaluation metrics.json holds."""
     manifest = contracts.read_manifest(quantized_dir)
     spec = ModelSpec.read(float_model_dir, contract)
     files = data.split_files(eval_split_dir)
@@ -95,9 +99,9 @@ def evaluate_models(
 
     figures: Dict[str, dict] = {}
     tflite: Dict[str, str] = {}
-    for name, entry in manifest["variants"].items():
-        if entry["status"] != contracts.OK:
-            figures[name] = {"error": f"not built: {entry['reason']}"}
+    for name, entry in manifest.variants.items():
+        if entry.status != contracts.OK:
+            figures[name] = {"error": f"not built: {entry.reason}"}
             continue
         path = contracts.variant_path(quantized_dir, manifest, name)
         figures[name] = _prepare(name, path, spec, example, params)
@@ -167,7 +171,9 @@ def evaluate_models(
         shift = deployed_shift(baseline_fig, baseline_info, params)
         if shift and shift["flagged"]:
             warnings.append(shift["message"])
-        result = {
+        selective = manifest.variants.get(contracts.SELECTIVE_INTEGER)
+        search = selective.selective if selective else None
+        evaluation = Evaluation.model_validate(_jsonable({
             "blessed": selected is not None,
             "selected_variant": selected,
             "selection": selection,
@@ -186,21 +192,20 @@ def evaluate_models(
                      "tensorflow_version": tf.__version__, "cpu_count": os.cpu_count(), "cpu": cpu,
                      "cpu_description": host.describe(cpu)},
             "num_eval_examples": labels["n"],
-            "manifest": {n: {k: e.get(k) for k in ("size_bytes", "sha256", "file", "status", "reason")}
-                         for n, e in manifest["variants"].items()},
+            "manifest": {n: e.model_dump(include=set(VariantFile.model_fields)) for n, e in manifest.variants.items()},
             # The accuracy-aware search's per-layer errors and steps, for the report.
-            "selective": manifest["variants"].get("selective_integer", {}).get("selective"),
+            "selective": search.model_dump(exclude_unset=True) if search else None,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        }
+        }))
         os.unlink(staging / "counts.json")
-        (staging / contracts.METRICS_FILE).write_bytes(fsutil.to_json(_jsonable(result)))
-        (staging / contracts.OUTCOME_FILE).write_bytes(fsutil.to_json(outcome(result)))
-        report.write_report(str(staging), _jsonable(result))
+        contracts.write_evaluation(staging, evaluation)
+        contracts.write_decision(staging, decision(evaluation))
+        report.write_report(str(staging), evaluation)
     log.info("Gate: %s", {n: v["passed"] for n, v in verdicts.items()})
     log.info("Selected variant: %s (%s)", selected, selection["why"])
     for warning in warnings:
         log.warning("TFLiteEvaluator: %s", warning)
-    return result
+    return evaluation
 
 
 def latency_warning(figures: Dict[str, dict], params: GateSettings, cpu: dict) -> Optional[str]:
@@ -241,19 +246,18 @@ def deployed_shift(baseline_fig: Optional[dict], baseline_info: Optional[dict], 
             "flagged": flagged, "message": message if flagged else ""}
 
 
-def outcome(result: dict) -> dict:
+def decision(evaluation: Evaluation) -> Decision:
     """outcome.json: the decision for automation (blessed, why, warnings, shift)."""
-    selected = result["selected_variant"]
-    why = ([f"{selected}: {result['selection']['why']}"] if selected else
-           [f"{n}: {'; '.join(v['reasons'])}" for n, v in result["verdicts"].items()])
-    return _jsonable({
-        "blessed": result["blessed"], "selected_variant": selected, "why": why, "warnings": result["warnings"],
-        "deployed_shift": result["deployed_shift"], "metric": result["metric"],
-        "targets": {name: t["selected"] for name, t in result["targets"].items()},
-        "selected_metrics": {k: result["variants"][selected].get(k) for k in (result["metric"], "accuracy_drop",
-                             "vs_float", "size_bytes", "latency_ms_median")} if selected else None,
-        "created_at": result["created_at"],
-    })
+    selected, figures = evaluation.selected_variant, evaluation.selected_figures()
+    why = ([f"{selected}: {evaluation.selection.why}"] if selected else
+           [f"{n}: {'; '.join(v.reasons)}" for n, v in evaluation.verdicts.items()])
+    return Decision(
+        blessed=evaluation.blessed, selected_variant=selected, why=why, warnings=evaluation.warnings,
+        deployed_shift=evaluation.deployed_shift, metric=evaluation.metric,
+        targets={name: t.selected for name, t in evaluation.targets.items()},
+        selected_metrics={k: figures.get(k) for k in (evaluation.metric, "accuracy_drop", "vs_float", "size_bytes",
+                                                      "latency_ms_median")} if figures else None,
+        created_at=evaluation.created_at)
 
 
 def _jsonable(obj):

@@ -86,19 +86,19 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             history=registry_history(exec_properties.get("registry")),
             contract=ModelContract.decode(exec_properties.get("contract")),
         )
-        selected = result["selected_variant"]
+        selected = result.selected_variant
         summary = {
-            contracts.BLESSED: int(result["blessed"]),
+            contracts.BLESSED: int(result.blessed),
             contracts.SELECTED_VARIANT: selected or "",
-            contracts.FLOAT_ACCURACY: result["float_model"][result["metric"]],
-            contracts.VERDICTS: result["verdicts"],
+            contracts.FLOAT_ACCURACY: result.float_model[result.metric],
+            contracts.VERDICTS: {n: v.model_dump() for n, v in result.verdicts.items()},
             contracts.NUM_THREADS: settings.num_threads,
-            contracts.TARGET_SELECTIONS: {n: t["selected"] for n, t in result["targets"].items()},
+            contracts.TARGET_SELECTIONS: {n: t.selected for n, t in result.targets.items()},
         }
-        if selected:
-            fig = result["variants"][selected]
+        fig = result.selected_figures()
+        if fig:
             summary.update({
-                contracts.SELECTED_ACCURACY: fig[result["metric"]],
+                contracts.SELECTED_ACCURACY: fig[result.metric],
                 contracts.SELECTED_ACCURACY_DROP: fig["accuracy_drop"],
                 contracts.SELECTED_SIZE_BYTES: fig["size_bytes"],
                 contracts.SELECTED_LATENCY_MS: fig["latency_ms_median"],
@@ -111,9 +111,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                   contracts.QUANTIZED_MODELS_ID: quantized.id,
                                   contracts.QUANTIZED_MODELS_URI: quantized.uri})
         fsutil.write_bytes_atomic(fsutil.join(
-            blessing.uri, contracts.BLESSED_FILE if result["blessed"] else contracts.NOT_BLESSED_FILE), b"")
+            blessing.uri, contracts.BLESSED_FILE if result.blessed else contracts.NOT_BLESSED_FILE), b"")
         if selected:
             log.info("TFLiteEvaluator: blessed %s", selected)
         else:
             log.warning("TFLiteEvaluator: nothing passed the gate: %s",
-                        {n: v["reasons"] for n, v in result["verdicts"].items()})
+                        {n: v.reasons for n, v in result.verdicts.items()})

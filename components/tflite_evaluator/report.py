@@ -1,4 +1,5 @@
-"""metrics.json -> report.html (a jinja2 template, plots embedded) plus the PNGs beside it.
+"""The evaluation (metrics.json's record) -> report.html (a jinja2 template, plots embedded)
+plus the PNGs beside it.
 
 The plots are matplotlib figures built from the result; the page is
 templates/report.html.j2, rendered with autoescaping, so no HTML is built from strings.
@@ -18,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfx_quantization.contracts import REPORT_FILE  # noqa: E402
+from tfx_quantization.contracts import REPORT_FILE, Evaluation  # noqa: E402
 
 SELECTED, PASSED, FAILED = "tab:green", "tab:blue", "tab:red"
 _ENV = jinja2.Environment(
@@ -28,8 +29,8 @@ _ENV = jinja2.Environment(
 )
 
 
-def _evaluated(result) -> Dict[str, dict]:
-    return {n: f for n, f in result["variants"].items() if isinstance(f.get(result["metric"]), (int, float))}
+def _evaluated(result: Evaluation) -> Dict[str, dict]:
+    return {n: f for n, f in result.variants.items() if isinstance(f.get(result.metric), (int, float))}
 
 
 def _save(fig, out_dir: str, name: str) -> str:
@@ -41,10 +42,10 @@ def _save(fig, out_dir: str, name: str) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _status(result, name) -> str:
-    if name == result["selected_variant"]:
+def _status(result: Evaluation, name) -> str:
+    if name == result.selected_variant:
         return "selected"
-    return "pass" if result["verdicts"][name]["passed"] else "fail"
+    return "pass" if result.verdicts[name].passed else "fail"
 
 
 def pareto_front(points: Dict[str, tuple]) -> List[str]:
@@ -61,7 +62,7 @@ def _trade_off(result, out_dir: str, key: str, scale: float, xlabel: str, name: 
     """metric vs one cost with the Pareto front; every point drawn and labelled. The
     selected one is a large star drawn first, so that variants at the same point stay
     visible on top of it; labels of (nearly) coinciding points are stacked."""
-    ev, metric = _evaluated(result), result["metric"]
+    ev, metric = _evaluated(result), result.metric
     points = {n: (f[key] * scale, f[metric]) for n, f in ev.items() if isinstance(f.get(key), (int, float))}
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
     front = pareto_front(points)
@@ -85,7 +86,7 @@ def _trade_off(result, out_dir: str, key: str, scale: float, xlabel: str, name: 
         placed.append((x, y))
         ax.annotate(n + (" (selected)" if status == "selected" else ""), (x, y), textcoords="offset points",
                     xytext=(8, 4 - 11 * stacked), fontsize=8, fontweight="bold" if status == "selected" else None)
-    ax.axhline(result["float_model"][metric], color="grey", ls="--", lw=1, label="float model")
+    ax.axhline(result.float_model[metric], color="grey", ls="--", lw=1, label="float model")
     ax.scatter([], [], marker="*", s=120, color=SELECTED, edgecolor="black", label="selected")
     ax.scatter([], [], marker="o", color=PASSED, label="passed the gate")
     ax.scatter([], [], marker="X", color=FAILED, label="failed the gate")
@@ -107,15 +108,15 @@ def _intervals(result, out_dir: str) -> Optional[str]:
         colour = {"selected": SELECTED, "pass": PASSED, "fail": FAILED}[_status(result, n)]
         ax.plot([100 * c["low"], 100 * c["high"]], [i, i], color=colour, lw=3)
         ax.scatter(100 * c["drop"], i, color="black", zorder=3, s=18)
-    limit = result["settings"].get("max_accuracy_drop")
+    limit = result.settings.get("max_accuracy_drop")
     if limit is not None:
         ax.axvline(100 * limit, color=FAILED, ls="--", lw=1, label=f"max_accuracy_drop {100 * limit:g} pp")
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     confidence = next(iter(ev.values()))["vs_float"]["confidence"]
-    ax.set_xlabel(f"{result['metric']} drop vs float (pp): observed (dot) and {100 * confidence:.0f}% paired interval")
-    ax.set_title(f"paired drops ({result['settings']['drop_decision']} decides)")
+    ax.set_xlabel(f"{result.metric} drop vs float (pp): observed (dot) and {100 * confidence:.0f}% paired interval")
+    ax.set_title(f"paired drops ({result.settings['drop_decision']} decides)")
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, out_dir, "paired_intervals.png")
 
@@ -128,14 +129,14 @@ def _latency(result, out_dir: str) -> str:
     ax.bar(names, [ev[n]["latency_ms_median"] for n in names], color=colours, label="median")
     ax.scatter(names, [ev[n]["latency_ms_p90"] for n in names], color="black", marker="_", s=300, label="p90")
     ax.set_ylabel("ms per example (host CPU, XNNPACK)")
-    ax.set_title(f"single-example latency, {result['settings']['num_threads']} thread(s)")
+    ax.set_title(f"single-example latency, {result.settings['num_threads']} thread(s)")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8)
     return _save(fig, out_dir, "latency.png")
 
 
 def _per_class(result, out_dir: str) -> Optional[str]:
-    rows = {"float model": result["float_model"].get("per_class_accuracy")}
+    rows = {"float model": result.float_model.get("per_class_accuracy")}
     rows.update({n: f.get("per_class_accuracy") for n, f in _evaluated(result).items()})
     rows = {n: r for n, r in rows.items() if r}
     if not rows:
@@ -150,16 +151,16 @@ def _per_class(result, out_dir: str) -> Optional[str]:
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
     ax.set_yticks(range(len(rows)), list(rows))
     ax.set_xlabel("class")
-    ax.set_title(f"per-class accuracy ({result['metric'] if result['metric'] == 'accuracy' else 'top-1'})")
+    ax.set_title(f"per-class accuracy ({result.metric if result.metric == 'accuracy' else 'top-1'})")
     fig.colorbar(image, ax=ax, fraction=0.03)
     return _save(fig, out_dir, "per_class_accuracy.png")
 
 
 def _confusion(result, out_dir: str) -> Optional[str]:
-    selected = result["selected_variant"]
-    shown = {"float model": result["float_model"].get("confusion")}
+    selected = result.selected_variant
+    shown = {"float model": result.float_model.get("confusion")}
     if selected:
-        shown[selected] = result["variants"][selected].get("confusion")
+        shown[selected] = result.variants[selected].get("confusion")
     shown = {n: np.array(m, dtype=float) for n, m in shown.items() if m}
     if not shown:
         return None
@@ -180,15 +181,15 @@ def _confusion(result, out_dir: str) -> Optional[str]:
 
 
 def _history(result, out_dir: str) -> Optional[str]:
-    rows = [r for r in result.get("history") or [] if isinstance(r.get("accuracy"), (int, float))]
+    rows = [r for r in result.history if isinstance(r.get("accuracy"), (int, float))]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6.8, 3.2))
     ax.plot([r["version"] for r in rows], [r["accuracy"] for r in rows], "o-", color=PASSED,
             label="pushed versions (at push time)")
-    selected = result["selected_variant"]
-    if selected and result["metric"] == "accuracy":
-        ax.scatter(rows[-1]["version"] + 1, result["variants"][selected]["accuracy"], marker="*", s=200,
+    selected = result.selected_variant
+    if selected and result.metric == "accuracy":
+        ax.scatter(rows[-1]["version"] + 1, result.variants[selected]["accuracy"], marker="*", s=200,
                    color=SELECTED, edgecolor="black", zorder=5, label=f"this candidate ({selected})")
     ax.set_xlabel("registry version")
     ax.set_ylabel("accuracy")
@@ -199,38 +200,38 @@ def _history(result, out_dir: str) -> Optional[str]:
 
 def _selective(result, out_dir: str) -> Optional[dict]:
     """Per-layer errors and the search's steps, when the search ran."""
-    record = result.get("selective")
+    record = result.selective
     if not record:
         return None
-    steps = sorted(record["steps"], key=lambda s: s["num_float_layers"])
+    steps = sorted(record.steps, key=lambda s: s.num_float_layers)
     fig, ax = plt.subplots(figsize=(6.8, 3.5))
-    ax.plot([s["num_float_layers"] for s in steps], [s["validation_accuracy"] for s in steps], "o-",
+    ax.plot([s.num_float_layers for s in steps], [s.validation_accuracy for s in steps], "o-",
             color=PASSED, label="selective_integer (validation)")
-    for order, s in enumerate(record["steps"], 1):
-        ax.annotate(f"step {order}", (s["num_float_layers"], s["validation_accuracy"]), textcoords="offset points",
+    for order, s in enumerate(record.steps, 1):
+        ax.annotate(f"step {order}", (s.num_float_layers, s.validation_accuracy), textcoords="offset points",
                     xytext=(5, 5), fontsize=7)
-    ref = record["float_accuracy_on_validation"]
+    ref = record.float_accuracy_on_validation
     ax.axhline(ref, color="grey", ls="--", lw=1, label="float model (validation)")
-    ax.axhline(ref - record["budget"]["max_drop"], color=FAILED, ls="--", lw=1, label="allowed drop")
+    ax.axhline(ref - record.budget.max_drop, color=FAILED, ls="--", lw=1, label="allowed drop")
     ax.set_xlabel("layers kept float")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlim(-0.5, max(s["num_float_layers"] for s in steps) + 1.5)
+    ax.set_xlim(-0.5, max(s.num_float_layers for s in steps) + 1.5)
     ax.set_ylabel("accuracy")
     ax.set_title(f"accuracy-aware search: {len(steps)} step(s)")
     ax.legend(fontsize=7)
-    return {"record": record, "chosen": set(record.get("float_layers") or []),
+    return {"record": record, "chosen": set(record.float_layers or []),
             "image": _save(fig, out_dir, "selective_search.png")}
 
 
 def _comparison_rows(result) -> List[dict]:
     """The selected variant (or the best candidate) beside the deployed model, metric by metric."""
-    baseline = result.get("baseline")
+    baseline = result.baseline
     if not baseline or "error" in baseline:
         return []
-    candidate = result["selected_variant"] or next(iter(_evaluated(result)), None)
+    candidate = result.selected_variant or next(iter(_evaluated(result)), None)
     if not candidate:
         return []
-    fig = result["variants"][candidate]
+    fig = result.variants[candidate]
     rows = []
     for key, label in (("accuracy", "accuracy"), ("top_k_accuracy", f"top-{fig.get('top_k', '')} accuracy"),
                        ("agreement_with_float", "agreement with float"), ("size_bytes", "bytes"),
@@ -251,7 +252,8 @@ def fmt(x, spec: str = "{:.4f}") -> str:
     return str(x)
 
 
-def write_report(out_dir: str, result: dict) -> str:
+def write_report(out_dir: str, result: Evaluation) -> str:
+    """Writes report.html and the plots' PNGs into out_dir; the report's path."""
     images: Dict[str, Optional[str]] = {}
     if _evaluated(result):
         images = {
@@ -268,7 +270,7 @@ def write_report(out_dir: str, result: dict) -> str:
     page = _ENV.get_template("report.html.j2").render(
         r=result, images=images, fmt=fmt, status=lambda n: _status(result, n), selective=_selective(result, out_dir),
         deployed_rows=_comparison_rows(result),
-        settings={k: v for k, v in result["settings"].items() if v is not None},
+        settings={k: v for k, v in result.settings.items() if v is not None},
     )
     path = os.path.join(out_dir, REPORT_FILE)
     with open(path, "w") as f:

@@ -1,0 +1,120 @@
+"""Each TFLite variant described once: one VariantRecipe per variant name.
+
+From a recipe derive the manifest's converter settings (`converter_settings`), the
+converter call (convert.configure applies those settings), the selective search's
+converter (the selective_integer recipe), which model it converts, whether it needs or
+takes calibration data, and whether it must be integer-only. No TensorFlow import here:
+the settings are names, convert.py maps them onto tf.lite.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Optional, Tuple
+
+from tfx_quantization.contracts import (
+    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INT16X8, INTEGER_ONLY, QAT_INT8, QAT_MIXED,
+    SELECTIVE_INTEGER, ConverterSettings,
+)
+
+# The model a variant converts (the manifest's source_model).
+FLOAT_MODEL, QAT_MODEL = "model", "qat_model"
+# Calibration data: the converter cannot do without it / is given it when there is some / never.
+REQUIRED, WHEN_GIVEN, NONE = "required", "when given", "none"
+# Input and output types: float32 / the run's integer_io_type / integer only when the caller asks.
+FLOAT_IO, INTEGER_IO, INTEGER_IO_ON_REQUEST = "float", "integer", "integer on request"
+# What builds the .tflite: one TFLite converter call, or the accuracy-aware search (selective.py).
+CONVERTER, SELECTIVE_SEARCH = "tflite_converter", "selective_search"
+
+BUILTINS, BUILTINS_INT8 = "TFLITE_BUILTINS", "TFLITE_BUILTINS_INT8"
+INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
+INTEGER_IO_TYPES = ("int8", "uint8")
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantRecipe:
+    """How one variant is made and what it is for.
+
+    optimize: the converter's Optimize.DEFAULT (every variant but float32).
+    supported_ops: tf.lite.OpsSet names; (BUILTINS_INT8,) makes the variant integer-only.
+    supported_types: dtype names of the weights' target type (float16).
+    """
+
+    name: str
+    device_class: str  # which devices it suits (also in the quantizer's README)
+    source: str = FLOAT_MODEL
+    calibration: str = NONE
+    io: str = FLOAT_IO
+    optimize: bool = True
+    supported_ops: Tuple[str, ...] = (BUILTINS,)
+    supported_types: Tuple[str, ...] = ()
+    backend: str = CONVERTER
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.calibration == REQUIRED
+
+    @property
+    def takes_calibration(self) -> bool:
+        return self.calibration != NONE
+
+    @property
+    def needs_qat_model(self) -> bool:
+        return self.source == QAT_MODEL
+
+    @property
+    def integer_only(self) -> bool:
+        """No float op may remain (validate() checks the converted model)."""
+        return self.supported_ops == (BUILTINS_INT8,)
+
+    def io_type(self, integer_io_type: Optional[str]) -> str:
+        """The model's input and output type: float32, or the integer type for an
+        integer-I/O variant (integer_io_type, "int8" or "uint8"). A variant with integer I/O
+        on request gets it when integer_io_type is given, float32 when it is None."""
+        if self.io == FLOAT_IO or (self.io == INTEGER_IO_ON_REQUEST and integer_io_type is None):
+            return "float32"
+        if integer_io_type not in INTEGER_IO_TYPES:
+            raise ValueError(f"{self.name} has integer input and output: the integer type must be one of "
+                             f"{list(INTEGER_IO_TYPES)}, not {integer_io_type!r}")
+        return integer_io_type
+
+    def converter_settings(self, integer_io_type: Optional[str] = "int8") -> ConverterSettings:
+        """The converter's configuration, as the manifest records it and convert.configure
+        applies it."""
+        io = self.io_type(integer_io_type)
+        settings = ConverterSettings(
+            optimizations=["DEFAULT"] if self.optimize else [], supported_ops=list(self.supported_ops),
+            supported_types=list(self.supported_types), representative_dataset=self.takes_calibration,
+            inference_input_type=io, inference_output_type=io)
+        if self.backend == SELECTIVE_SEARCH:
+            settings.denylisted_nodes = "the layers listed under selective.float_layers"
+        return settings
+
+
+RECIPES: Dict[str, VariantRecipe] = {r.name: r for r in (
+    VariantRecipe(FLOAT32, "reference; any CPU", optimize=False),
+    VariantRecipe(DYNAMIC_RANGE, "CPU (smaller file; float activations)"),
+    VariantRecipe(FLOAT16, "GPU delegate (float16 weights)", supported_types=("float16",)),
+    VariantRecipe(FULL_INTEGER, "CPU, with float fallback and float I/O", calibration=REQUIRED),
+    VariantRecipe(INTEGER_ONLY, "Edge TPU, microcontrollers, NPUs (integer I/O, no float ops)", calibration=REQUIRED,
+                  io=INTEGER_IO, supported_ops=(BUILTINS_INT8,)),
+    # Calibration covers what the QAT model left without a learned range.
+    VariantRecipe(QAT_INT8, "as integer_only, from the quantization-aware model", source=QAT_MODEL,
+                  calibration=WHEN_GIVEN, io=INTEGER_IO, supported_ops=(BUILTINS_INT8,)),
+    # No calibration: every range comes from training, and what the QAT model left without a
+    # range (its float input normalization) stays float.
+    VariantRecipe(QAT_MIXED, "CPU: the quantization-aware model as trained (int8 where it learned ranges, float "
+                             "where it stayed float, e.g. in-model input normalization), float I/O", source=QAT_MODEL),
+    VariantRecipe(INT16X8, "accuracy rescue for int8-sensitive models: 16-bit activations, 8-bit weights, float I/O "
+                           "(reference kernels on CPU: slower than int8; no XNNPACK support)", calibration=REQUIRED,
+                  supported_ops=(INT16X8_OPS,)),
+    VariantRecipe(SELECTIVE_INTEGER, "CPU: integer except the few most sensitive layers, kept float",
+                  calibration=REQUIRED, io=INTEGER_IO_ON_REQUEST, backend=SELECTIVE_SEARCH),
+)}
+assert tuple(RECIPES) == ALL_VARIANTS, "every variant name in contracts has one recipe, in the same order"
+
+
+def recipe(variant: str) -> VariantRecipe:
+    """The recipe of a variant; a ValueError listing the valid names otherwise."""
+    if variant not in RECIPES:
+        raise ValueError(f"unknown variant {variant!r}: valid variants are {list(ALL_VARIANTS)}")
+    return RECIPES[variant]
