@@ -27,6 +27,11 @@ $(STAMP): $(ROOT)/constraints.txt $(ROOT)/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c $(ROOT)/constraints.txt -e '$(ROOT)[test]'
 	@touch $(STAMP)
 
+# The job `make run` and `make kubeflow` take: the bundled digits job unless QP_CONFIG names
+# another file. Relative paths (this one, and those inside the file) are taken from the
+# repository, where the recipes run.
+run kubeflow: export QP_CONFIG ?= data/examples/digits.yaml
+
 # The TFX CLI on the local engine: create the pipeline (or update it), then run it.
 # LOCAL_HOME is where the CLI keeps its record of registered pipelines: by default
 # <output_root>/tfx_cli_home, so it follows QP_OUTPUT_ROOT. Settings are checked first

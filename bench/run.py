@@ -36,6 +36,7 @@ from bench.common import (REPO, PIXEL_KEYS, fmt_range, md_table, mixed_scale_row
 from tfx_quantization.models import mobilenet_v2  # noqa: E402
 from tfx_quantization.contracts import read_manifest  # noqa: E402
 from tfx_quantization.post_training_quantizer.build import quantize_all  # noqa: E402
+from tfx_quantization.model_contract import ModelContract  # noqa: E402
 from tfx_quantization.settings import CalibrationSettings, GateSettings, QuantizeSettings, TrainSettings  # noqa: E402
 from tfx_quantization.quantization import data, host  # noqa: E402
 from tfx_quantization.quantization.model_spec import ModelSpec  # noqa: E402
@@ -108,9 +109,9 @@ def evaluate_all(eval_dir, float_dir, quantized_dir, out):
                                     lambda: beam.Pipeline(options=PipelineOptions(ONE_WORKER)))
 
 
-def train_and_quantize(tmp: Path, splits, name, cfg: TrainSettings, calibration_dir):
+def train_and_quantize(tmp: Path, splits, name, cfg: TrainSettings, contract: ModelContract, calibration_dir):
     result = training.train(splits["train"], splits["eval"], str(tmp / name / "float"), str(tmp / name / "qat"),
-                            str(tmp / name / "logs"), cfg)
+                            str(tmp / name / "logs"), cfg, contract)
     quantize_all(str(tmp / name / "float"), str(tmp / name / "q"), QuantizeSettings(validation_samples=1000),
                  qat_model_dir=str(tmp / name / "qat"),
                  calibration_files=data.split_files(f"{calibration_dir}/Split-calibration"),
@@ -225,8 +226,9 @@ def main() -> None:
     splits = write_digits_splits(tmp / "digits")
     run_sampling(splits["train"], str(tmp / "cal"),
                  CalibrationSettings(num_samples=200, strategy="stratified", label_key="label", seed=0))
-    cfg = TrainSettings(feature_keys=PIXEL_KEYS, epochs=10, qat_epochs=2, seed=42)
-    _, cnn_float, cnn_q = train_and_quantize(tmp, splits, "cnn", cfg, tmp / "cal")
+    cfg = TrainSettings(epochs=10, qat_epochs=2, seed=42)
+    digits = ModelContract(inputs={"image": {"features": PIXEL_KEYS, "shape": [8, 8, 1]}}, num_classes=10)
+    _, cnn_float, cnn_q = train_and_quantize(tmp, splits, "cnn", cfg, digits, tmp / "cal")
     cnn_acc = evaluate_all(splits["eval"], cnn_float, cnn_q, tmp / "cnn" / "ev")
     eval_files = data.split_files(splits["eval"])
     x_eval, _ = data.parse_numpy([next(data.iter_serialized(eval_files))], data.spec_for(cnn_float, eval_files))
@@ -249,9 +251,9 @@ def main() -> None:
 
     # 1c. MobileNetV2-style on digits (alpha 0.35, 8x8 upsampled to 32x32)
     log.info("1c. MobileNetV2-style on digits")
-    mcfg = TrainSettings(feature_keys=PIXEL_KEYS, model="mobilenet_v2", model_kwargs={"alpha": 0.35, "image_size": 32},
+    mcfg = TrainSettings(model="mobilenet_v2", model_kwargs={"alpha": 0.35, "image_size": 32},
                          epochs=15, qat_epochs=2, seed=42)
-    _, mfloat, mq = train_and_quantize(tmp, splits, "mnd", mcfg, tmp / "cal")
+    _, mfloat, mq = train_and_quantize(tmp, splits, "mnd", mcfg, digits, tmp / "cal")
     mnd_acc = evaluate_all(splits["eval"], mfloat, mq, tmp / "mnd" / "ev")
     mnd_rows, mnd_raw = variant_rows(mq, latencies(mq, x_eval[0], 300), mnd_acc)
 
@@ -274,9 +276,10 @@ def main() -> None:
     hsplits = write_splits(tmp / "mixed", mixed_scale_rows())
     run_sampling(hsplits["train"], str(tmp / "hcal"),
                  CalibrationSettings(num_samples=200, strategy="stratified", label_key="label", seed=0))
-    hcfg = TrainSettings(feature_keys=[f"f{i:02d}" for i in range(8)], input_shape=[8], num_classes=4,
-                         model="tabular_mlp", input_name="features", epochs=30, seed=42)
-    hres, hfloat, hq = train_and_quantize(tmp, hsplits, "mixed", hcfg, tmp / "hcal")
+    hcfg = TrainSettings(model="tabular_mlp", epochs=30, seed=42)
+    mixed = ModelContract(inputs={"features": {"features": [f"f{i:02d}" for i in range(8)], "shape": [8]}},
+                          num_classes=4)
+    hres, hfloat, hq = train_and_quantize(tmp, hsplits, "mixed", hcfg, mixed, tmp / "hcal")
     hacc = evaluate_all(hsplits["eval"], hfloat, hq, tmp / "mixed" / "ev")
     heval = data.split_files(hsplits["eval"])
     hx, _ = data.parse_numpy([next(data.iter_serialized(heval))], data.spec_for(hfloat, heval))

@@ -12,93 +12,21 @@ in the lock already); the cross-field rules are the validators below.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tfx_quantization import contracts
-from tfx_quantization.quantization.model_spec import PROBABILITIES, ImageSpec, ModelSpec
+# Re-exported: the settings' public names include the base and the contract, each defined
+# once below the settings (settings_base.py, model_contract.py).
+from tfx_quantization.model_contract import ImageDecoding, InputFeatures, ModelContract  # noqa: F401
+from tfx_quantization.settings_base import SettingsError, StageSettings, describe_errors  # noqa: F401
 
 DEFAULT_MAX_ACCURACY_DROP = 0.01
-DIGITS_PIXEL_KEYS = [f"pixel_{i:02d}" for i in range(64)]
 SMALLEST, FASTEST = "smallest", "fastest"
 UPPER_BOUND, POINT, LOWER_BOUND = "upper_bound", "point", "lower_bound"  # the gate's drop decision
+UNIFORM, STRATIFIED = "uniform", "stratified"  # calibration sampling strategies
 METRICS = ("accuracy", "top_k_accuracy")
-
-S = TypeVar("S", bound="StageSettings")
-
-
-class SettingsError(ValueError):
-    """A setting has a bad value; the message names the setting, the value and the fix."""
-
-
-def describe_errors(error: ValidationError, name_of=None) -> str:
-    """pydantic's errors as one line per setting: `name = value: what is wrong`."""
-    lines: Dict[str, List[str]] = {}
-    for e in error.errors():
-        # Drop list indexes and the union member tags pydantic adds ("literal[...]", "list[str]").
-        loc = [str(p) for p in e["loc"] if isinstance(p, str) and p.isidentifier()]
-        message = e["msg"].removeprefix("Value error, ")
-        if not loc:  # a rule across several settings: the message names them
-            lines.setdefault(message, [])
-            continue
-        where = name_of(loc) if name_of else ".".join(loc)
-        value = e.get("input")
-        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" = {value!r}"
-        lines.setdefault(f"{where}{shown}", []).append(message)
-    return "; ".join(f"{k}: {' or '.join(v)}" if v else k for k, v in lines.items())
-
-
-class StageSettings(BaseModel):
-    """Base: strict about unknown keys, validated on assignment, JSON in and out."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
-
-    def to_json(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls: Type[S], text: str) -> S:
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as e:
-            raise SettingsError(f"{cls.__name__}: {describe_errors(e)}") from None
-
-    def with_overrides(self: S, overrides: Optional[str]) -> S:
-        """A copy with the fields of a JSON object replaced (validated); '' or None: self."""
-        if not overrides or not overrides.strip():
-            return self
-        try:
-            changes = json.loads(overrides)
-        except json.JSONDecodeError as e:
-            raise SettingsError(f"{type(self).__name__} overrides {overrides!r} are not JSON: {e}") from None
-        if not isinstance(changes, dict):
-            raise SettingsError(f"{type(self).__name__} overrides must be a JSON object, not {overrides!r}")
-        return type(self).build(**{**self.model_dump(), **changes})
-
-    @classmethod
-    def coerce(cls: Type[S], value: Any, where: str = "") -> S:
-        """`value` as these settings: an instance as it is, a dict validated (a SettingsError
-        with one line per bad setting), None as the defaults. where: who takes them, for the
-        message (a component's name)."""
-        if value is None:
-            return cls.build()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            return cls.build(**value)
-        raise SettingsError(f"{where + ': ' if where else ''}settings must be a {cls.__name__} or a dict of its "
-                            f"fields, not {type(value).__name__}")
-
-    @classmethod
-    def build(cls: Type[S], **values: Any) -> S:
-        """Like the constructor, but a bad value raises SettingsError with a one-line message."""
-        try:
-            return cls(**values)
-        except ValidationError as e:
-            raise SettingsError(f"{cls.__name__}: {describe_errors(e)}") from None
 
 
 def _check_variants(names: List[str]) -> List[str]:
@@ -108,120 +36,38 @@ def _check_variants(names: List[str]) -> List[str]:
     return names
 
 
-class ImageDecoding(BaseModel):
-    """An input fed from encoded images (PNG or JPEG bytes in one tf.Example feature, the way
-    TFX's image examples store them): decoded with `channels`, resized (bilinear) to the
-    input's height and width when they differ, then `pixel * scale + offset` as float32. The
-    same code runs in training, calibration, the selective search and evaluation
-    (components/quantization/data.py); the .tflite takes the decoded, scaled tensor."""
+class FineTuneSettings(StageSettings):
+    """QATFineTuner: quantization-aware fine-tuning of a trained model (QATTrainer's second
+    phase takes the same fields)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    channels: Literal[1, 3] = Field(1, description="1: grayscale, 3: RGB")
-    scale: float = Field(1.0 / 255.0, description="multiplies each decoded pixel (0..255)")
-    offset: float = Field(0.0, description="added after scaling")
-
-
-class InputFeatures(BaseModel):
-    """Which example feature(s) feed one signature input."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    features: List[str] = Field(default_factory=list, description="one key holding every value, or one scalar key "
-                                                                   "per value, concatenated; []: the input's name")
-    image: Optional[ImageDecoding] = Field(None, description="the feature holds encoded images: how to decode them")
+    qat_epochs: int = Field(2, ge=1, description="quantization-aware fine-tuning epochs")
+    qat_steps_per_epoch: int = Field(0, ge=0, description="0: one pass per QAT epoch")
+    qat_learning_rate: float = Field(1e-4, gt=0)
+    qat_range_batches: int = Field(8, ge=1, description="train batches whose float activations set the QAT "
+                                                        "model's starting ranges (as calibration does)")
+    batch_size: int = Field(32, ge=1)
+    seed: int = Field(42, description="seeds training (and calibration sampling unless set there)")
 
 
-class ModelContract(StageSettings):
-    """How a model from another trainer meets the examples (the stock-TFX pipeline): read by
-    the QAT fine-tuner, the quantizer and the evaluator. Shapes, dtypes and names come from the model's signature; this says what a
-    signature cannot. Our QATTrainer records its own next to its models, so the built-in path
-    needs none; a stock TFX Trainer's model needs at least the label key and, usually, the
-    dense signature's name."""
+class TrainSettings(FineTuneSettings):
+    """QATTrainer: the model and both training phases (float training, then the fine-tuning
+    fields it shares with FineTuneSettings). What the model takes and predicts is the model
+    contract (tfx_quantization.model_contract), given to QATTrainer beside these."""
 
-    signature: str = Field("serving_default", min_length=1,
-                           description="the SavedModel signature to convert and evaluate: it must take dense "
-                                       "tensors (TFX modules often export 'serving_default' parsing tf.Examples: "
-                                       "name the dense one)")
-    inputs: Dict[str, InputFeatures] = Field(
-        default_factory=dict, description="signature input -> {features, image}; an input not listed is fed by "
-                                          "the feature of the same name")
-    label_key: str = Field("label", min_length=1, description="int64 feature holding the class label")
-    num_classes: Optional[int] = Field(None, ge=2, description="None: the output's size (2 for one sigmoid unit)")
-    output: str = Field("", description="the signature output holding the class scores; '': its only output")
-    output_kind: Literal["probabilities", "logits"] = Field(
-        PROBABILITIES, description="probabilities (softmax or sigmoid applied) or logits; metrics use the argmax "
-                                   "either way, logits are turned into probabilities where scores are compared")
-
-    @classmethod
-    def decode(cls, text: Optional[str]) -> Optional["ModelContract"]:
-        """An execution parameter: None or '' (not given) -> None."""
-        return cls.from_json(text) if text else None
-
-    @classmethod
-    def of_spec(cls, spec: ModelSpec) -> "ModelContract":
-        """The contract that reads `spec` back from a model saved with its signature."""
-        def image(i):
-            return ImageDecoding(**dataclasses.asdict(i.image)) if i.image else None
-
-        return cls(signature=spec.signature, label_key=spec.label_key, num_classes=spec.num_classes,
-                   output=spec.output_name, output_kind=spec.output_kind,
-                   inputs={i.name: InputFeatures(features=i.features, image=image(i)) for i in spec.inputs})
-
-    @model_validator(mode="after")
-    def _label_not_input(self) -> "ModelContract":
-        for name, mapping in self.inputs.items():
-            if self.label_key in mapping.features or (not mapping.features and name == self.label_key):
-                raise ValueError(f"label_key {self.label_key!r} also feeds input {name!r}")
-        return self
-
-
-class TrainSettings(StageSettings):
-    """QATTrainer: the model contract, the model, and both training phases."""
-
-    feature_keys: List[str] = Field(
-        default_factory=lambda: list(DIGITS_PIXEL_KEYS), min_length=1,
-        description="example feature(s) forming the model input: one key holding every value, "
-                    "or one scalar key per value, concatenated in this order")
-    input_shape: List[int] = Field(default_factory=lambda: [8, 8, 1], min_length=1,
-                                   description="model input shape without the batch dimension")
-    label_key: str = Field("label", min_length=1, description="int64 feature holding the class label")
-    num_classes: int = Field(10, ge=2, description="number of classes (labels are 0..num_classes-1)")
-    model: str = Field("digits_cnn", description=f"built-in model: one of {list(contracts.BUILTIN_MODELS)}")
+    model: str = Field("small_cnn", description=f"built-in model: one of {list(contracts.BUILTIN_MODELS)}")
     module_file: str = Field("", description="a user module defining build_model(); overrides `model`")
     model_kwargs: Dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the builder")
     epochs: int = Field(10, ge=1, description="float training epochs")
     steps_per_epoch: int = Field(0, ge=0, description="0: one pass over the train split per epoch")
-    qat_epochs: int = Field(2, ge=1, description="quantization-aware fine-tuning epochs")
-    qat_steps_per_epoch: int = Field(0, ge=0, description="0: one pass per QAT epoch")
-    batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    qat_learning_rate: float = Field(1e-4, gt=0)
-    qat_range_batches: int = Field(8, ge=1, description="train batches whose float activations set the QAT "
-                                                        "model's starting ranges (as calibration does)")
-    seed: int = Field(42, description="seeds training (and calibration sampling unless set there)")
-    input_name: str = Field("image", min_length=1, description="input name in the serving signature")
-    output_name: str = Field("probabilities", min_length=1, description="output name in the serving signature")
-    image: Optional[ImageDecoding] = Field(
-        None, description="feature_keys names one feature holding encoded PNG/JPEG images: how to decode them")
 
     @model_validator(mode="after")
-    def _contract(self) -> "TrainSettings":
-        # The model contract's rules (shape, keys, label) live in ModelSpec, which also
-        # checks the spec read from a SavedModel's signature.
-        self.spec()
+    def _builder(self) -> "TrainSettings":
         if not self.module_file and self.model not in contracts.BUILTIN_MODELS:
             raise ValueError(
                 f"model {self.model!r} is not a built-in model: use one of {list(contracts.BUILTIN_MODELS)} "
                 "or set module_file")
         return self
-
-    def spec(self, feature_dtypes: Optional[Dict[str, str]] = None) -> ModelSpec:
-        """The spec of the model these settings build (one input, softmax output)."""
-        image = ImageSpec(**self.image.model_dump()) if self.image else None
-        return ModelSpec.single(self.feature_keys, self.input_shape, self.label_key, self.num_classes,
-                                feature_dtypes=feature_dtypes, input_name=self.input_name,
-                                output_name=self.output_name, image=image)
 
 
 class CalibrationSettings(StageSettings):
@@ -229,16 +75,24 @@ class CalibrationSettings(StageSettings):
 
     source_split: str = Field(contracts.TRAIN_SPLIT, min_length=1, description="the split to sample from")
     num_samples: int = Field(200, ge=1, description="examples in the calibration sample")
-    strategy: Literal["uniform", "stratified"] = Field(
-        "stratified", description="uniform, or stratified by label (per-class quotas)")
-    label_key: str = Field("", description="label feature for stratified sampling; "
-                                           "'' in the pipeline: the trainer's label_key")
+    strategy: Optional[Literal["uniform", "stratified"]] = Field(
+        None, description="uniform, or stratified by label (per-class quotas); None: stratified when a label key is "
+                          "known (label_key, or the model's contract), else uniform")
+    label_key: str = Field("", description="label feature for stratified sampling; '': the label_key of the model's "
+                                           "contract (in the pipeline: contract.label_key)")
     seed: Optional[int] = Field(None, description="None in the pipeline: the trainer's seed; standalone: 0")
 
-    def check_complete(self) -> None:
-        """What a stage needs that the pipeline fills in: a label key when stratified."""
-        if self.strategy == "stratified" and not self.label_key:
-            raise SettingsError("CalibrationSettings: strategy 'stratified' needs label_key, the class label feature")
+    def resolved(self, label_key: str = "") -> "CalibrationSettings":
+        """These settings with the label key decided (their own, else `label_key`: the one
+        the model's contract names, '' when none) and so the strategy: None becomes
+        stratified when there is a label key, else uniform. A SettingsError when the
+        strategy is stratified and no label key is known."""
+        label = self.label_key or label_key
+        strategy = self.strategy or (STRATIFIED if label else UNIFORM)
+        if strategy == STRATIFIED and not label:
+            raise SettingsError("CalibrationSettings: strategy 'stratified' needs label_key, the class label feature "
+                                "(or a model whose contract names it)")
+        return self.model_copy(update={"label_key": label, "strategy": strategy})
 
 
 class QuantizeSettings(StageSettings):
@@ -397,7 +251,7 @@ class PushSettings(StageSettings):
 
     destination: str = Field("", description="registry base: <destination>/<model_name>/<version>/; "
                                              "'' in the pipeline: <output_root>/serving")
-    model_name: str = Field("digits", min_length=1, description="the model's folder in the registry")
+    model_name: str = Field("", description="the model's folder in the registry; '' in the pipeline: pipeline_name")
     signing_key: str = Field("", description="PEM private key: sign each version's manifest (DSSE); '': unsigned")
     public_key: str = Field("", description="PEM public key: the deployed baseline must verify with it; '': "
                                             "hashes only")
@@ -410,5 +264,9 @@ class PushSettings(StageSettings):
         return v
 
     def check_complete(self) -> None:
+        """What a standalone Pusher needs that the pipeline fills in: the registry and the name."""
         if not self.destination:
             raise SettingsError("PushSettings: destination is empty: name the registry's base folder or URI")
+        if not self.model_name:
+            raise SettingsError("PushSettings: model_name is empty: name the model's folder in the registry "
+                                "(<destination>/<model_name>/<version>/)")

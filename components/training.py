@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -19,9 +19,10 @@ from tfx_quantization import contracts, fsutil
 from tfx_quantization.models import get_builder
 from tfx_quantization.quantization import data
 from tfx_quantization.quantization.qat import initialize_quantization_ranges, quantization_aware_copy
-from tfx_quantization.quantization.model_spec import LOGITS, ModelSpec
+from tfx_quantization.model_contract import LOGITS, ModelContract
+from tfx_quantization.quantization.model_spec import ModelSpec, write_contract_file
 from tfx_quantization.quantization.stats import is_finite
-from tfx_quantization.settings import ModelContract, TrainSettings
+from tfx_quantization.settings import FineTuneSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 MAX_SHOWN = 8
@@ -62,7 +63,7 @@ def save_serving_model(model: keras.Model, out_dir: str, spec: ModelSpec) -> Non
         return {spec.output_name: model(model_inputs(model, x, spec), training=False)}
 
     model.save(str(out_dir), save_format="tf", signatures={spec.signature: serve}, include_optimizer=False)
-    fsutil.write_bytes_atomic(fsutil.join(str(out_dir), contracts.MODEL_CONTRACT_FILE), ModelContract.of_spec(spec).to_json().encode())
+    write_contract_file(str(out_dir), ModelContract.of_spec(spec))
 
 
 def _compile(model: keras.Model, lr: float, spec: Optional[ModelSpec] = None) -> None:
@@ -93,7 +94,7 @@ class _ProgressLog(keras.callbacks.Callback):
 
 
 def training_datasets(model: keras.Model, train_files: List[str], eval_files: List[str], spec: ModelSpec,
-                      cfg: TrainSettings, repeat: bool):
+                      cfg: FineTuneSettings, repeat: bool):
     """(shuffled train, eval) datasets feeding `model` its inputs."""
     def label(y):  # one sigmoid unit: float labels [B, 1]
         return tf.cast(tf.reshape(y, [-1, 1]), tf.float32) if spec.output_units == 1 else y
@@ -106,7 +107,7 @@ def training_datasets(model: keras.Model, train_files: List[str], eval_files: Li
 
 
 def start_quantization_aware(model: keras.Model, train_files: List[str], spec: ModelSpec,
-                             cfg: TrainSettings) -> Tuple[keras.Model, List[str]]:
+                             cfg: FineTuneSettings) -> Tuple[keras.Model, List[str]]:
     """The quantization-aware copy of a trained model, its activation ranges set from
     `cfg.qat_range_batches` train batches; and the layers it leaves float."""
     qat_model, left_float = quantization_aware_copy(model)
@@ -117,7 +118,7 @@ def start_quantization_aware(model: keras.Model, train_files: List[str], spec: M
 
 
 def fit_phase(m: keras.Model, phase: str, lr: float, epochs: int, steps: int, train_files: List[str],
-              eval_files: List[str], spec: ModelSpec, cfg: TrainSettings, log_dir: str) -> float:
+              eval_files: List[str], spec: ModelSpec, cfg: FineTuneSettings, log_dir: str) -> float:
     """Compiles, trains and evaluates one phase; returns its eval accuracy."""
     _compile(m, lr, spec)
     train_ds, eval_ds = training_datasets(m, train_files, eval_files, spec, cfg, repeat=bool(steps))
@@ -132,7 +133,7 @@ def fit_phase(m: keras.Model, phase: str, lr: float, epochs: int, steps: int, tr
     return acc
 
 
-def adapt_normalization(model: keras.Model, train_files: List[str], spec: ModelSpec, cfg: TrainSettings) -> None:
+def adapt_normalization(model: keras.Model, train_files: List[str], spec: ModelSpec, cfg: FineTuneSettings) -> None:
     """Adapts each Normalization layer that reads a model input directly (and was built
     without a mean and variance) to the train split, before training: the model then takes
     raw features and normalizes them itself."""
@@ -168,11 +169,16 @@ def train(
     qat_out: Optional[str],
     log_dir: str,
     cfg: TrainSettings,
+    contract: ModelContract,
 ) -> TrainResult:
-    """Trains the float model, then (if qat_out and qat_epochs) a QAT copy from its weights."""
+    """Trains the float model, then (if qat_out) a QAT copy from its weights.
+
+    contract: what the model takes and predicts (ModelSpec.of_contract: one input with its
+    features and shape, the label key, num_classes; a ValueError names what is missing).
+    Both SavedModels record the resolved contract next to them; TrainResult.spec is it."""
     builder = get_builder(cfg.model, cfg.module_file)
     train_files, eval_files = data.split_files(train_dir), data.split_files(eval_dir)
-    spec = checked_spec(train_files, eval_files, cfg.spec())
+    spec = checked_spec(train_files, eval_files, ModelSpec.of_contract(contract))
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
@@ -227,14 +233,15 @@ def fine_tune(
     eval_dir: str,
     qat_out: str,
     log_dir: str,
-    cfg: TrainSettings,
+    cfg: FineTuneSettings,
     contract: Optional[ModelContract] = None,
 ) -> TrainResult:
     """Quantization-aware fine-tuning of any Keras model (e.g. a stock TFX Trainer's): loads
-    it, checks every example against its signature's contract, makes it quantization-aware
-    (layers tfmot cannot quantize stay float), fine-tunes it with the QAT settings of `cfg`
-    (qat_epochs, qat_steps_per_epoch, qat_learning_rate, batch_size, seed) and saves it with
-    the same signature, so the quantizer treats it as it treats the float model."""
+    it, checks every example against its signature under `contract` (None: the one recorded
+    next to the model; ModelSpec.read names the fix when there is none), makes it
+    quantization-aware (layers tfmot cannot quantize stay float), fine-tunes it with `cfg`
+    and saves it with the same signature and the resolved contract, so the quantizer treats
+    it as it treats the float model."""
     spec = ModelSpec.read(model_dir, contract)
     train_files, eval_files = data.split_files(train_dir), data.split_files(eval_dir)
     spec = checked_spec(train_files, eval_files, spec)

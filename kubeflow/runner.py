@@ -13,8 +13,9 @@ The same create_pipeline() as the local runner, with:
   defaults: `gate_overrides`, `push_settings`, `input_config`;
 - CPU/memory requests and limits for the trainer and the evaluator, no caching for the
   pusher, and every step started through kubeflow/entrypoint.py.
-In-container data defaults to /src/data/digits (baked into the image); any other
-setting comes from QP_* variables (or QP_CONFIG), as for the local runner.
+Settings come from QP_CONFIG (make kubeflow: the bundled digits job by default) and QP_*
+variables, as for the local runner; a relative data_root names a folder of the project in
+the image (data/digits: /src/data/digits, baked in).
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ HERE = Path(__file__).resolve().parent
 BUILD_DIR = HERE / "build"
 OUTPUT_FILE = "pipeline.yaml"
 IMAGE_PROJECT_ROOT = "/src"  # where kubeflow/Dockerfile puts this project
-DATA_ROOT = f"{IMAGE_PROJECT_ROOT}/data/digits"
 ENTRYPOINT = ["python", "-m", "tfx_quantization.kubeflow.entrypoint"]
 # Requests = limits, so the scheduler reserves what the step uses (cores, GB of memory).
 RESOURCES: Dict[str, Dict[str, float]] = {
@@ -67,14 +67,15 @@ def _check_object_store(what: str, uri: str, flag: str) -> None:
 
 
 def kubeflow_config(pipeline_root: str, push_destination: str, environ=None) -> PipelineConfig:
-    """The container's data root unless a QP_* setting names another, then the pipeline
-    root and push destination."""
+    """The configuration as for a local run (QP_CONFIG, QP_* variables), then the pipeline
+    root and push destination. A relative data_root (the bundled job's `data/digits`) names a
+    folder of the project in the image (IMAGE_PROJECT_ROOT), not of the compiling machine."""
     environ = dict(os.environ if environ is None else environ)
     overrides = dict(pipeline_root=pipeline_root, push={"destination": push_destination})
-    named = "QP_DATA_ROOT" in environ or (
-        CONFIG_FILE_VAR in environ and "data_root" in read_config_file(environ[CONFIG_FILE_VAR]))
-    if not named:
-        overrides["data_root"] = DATA_ROOT
+    data_root = environ.get("QP_DATA_ROOT") or (
+        read_config_file(environ[CONFIG_FILE_VAR]).get("data_root") if environ.get(CONFIG_FILE_VAR) else None)
+    if data_root and not fsutil.is_remote(data_root) and not os.path.isabs(data_root):
+        overrides["data_root"] = f"{IMAGE_PROJECT_ROOT}/{data_root}"
     return PipelineConfig.from_env(environ, **overrides)
 
 

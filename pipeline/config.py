@@ -1,10 +1,14 @@
 """The pipeline's configuration: where things are, plus one settings model per stage.
 
-`PipelineConfig` composes the stages' settings (components/settings.py) and restates none
-of their fields. Values come, later ones winning, from:
-  1. the defaults (they run the digits job from a fresh clone);
-  2. a YAML or JSON file named by QP_CONFIG, holding the same tree, e.g.
-         pipeline_name: my-pipeline
+`PipelineConfig` composes the stages' settings (components/settings.py) and the model
+contract (components/model_contract.py), and restates none of their fields. Values come,
+later ones winning, from:
+  1. the defaults: generic; `pipeline_name` and `data_root` have none;
+  2. a YAML or JSON file named by QP_CONFIG, holding the same tree, e.g. the bundled digits
+     job, data/examples/digits.yaml (`make run` uses it unless QP_CONFIG names another):
+         pipeline_name: digits-quantization
+         data_root: data/digits          # relative paths: against the current directory
+         contract: {inputs: {image: {features: [pixel_00, ...], shape: [8, 8, 1]}}, num_classes: 10}
          gate: {max_accuracy_drop: 0.02, selection: fastest}
   3. QP_* environment variables:
        QP_<FIELD>             a pipeline-level field (QP_PIPELINE_NAME, QP_OUTPUT_ROOT, ...)
@@ -28,7 +32,6 @@ import json
 import os
 import sys
 import typing
-from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 import yaml
@@ -36,19 +39,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tfx_quantization import fsutil
 from tfx_quantization.contracts import VERBOSE_VAR
+from tfx_quantization.model_contract import ModelContract
+from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.settings import (
-    DEFAULT_MAX_ACCURACY_DROP, DIGITS_PIXEL_KEYS, CalibrationSettings, GateSettings, ModelContract, PushSettings,
-    QuantizeSettings, SettingsError, TrainSettings, describe_errors,
+    DEFAULT_MAX_ACCURACY_DROP, CalibrationSettings, GateSettings, PushSettings, QuantizeSettings, SettingsError,
+    TrainSettings, describe_errors,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "QP_"
 CONFIG_FILE_VAR = "QP_CONFIG"
+BUNDLED_CONFIG = "data/examples/digits.yaml"  # the repository's digits job (the Makefile's default QP_CONFIG)
+REQUIRED = ("pipeline_name", "data_root")  # no default: a job names them
 # QP_ variables that are not settings: the Makefile's interpreter, the config file, logging.
 NON_SETTING_VARS = {"QP_PYTHON", CONFIG_FILE_VAR, VERBOSE_VAR}
 NESTED = "__"
 
-__all__ = ["PipelineConfig", "DIGITS_PIXEL_KEYS", "REPO_ROOT", "SettingsError"]
+__all__ = ["PipelineConfig", "SettingsError"]
 
 
 class PipelineConfig(BaseModel):
@@ -56,14 +62,17 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    pipeline_name: str = Field("digits-quantization", min_length=1, description="the TFX pipeline's name")
-    data_root: str = Field(str(REPO_ROOT / "data" / "digits"), min_length=1, description="folder ExampleGen reads")
+    pipeline_name: str = Field(min_length=1, description="the TFX pipeline's name; the registry's model name "
+                                                         "unless push.model_name is set")
+    data_root: str = Field(min_length=1, description="folder ExampleGen reads; a relative path is taken from "
+                                                     "the current directory")
     data_format: Literal["csv", "tfrecord"] = Field(
         "csv", description="csv (CSV files with a header) or tfrecord (tf.Example records)")
     input_pattern: str = Field("*", min_length=1,
                                description="file pattern under data_root; 'span-{SPAN}/*' picks the newest span")
-    output_root: str = Field(str(REPO_ROOT / "local_outputs"), min_length=1,
-                             description="default home of pipeline_root, metadata and the registry")
+    output_root: str = Field(default_factory=lambda: os.path.abspath("local_outputs"), min_length=1,
+                             description="default home of pipeline_root, metadata and the registry; default: "
+                                         "local_outputs under the current directory")
     pipeline_root: str = Field("", description="'': <output_root>/pipeline_root")
     metadata_path: str = Field("", description="sqlite ML Metadata; '': <output_root>/metadata.sqlite")
     # One in-process worker: on 2 cores two multi-processing workers were slower at every
@@ -78,7 +87,8 @@ class PipelineConfig(BaseModel):
     tfx_module_file: str = Field(
         "", description="a TFX module with preprocessing_fn and run_fn: TFX's stock StatisticsGen, SchemaGen, "
                         "Transform and Trainer run it, QATFineTuner fine-tunes its model, and `contract` says how "
-                        "the model meets the transformed examples; '': the built-in QATTrainer")
+                        "the model meets the transformed examples; '': the built-in QATTrainer, which builds its "
+                        "model from `contract`")
     tfx_train_steps: int = Field(400, ge=1, description="the stock Trainer's TrainArgs.num_steps")
     tfx_eval_steps: int = Field(10, ge=1, description="the stock Trainer's EvalArgs.num_steps")
 
@@ -89,24 +99,48 @@ class PipelineConfig(BaseModel):
     push: PushSettings = Field(default_factory=PushSettings)
     contract: ModelContract = Field(default_factory=ModelContract)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, tree: Any) -> Any:
+        missing = [n for n in REQUIRED if isinstance(tree, dict) and not tree.get(n)]
+        if missing:
+            names = " and ".join(setting_name([n]) for n in missing)
+            raise ValueError(f"{names} {'is' if len(missing) == 1 else 'are'} not set: name a configuration file "
+                             f"with {CONFIG_FILE_VAR} (the bundled digits job: {CONFIG_FILE_VAR}={BUNDLED_CONFIG}, "
+                             f"what make run uses) or set {'it' if len(missing) == 1 else 'them'}")
+        return tree
+
     @model_validator(mode="after")
     def _derive_and_check(self) -> "PipelineConfig":
         """Fills what defaults to another setting, then checks rules across stages."""
+        # Relative local paths are taken from the current directory (the repository for make).
+        for name in ("data_root", "output_root"):
+            if not fsutil.is_remote(getattr(self, name)):
+                setattr(self, name, os.path.abspath(getattr(self, name)))
         if not self.pipeline_root:
             self.pipeline_root = fsutil.join(self.output_root, "pipeline_root")
-        if self.tfx_module_file and "://" not in self.tfx_module_file:
+        if self.tfx_module_file and not fsutil.is_remote(self.tfx_module_file):
             self.tfx_module_file = os.path.abspath(self.tfx_module_file)  # TFX packages it from there
+        if self.train.module_file and not fsutil.is_remote(self.train.module_file):
+            self.train.module_file = os.path.abspath(self.train.module_file)
         if not self.metadata_path:
             self.metadata_path = fsutil.join(self.output_root, "metadata.sqlite")
         if not self.push.destination:
             self.push.destination = fsutil.join(self.output_root, "serving")
-        if not self.calibration.label_key:
-            self.calibration.label_key = self.train.label_key
+        if not self.push.model_name:
+            self.push.model_name = self.pipeline_name
+        if not self.calibration.label_key:  # the contract is the one home of the label
+            self.calibration.label_key = self.contract.label_key
         if self.calibration.seed is None:
             self.calibration.seed = self.train.seed
         if self.quantize.search_max_drop is None:
             bound = self.gate.max_accuracy_drop
             self.quantize.search_max_drop = DEFAULT_MAX_ACCURACY_DROP if bound is None else bound
+        if not self.tfx_module_file:  # the built-in trainer builds its model from the contract
+            try:
+                ModelSpec.of_contract(self.contract)
+            except ValueError as e:
+                raise ValueError(f"{e} (QP_CONTRACT__INPUTS, QP_CONTRACT__NUM_CLASSES)") from None
         if self.quantize.validation_split == self.gate.eval_split:
             raise ValueError(
                 f"quantize.validation_split and gate.eval_split are both {self.gate.eval_split!r}: the selective search "
@@ -189,8 +223,9 @@ def env_name(loc: Tuple[str, ...]) -> str:
 
 
 def setting_name(loc: List[str]) -> str:
-    """`gate.max_accuracy_drop (QP_GATE__MAX_ACCURACY_DROP)` for an error message."""
-    return f"{'.'.join(loc)} ({env_name(tuple(loc))})"
+    """`gate.max_accuracy_drop (QP_GATE__MAX_ACCURACY_DROP)` for an error message; inside a
+    setting's value (`contract.inputs.image.shape`), the variable of that setting."""
+    return f"{'.'.join(loc)} ({env_name(tuple(loc[:2]))})"
 
 
 def all_env_names() -> List[str]:
@@ -273,8 +308,8 @@ def settings_help() -> str:
     lines = ["pipeline:"]
     for name in _top_fields():
         f = PipelineConfig.model_fields[name]
-        lines.append(f"  {env_name((name,)):<34} {_short(f.get_default(call_default_factory=True))}  "
-                     f"{f.description or ''}")
+        default = "(required)" if f.is_required() else _short(f.get_default(call_default_factory=True))
+        lines.append(f"  {env_name((name,)):<34} {default}  {f.description or ''}")
     counts: Dict[str, int] = {}
     for model in _sections().values():
         for f in model.model_fields:
@@ -306,7 +341,7 @@ def compact_json(obj: Any) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tfx_quantization.pipeline.config", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="tfx-quantization-config", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Print the effective configuration, or one value of it.",
         epilog=(__doc__.split("\n\n", 1)[1].split("    python -m")[0] + "\n" + settings_help()))
     parser.add_argument("setting", nargs="?", help="print only this value: a dotted path (gate.metric) or a flat name")

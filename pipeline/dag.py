@@ -6,8 +6,11 @@ ExampleGen → QATTrainer ─────────────┐
 With config.tfx_module_file, TFX's stock stages take the trainer's place:
 ExampleGen → StatisticsGen → SchemaGen → Transform → Trainer → QATFineTuner ─┐
                                          (transformed examples) → RepresentativeDatasetGen → ...
-The evaluator reads the deployed model (the no-regression baseline) from the registry the
-Pusher writes: the push destination's LATEST version.
+config.contract is given once, to the first stage that produces a model (QATTrainer, or
+QATFineTuner after the stock Trainer), which records it on its Model artifacts; the later
+stages read it from their input artifacts. The evaluator reads the deployed model (the
+no-regression baseline) from the registry the Pusher writes: the push destination's LATEST
+version.
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ from tfx_quantization import contracts
 from tfx_quantization.post_training_quantizer.component import PostTrainingQuantizer
 from tfx_quantization.qat_fine_tuner.component import QATFineTuner
 from tfx_quantization.pusher.component import QuantizedModelPusher
+from tfx_quantization.settings import FineTuneSettings
+from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.registry import Registry
-from tfx_quantization.settings import ModelContract
 from tfx_quantization.representative_dataset_gen.component import RepresentativeDatasetGen
 from tfx_quantization.tflite_evaluator.component import TFLiteEvaluator
 from tfx_quantization.trainer.component import QATTrainer
@@ -84,18 +88,19 @@ def create_components(config: PipelineConfig, params: Optional[RuntimeParameters
     examples = gen.outputs["examples"]
     if config.tfx_module_file:
         return [gen] + stock_tfx_components(config, examples, params)
-    trainer = QATTrainer(examples=examples, settings=config.train)
-    # The QATTrainer records its contract next to its models: config.contract is not used.
+    # The contract, given once: the trainer builds its model from it and records it on both models.
+    trainer = QATTrainer(examples=examples, contract=config.contract, settings=config.train)
     return [gen, trainer] + quantization_stages(
-        config, examples, trainer.outputs["model"], trainer.outputs["qat_model"], params, contract=None)
+        config, examples, trainer.outputs["model"], trainer.outputs["qat_model"], params)
 
 
 def stock_tfx_components(config: PipelineConfig, examples, params: Optional[RuntimeParameters] = None) -> list:
     """An existing TFX pipeline's stages, then ours: StatisticsGen → SchemaGen → Transform
     (the module's preprocessing_fn; every split transformed) → stock Trainer (its run_fn, on
     the transformed examples) → QATFineTuner (quantization-aware fine-tuning of the Trainer's
-    Keras model) → the quantization stages, all on the transformed examples, with
-    config.contract saying how the Trainer's model meets them."""
+    Keras model) → the quantization stages, all on the transformed examples. config.contract
+    says how the Trainer's model meets them: given to the fine-tuner, which records it on
+    its `qat_model` for the later stages."""
     stats = tfx.components.StatisticsGen(examples=examples)
     schema = tfx.components.SchemaGen(statistics=stats.outputs["statistics"], infer_feature_shape=True)
     transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],
@@ -107,19 +112,21 @@ def stock_tfx_components(config: PipelineConfig, examples, params: Optional[Runt
         train_args=tfx.proto.TrainArgs(num_steps=config.tfx_train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.tfx_eval_steps),
         custom_config={"seed": config.train.seed})
-    fine_tuner = QATFineTuner(examples=transformed, model=trainer.outputs["model"], settings=config.train,
-                              contract=config.contract)
+    fine_tuner = QATFineTuner(examples=transformed, model=trainer.outputs["model"],
+                              settings=FineTuneSettings.coerce(config.train), contract=config.contract)
     return [stats, schema, transform, trainer, fine_tuner] + quantization_stages(
-        config, transformed, trainer.outputs["model"], fine_tuner.outputs["qat_model"], params,
-        contract=config.contract)
+        config, transformed, trainer.outputs["model"], fine_tuner.outputs["qat_model"], params)
 
 
 def quantization_stages(config: PipelineConfig, examples, model, qat_model, params: Optional[RuntimeParameters] = None,
                         contract: Optional[ModelContract] = None) -> list:
     """Calibration, quantizer, evaluator and pusher over `examples` (any ExampleGen's or
     Transform's transformed_examples), the float `model` and the `qat_model` (None: no QAT
-    variant). contract: how the models meet the examples; None: the one recorded with them."""
-    calibration = RepresentativeDatasetGen(examples=examples, settings=config.calibration)
+    variant). contract: how the models meet the examples; None: the one recorded on them
+    (the QAT model's after a stock Trainer). Calibration gets the model that carries the
+    contract (the QAT model when there is one), for the label key its settings leave ''."""
+    calibration = RepresentativeDatasetGen(examples=examples, settings=config.calibration,
+                                           model=qat_model if qat_model is not None else model)
     quantizer = PostTrainingQuantizer(
         model=model,
         qat_model=qat_model,

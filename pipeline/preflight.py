@@ -81,9 +81,10 @@ def check(config: PipelineConfig) -> None:
     files = input_files(config)
     columns = _columns(files[0], config.data_format)
     where = files[0]
-    _missing([config.train.label_key], columns, "label key", "QP_LABEL_KEY", where)
+    _missing([config.contract.label_key], columns, "label key", "QP_CONTRACT__LABEL_KEY (or QP_LABEL_KEY)", where)
     if not config.tfx_module_file:  # with a TFX module, Transform decides what the model sees
-        _missing(config.train.feature_keys, columns, "feature key(s)", "QP_FEATURE_KEYS", where)
+        keys = [k for name, i in config.contract.inputs.items() for k in (i.features or [name])]
+        _missing(keys, columns, "feature key(s)", "QP_CONTRACT__INPUTS", where)
     module = config.train.module_file
     if module and (not fsutil.exists(module) or fsutil.isdir(module)):
         raise PreflightError(f"module_file {module} does not exist: set QP_MODULE_FILE to a Python file "

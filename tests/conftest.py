@@ -26,17 +26,14 @@ def trained_digits(tmp_path_factory, digits_examples):
     """Float and QAT digits CNNs, trained once per session through the trainer library."""
     from tfx_quantization.settings import TrainSettings
     from tfx_quantization import training
-    from tests.helpers import PIXEL_KEYS
+    from tests.helpers import DIGITS_CONTRACT
 
     out = tmp_path_factory.mktemp("trained_digits")
-    cfg = TrainSettings(
-        feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label", num_classes=10,
-        epochs=6, qat_epochs=1, seed=7,
-    )
+    cfg = TrainSettings(epochs=6, qat_epochs=1, seed=7)
     float_dir, qat_dir = out / "model" / "Format-Serving", out / "qat_model" / "Format-Serving"
     result = training.train(
         f"{digits_examples.uri}/Split-train", f"{digits_examples.uri}/Split-eval",
-        str(float_dir), str(qat_dir), str(out / "logs"), cfg,
+        str(float_dir), str(qat_dir), str(out / "logs"), cfg, DIGITS_CONTRACT,
     )
     return {
         "float": str(float_dir), "qat": str(qat_dir), "result": result, "root": out,

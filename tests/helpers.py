@@ -13,6 +13,11 @@ from tfx_quantization.quantization.data import to_example, write_split  # noqa: 
 
 # One home for the digits rows and column names: the benchmarks' data helpers and the config.
 from bench.common import PIXEL_KEYS, digits_rows  # noqa: E402,F401
+from tfx_quantization.model_contract import ModelContract  # noqa: E402
+
+# The digits job's contract (data/examples/digits.yaml): the 64 pixel columns as one
+# [8, 8, 1] input named `image`, labels 0..9 in `label`.
+DIGITS_CONTRACT = ModelContract(inputs={"image": {"features": PIXEL_KEYS, "shape": [8, 8, 1]}}, num_classes=10)
 
 
 def write_examples(

@@ -18,7 +18,9 @@ from tfx_quantization.settings import SettingsError
 from tfx_quantization.pipeline import preflight
 from tfx_quantization.pipeline.config import PipelineConfig
 from tests.conftest import REPO_ROOT
-from tests.helpers import PIXEL_KEYS, artifact, digits_rows, write_examples
+from tests.helpers import DIGITS_CONTRACT, PIXEL_KEYS, artifact, digits_rows, write_examples
+
+DIGITS_JOB = str(REPO_ROOT / "data" / "examples" / "digits.yaml")
 
 HEADER = ",".join(PIXEL_KEYS + ["label"])
 
@@ -53,7 +55,8 @@ def _digits_csv_rows(n=60):
 
 
 def _config(tmp_path, registry_root, **env):
-    base = {"QP_OUTPUT_ROOT": str(tmp_path / "out"), "QP_PUSH__DESTINATION": str(registry_root)}
+    base = {"QP_CONFIG": DIGITS_JOB, "QP_DATA_ROOT": str(REPO_ROOT / "data" / "digits"),
+            "QP_OUTPUT_ROOT": str(tmp_path / "out"), "QP_PUSH__DESTINATION": str(registry_root)}
     return PipelineConfig.from_env({**base, **env})
 
 
@@ -102,15 +105,16 @@ def test_empty_csv(tmp_path, registry):
 def test_feature_key_not_in_the_header(tmp_path, registry):
     data = _csv(tmp_path / "data", _digits_csv_rows())
     keys = ["pixl_00"] + PIXEL_KEYS[1:]
-    config = _config(tmp_path, registry, QP_DATA_ROOT=str(data), QP_FEATURE_KEYS=json.dumps(keys))
+    config = _config(tmp_path, registry, QP_DATA_ROOT=str(data),
+                     QP_CONTRACT__INPUTS=json.dumps({"image": {"features": keys, "shape": [8, 8, 1]}}))
     with pytest.raises(preflight.PreflightError, match=r"feature key\(s\) \['pixl_00'\] is not in .*did you mean "
-                                                       r"'pixel_00'\?; fix QP_FEATURE_KEYS"):
+                                                       r"'pixel_00'\?; fix QP_CONTRACT__INPUTS"):
         preflight.check(config)
 
 
 def test_label_key_not_in_the_header(tmp_path, registry):
     data = _csv(tmp_path / "data", _digits_csv_rows())
-    with pytest.raises(preflight.PreflightError, match=r"label key \['digit'\] is not in .*fix QP_LABEL_KEY"):
+    with pytest.raises(preflight.PreflightError, match=r"label key \['digit'\] is not in .*fix QP_CONTRACT__LABEL_KEY"):
         preflight.check(_config(tmp_path, registry, QP_DATA_ROOT=str(data), QP_LABEL_KEY="digit"))
 
 
@@ -134,7 +138,7 @@ def test_unwritable_push_destination(tmp_path, registry):
 def test_the_runner_refuses_bad_data_in_seconds_with_no_traceback(tmp_path, registry):
     data = _csv(tmp_path / "data", _digits_csv_rows())
     env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
-    env.update(QP_OUTPUT_ROOT=str(tmp_path / "out"), QP_DATA_ROOT=str(data),
+    env.update(QP_CONFIG=DIGITS_JOB, QP_OUTPUT_ROOT=str(tmp_path / "out"), QP_DATA_ROOT=str(data),
                QP_PUSH__DESTINATION=str(registry), QP_LABEL_KEY="target")
     result = subprocess.run([sys.executable, str(REPO_ROOT / "pipeline" / "local_runner.py")], env=env,
                             capture_output=True, text=True, timeout=300)
@@ -151,7 +155,8 @@ def _train(tmp_path, examples, **settings):
         ("model", standard_artifacts.Model), ("qat_model", standard_artifacts.Model),
         ("model_run", standard_artifacts.ModelRun))}
     Executor().Do({"examples": [examples]}, outputs,
-                  {"settings": json.dumps(dict(dict(feature_keys=PIXEL_KEYS, epochs=1, qat_epochs=1), **settings))})
+                  {"settings": json.dumps(dict(dict(epochs=1, qat_epochs=1), **settings)),
+                   "contract": DIGITS_CONTRACT.to_json()})
 
 
 def _assert_nothing_trained(tmp_path):

@@ -7,22 +7,24 @@ import sys
 
 import pytest
 
+from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.settings import (
-    CalibrationSettings, GateSettings, PushSettings, QuantizeSettings, SettingsError, TrainSettings,
+    CalibrationSettings, FineTuneSettings, GateSettings, PushSettings, QuantizeSettings, SettingsError, TrainSettings,
 )
 from tfx_quantization.pipeline.config import PipelineConfig, env_name
 from tests.conftest import REPO_ROOT
+
+EXAMPLES = REPO_ROOT / "data" / "examples"
+DIGITS = {"QP_CONFIG": str(EXAMPLES / "digits.yaml")}  # the bundled job
 
 # A valid, non-default value for every setting of every stage. A new setting must be added
 # here (test_every_setting_has_a_non_default_value_here), and then the test below proves it
 # travels from the environment to its component.
 NON_DEFAULT = {
     "train": dict(
-        feature_keys=["image"], input_shape=[4, 4, 3], label_key="digit", num_classes=3, model="mobilenet_v2",
-        module_file="/somewhere/model.py", model_kwargs={"alpha": 0.5}, epochs=3, steps_per_epoch=7,
-        qat_epochs=4, qat_steps_per_epoch=5, batch_size=16, learning_rate=0.002, qat_learning_rate=0.0003,
-        qat_range_batches=3,
-        seed=5, input_name="x", output_name="y", image={"channels": 3, "scale": 0.5, "offset": -1.0}),
+        model="mobilenet_v2", module_file="/somewhere/model.py", model_kwargs={"alpha": 0.5}, epochs=3,
+        steps_per_epoch=7, qat_epochs=4, qat_steps_per_epoch=5, batch_size=16, learning_rate=0.002,
+        qat_learning_rate=0.0003, qat_range_batches=3, seed=5),
     "calibration": dict(source_split="validation", num_samples=50, strategy="uniform", label_key="lbl", seed=9),
     "quantize": dict(
         variants=["float32", "integer_only", "qat_int8"], integer_io_type="uint8", max_calibration_samples=40,
@@ -38,8 +40,8 @@ NON_DEFAULT = {
                   "max_arena_bytes": 9000, "max_latency_ms": None, "selection": None}]),
     "push": dict(destination="/tmp/somewhere/registry", model_name="m1", signing_key="/keys/sign.pem",
                  public_key="/keys/sign.pub.pem"),
-    "contract": dict(signature="dense", inputs={"x": {"features": ["a", "b"], "image": None}}, label_key="digit",
-                     num_classes=3, output="logits", output_kind="logits"),
+    "contract": dict(signature="dense", inputs={"x": {"features": ["a", "b"], "shape": [2], "image": None}},
+                     label_key="digit", num_classes=3, output="logits", output_kind="logits"),
 }
 SECTION_OF_COMPONENT = {
     "QATTrainer": ("train", TrainSettings), "RepresentativeDatasetGen": ("calibration", CalibrationSettings),
@@ -53,7 +55,7 @@ def _env_value(value):
 
 
 def test_every_setting_has_a_non_default_value_here():
-    for section, model in {s: m for s, m in SECTION_OF_COMPONENT.values()}.items():
+    for section, model in {**{s: m for s, m in SECTION_OF_COMPONENT.values()}, "contract": ModelContract}.items():
         assert set(NON_DEFAULT[section]) == set(model.model_fields), section
         defaults = model()
         for name, value in NON_DEFAULT[section].items():
@@ -73,6 +75,11 @@ def test_every_setting_reaches_its_component_from_the_environment():
         received = model.from_json(components[component_id].exec_properties["settings"])
         for name, value in NON_DEFAULT[section].items():
             assert received.model_dump()[name] == value, f"{component_id} did not receive {section}.{name}"
+    # The contract, given once: to the trainer, which builds its model from it and records it.
+    assert ModelContract.from_json(components["QATTrainer"].exec_properties["contract"]) == ModelContract(
+        **NON_DEFAULT["contract"])
+    for component_id in ("PostTrainingQuantizer", "TFLiteEvaluator"):
+        assert components[component_id].exec_properties.get("contract") is None, component_id
     gen = components["ImportExampleGen"]
     assert gen.exec_properties["input_base"] == "/data/x"
     assert "span-{SPAN}/*" in gen.exec_properties["input_config"]
@@ -80,8 +87,9 @@ def test_every_setting_reaches_its_component_from_the_environment():
 
 def test_nested_names_shorthand_file_and_overrides(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text("pipeline_name: from-file\ngate:\n  max_accuracy_drop: 0.05\n  selection: fastest\n"
-                    "train: {epochs: 4, seed: 11}\n")
+    path.write_text("pipeline_name: from-file\ndata_root: /data/x\ngate:\n  max_accuracy_drop: 0.05\n"
+                    "  selection: fastest\ntrain: {epochs: 4, seed: 11}\n"
+                    "contract: {inputs: {x: {features: [a, b], shape: [2]}}, num_classes: 2}\n")
     config = PipelineConfig.from_env({"QP_CONFIG": str(path), "QP_GATE__SELECTION": '["integer_only"]',
                                       "QP_EPOCHS": "6", "QP_VERBOSE": "1"})
     assert config.pipeline_name == "from-file"  # file
@@ -90,13 +98,17 @@ def test_nested_names_shorthand_file_and_overrides(tmp_path):
     assert config.train.epochs == 6  # shorthand wins over the file
     assert config.calibration.seed == 11  # derived from the trainer's seed
     assert config.quantize.search_max_drop == 0.05  # derived from the gate's bound
-    assert config.calibration.label_key == config.train.label_key == "label"
-    both = PipelineConfig.from_env({"QP_SEED": "3"})  # shorthand: every stage with a `seed`
+    assert config.calibration.label_key == config.contract.label_key == "label"
+    assert config.push.model_name == "from-file"  # the registry's model name: the pipeline's
+    both = PipelineConfig.from_env({**DIGITS, "QP_SEED": "3"})  # shorthand: every stage with a `seed`
     assert both.train.seed == 3 and both.calibration.seed == 3
+    labels = PipelineConfig.from_env({**DIGITS, "QP_LABEL_KEY": "y"})  # the contract's and the calibration's
+    assert labels.contract.label_key == "y" and labels.calibration.label_key == "y"
     json_file = tmp_path / "c.json"
-    json_file.write_text(json.dumps({"push": {"model_name": "other"}}))
+    json_file.write_text(json.dumps({"pipeline_name": "j", "data_root": "/d", "push": {"model_name": "other"},
+                                     "tfx_module_file": "/m.py"}))
     assert PipelineConfig.from_env({"QP_CONFIG": str(json_file)}).push.model_name == "other"
-    explicit = PipelineConfig.from_env({}, gate={"max_accuracy_drop": 0.2}, output_root="/tmp/o")
+    explicit = PipelineConfig.from_env(DIGITS, gate={"max_accuracy_drop": 0.2}, output_root="/tmp/o")
     assert explicit.gate.max_accuracy_drop == 0.2 and explicit.metadata_path == "/tmp/o/metadata.sqlite"
     assert explicit.push.destination == "/tmp/o/serving"
 
@@ -113,14 +125,19 @@ def test_nested_names_shorthand_file_and_overrides(tmp_path):
     ({"QP_VARIANTS": '["int4"]'}, "unknown variant(s) ['int4']"),
     ({"QP_VALIDATION_SPLIT": "eval"}, "is the split the evaluator's gate uses"),
     ({"QP_VARIANTS": '["float32"]', "QP_SELECTION": '["integer_only"]'}, "which quantize.variants ['float32'] never builds"),
-    ({"QP_FEATURE_KEYS": '["a", "b"]'}, "2 feature keys cannot fill shape [8, 8, 1]"),
+    ({"QP_CONTRACT__INPUTS": '{"image": {"features": ["a", "b"], "shape": [8, 8, 1]}}'},
+     "2 feature keys cannot fill shape [8, 8, 1]"),
+    ({"QP_CONTRACT__INPUTS": '{"image": {"features": ["a"]}}'}, "contract.inputs.image.shape is not set"),
+    ({"QP_CONTRACT__INPUTS": '{"image": {"shape": [0]}}'}, "contract.inputs.image.shape (QP_CONTRACT__INPUTS) = 0: Input should be greater than 0"),
+    ({"QP_CONTRACT__NUM_CLASSES": "null"}, "contract.num_classes is not set: the built-in trainer needs"),
+    ({"QP_CONTRACT__INPUTS": "{}"}, "contract.inputs is empty: the built-in trainer builds a one-input model"),
     ({"QP_MODEL": "resnet"}, "model 'resnet' is not a built-in model"),
     ({"QP_MODEL_NAME": "../x"}, "must be a plain folder name"),
     ({"QP_CONFIG": "/nonexistent/c.yaml"}, "QP_CONFIG=/nonexistent/c.yaml: the file does not exist"),
 ])
 def test_bad_settings_are_refused_with_their_name_and_fix(env, message):
     with pytest.raises(SettingsError) as e:
-        PipelineConfig.from_env(env)
+        PipelineConfig.from_env({**DIGITS, **env})
     assert message in str(e.value)
 
 
@@ -129,7 +146,7 @@ def test_a_bad_config_file_is_refused(tmp_path):
     path.write_text("- just\n- a list\n")
     with pytest.raises(SettingsError, match="must hold a mapping of settings"):
         PipelineConfig.from_env({"QP_CONFIG": str(path)})
-    path.write_text("gate: {bogus: 1}\n")
+    path.write_text("pipeline_name: p\ndata_root: /d\ngate: {bogus: 1}\n")
     with pytest.raises(SettingsError, match=r"gate.bogus \(QP_GATE__BOGUS\) = 1: Extra inputs are not permitted"):
         PipelineConfig.from_env({"QP_CONFIG": str(path)})
 
@@ -151,36 +168,105 @@ def test_config_command_line():
     assert helped.returncode == 0, helped.stderr
     for name in ("QP_GATE__MAX_ACCURACY_DROP or QP_MAX_ACCURACY_DROP", "QP_CONFIG", "QP_PUSH__DESTINATION"):
         assert name in helped.stdout
-    shown = _cli()
-    assert shown.returncode == 0 and json.loads(shown.stdout)["gate"]["max_accuracy_drop"] == 0.01
+    shown = _cli(env={"QP_CONFIG": "data/examples/digits.yaml"})  # relative: from the current directory
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["gate"]["max_accuracy_drop"] == 0.01
+    assert json.loads(shown.stdout)["data_root"] == str(REPO_ROOT / "data" / "digits")
     assert len(shown.stdout.splitlines()) < 100  # lists on one line each, not 64 pixel lines
-    assert _cli("pipeline_name").stdout.strip() == "digits-quantization"
-    assert _cli("gate.max_accuracy_drop", env={"QP_MAX_ACCURACY_DROP": "0.03"}).stdout.strip() == "0.03"
-    bad = _cli(env={"QP_MAX_ACCURACY_DROP": "-1"})
+    assert _cli("pipeline_name", env=DIGITS).stdout.strip() == "digits-quantization"
+    assert _cli("gate.max_accuracy_drop", env={**DIGITS, "QP_MAX_ACCURACY_DROP": "0.03"}).stdout.strip() == "0.03"
+    bad = _cli(env={**DIGITS, "QP_MAX_ACCURACY_DROP": "-1"})
     assert bad.returncode == 2 and "gate.max_accuracy_drop" in bad.stderr and "Traceback" not in bad.stderr
+    unnamed = _cli()
+    assert unnamed.returncode == 2 and "Traceback" not in unnamed.stderr
+    assert "pipeline_name (QP_PIPELINE_NAME) and data_root (QP_DATA_ROOT) are not set" in unnamed.stderr
+    assert "QP_CONFIG=data/examples/digits.yaml" in unnamed.stderr
 
 
 def test_the_contract_and_the_tfx_module_reach_the_stock_dag_from_the_environment(tmp_path):
-    from tfx_quantization.settings import ModelContract
     from tfx_quantization.pipeline.dag import create_components
 
-    assert set(NON_DEFAULT["contract"]) == set(ModelContract.model_fields)
-    defaults = ModelContract()
-    for name, value in NON_DEFAULT["contract"].items():
-        assert getattr(defaults, name) != value, f"contract.{name}: pick a value that is not the default"
     module = tmp_path / "module.py"
     module.write_text("")
     env = {env_name(("contract", name)): _env_value(v) for name, v in NON_DEFAULT["contract"].items()}
-    env.update(QP_TFX_MODULE_FILE=str(module), QP_TFX_TRAIN_STEPS="7", QP_TFX_EVAL_STEPS="3")
+    env.update({env_name(("train", name)): _env_value(v) for name, v in NON_DEFAULT["train"].items()})
+    env.update(QP_PIPELINE_NAME="stock", QP_DATA_ROOT="/data", QP_TFX_MODULE_FILE=str(module),
+               QP_TFX_TRAIN_STEPS="7", QP_TFX_EVAL_STEPS="3")
     components = {c.id: c for c in create_components(PipelineConfig.from_env(env))}
     assert {"StatisticsGen", "SchemaGen", "Transform", "Trainer", "QATFineTuner"} <= set(components)
     assert "QATTrainer" not in components
-    expected = ModelContract(**NON_DEFAULT["contract"])
-    for component_id in ("QATFineTuner", "PostTrainingQuantizer", "TFLiteEvaluator"):
-        assert ModelContract.from_json(components[component_id].exec_properties["contract"]) == expected, component_id
+    # Given once, to the fine-tuner (the first of our stages with a model); the later stages
+    # read it from the fine-tuner's artifact.
+    fine_tuner = components["QATFineTuner"]
+    assert ModelContract.from_json(fine_tuner.exec_properties["contract"]) == ModelContract(**NON_DEFAULT["contract"])
+    for component_id in ("PostTrainingQuantizer", "TFLiteEvaluator"):
+        assert components[component_id].exec_properties.get("contract") is None, component_id
+    # The fine-tuner gets its own settings: the train section's fine-tuning fields, nothing else.
+    received = FineTuneSettings.from_json(fine_tuner.exec_properties["settings"])
+    assert received.model_dump() == {k: v for k, v in NON_DEFAULT["train"].items() if k in FineTuneSettings.model_fields}
+    assert components["RepresentativeDatasetGen"].inputs["model"].producer_component_id == "QATFineTuner"
     assert json.loads(components["Trainer"].exec_properties["train_args"])["num_steps"] == 7
     assert json.loads(components["Trainer"].exec_properties["eval_args"])["num_steps"] == 3
     assert components["Transform"].exec_properties["module_file"] == str(module)
-    # The built-in DAG: the QATTrainer records its own contract, the stages read that one.
-    builtin = {c.id: c for c in create_components(PipelineConfig.from_env({}))}
+    # The built-in DAG: the QATTrainer builds from the contract and records it; calibration
+    # gets its QAT model.
+    builtin = {c.id: c for c in create_components(PipelineConfig.from_env(DIGITS))}
     assert builtin["PostTrainingQuantizer"].exec_properties.get("contract") is None
+    assert ModelContract.from_json(builtin["QATTrainer"].exec_properties["contract"]).inputs["image"].shape == [8, 8, 1]
+    assert builtin["RepresentativeDatasetGen"].inputs["model"].producer_component_id == "QATTrainer"
+
+
+@pytest.mark.parametrize("config_file", ["digits.yaml", "stock_tfx.yaml"])
+def test_a_changed_label_key_reaches_calibration(config_file):
+    """QP_CONTRACT__LABEL_KEY is the one label: the built-in trainer's or the fine-tuner's
+    contract, and the calibration's stratification."""
+    from tfx_quantization.pipeline.dag import create_components
+
+    config = PipelineConfig.from_env({"QP_CONFIG": str(EXAMPLES / config_file), "QP_CONTRACT__LABEL_KEY": "species_xf"})
+    assert config.calibration.label_key == "species_xf"
+    components = {c.id: c for c in create_components(config)}
+    calibration = CalibrationSettings.from_json(components["RepresentativeDatasetGen"].exec_properties["settings"])
+    assert calibration.label_key == "species_xf"
+    first = components["QATTrainer" if config_file == "digits.yaml" else "QATFineTuner"]
+    assert ModelContract.from_json(first.exec_properties["contract"]).label_key == "species_xf"
+    # A label key set for calibration itself stays its own.
+    own = PipelineConfig.from_env({"QP_CONFIG": str(EXAMPLES / config_file), "QP_CALIBRATION__LABEL_KEY": "other"})
+    assert own.calibration.label_key == "other" and own.contract.label_key == "label"
+
+
+def test_no_setting_default_is_the_digits_demo():
+    """The stage settings and the pipeline know nothing of the bundled job: without a
+    configuration file the pipeline names what is missing; the digits job is a file."""
+    for model in (TrainSettings, FineTuneSettings, CalibrationSettings, QuantizeSettings, GateSettings,
+                  PushSettings, ModelContract):
+        assert "digit" not in model().to_json().lower(), model.__name__
+    defaults = {n: f.get_default(call_default_factory=True) for n, f in PipelineConfig.model_fields.items()
+                if not f.is_required()}
+    assert "digit" not in json.dumps(defaults, default=lambda m: m.model_dump()).lower()
+    assert not any("digit" in str(v) for v in PipelineConfig.model_fields["output_root"].get_default(
+        call_default_factory=True).split("/"))
+    with pytest.raises(SettingsError) as e:
+        PipelineConfig.from_env({})
+    assert "pipeline_name (QP_PIPELINE_NAME) and data_root (QP_DATA_ROOT) are not set" in str(e.value)
+    assert "QP_CONFIG" in str(e.value)
+    with pytest.raises(SettingsError, match=r"data_root \(QP_DATA_ROOT\) is not set"):
+        PipelineConfig.from_env({"QP_PIPELINE_NAME": "p"})
+    digits = PipelineConfig.from_env(DIGITS)
+    assert digits.pipeline_name == "digits-quantization" and digits.push.model_name == "digits"
+    assert digits.contract.inputs["image"].features == [f"pixel_{i:02d}" for i in range(64)]
+    assert digits.contract.num_classes == 10 and digits.calibration.label_key == "label"
+
+
+def test_every_example_configuration_is_complete_on_its_own():
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        config = PipelineConfig.from_env({"QP_CONFIG": str(path)})
+        assert config.pipeline_name and config.data_root, path.name
+
+
+def test_relative_paths_are_taken_from_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = PipelineConfig.from_env({"QP_PIPELINE_NAME": "p", "QP_DATA_ROOT": "in", "QP_MODULE_FILE": "m.py",
+                                      "QP_CONTRACT__INPUTS": '{"x": {"shape": [1]}}', "QP_NUM_CLASSES": "2"})
+    assert config.data_root == str(tmp_path / "in") and config.output_root == str(tmp_path / "local_outputs")
+    assert config.train.module_file == str(tmp_path / "m.py")
+    assert config.pipeline_root == str(tmp_path / "local_outputs" / "pipeline_root")

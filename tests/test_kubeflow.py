@@ -22,12 +22,14 @@ IMAGE = "ghcr.io/qp-tests/tfx-quantization:test"
 EXPECTED_DEPS = {
     "CsvExampleGen": set(),
     "QATTrainer": {"CsvExampleGen"},
-    "RepresentativeDatasetGen": {"CsvExampleGen"},
+    "RepresentativeDatasetGen": {"CsvExampleGen", "QATTrainer"},  # the label key of the model's contract
     "PostTrainingQuantizer": {"CsvExampleGen", "QATTrainer", "RepresentativeDatasetGen"},  # validation data
     "TFLiteEvaluator": {"CsvExampleGen", "QATTrainer", "PostTrainingQuantizer"},
     "QuantizedModelPusher": {"PostTrainingQuantizer", "TFLiteEvaluator"},
 }
-SMALL = {"QP_EPOCHS": "3", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "5", "QP_CALIBRATION__NUM_SAMPLES": "100",
+# The bundled digits job (its relative data_root names the folder in the image), smaller.
+SMALL = {"QP_CONFIG": str(REPO_ROOT / "data" / "examples" / "digits.yaml"),
+         "QP_EPOCHS": "3", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "5", "QP_CALIBRATION__NUM_SAMPLES": "100",
          "QP_VALIDATION_SAMPLES": "200"}
 
 

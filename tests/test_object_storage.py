@@ -163,6 +163,7 @@ def test_create_exclusive_and_staged_dir_on_a_local_disk(tmp_path):
 def test_whole_pipeline_with_root_and_registry_in_a_bucket(s3_server, tmp_path):
     bucket = s3_server.bucket("pipeline-e2e")
     env = s3_server.subprocess_env(
+        QP_CONFIG=str(REPO_ROOT / "data" / "examples" / "digits.yaml"), QP_DATA_ROOT=str(REPO_ROOT / "data" / "digits"),
         QP_PIPELINE_NAME="s3-digits", QP_OUTPUT_ROOT=str(tmp_path / "out"), QP_PIPELINE_ROOT=f"{bucket}/root",
         QP_PUSH__DESTINATION=f"{bucket}/serving", QP_EPOCHS="3", QP_QAT_EPOCHS="1", QP_LATENCY_RUNS="5",
         QP_CALIBRATION__NUM_SAMPLES="100", QP_VALIDATION_SAMPLES="200",

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.e2e
 
 COMPONENTS = ["CsvExampleGen", "QATTrainer", "RepresentativeDatasetGen", "PostTrainingQuantizer",
               "TFLiteEvaluator", "QuantizedModelPusher"]
-SMALL = {"QP_PIPELINE_NAME": "e2e-digits", "QP_EPOCHS": "4", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "10",
+# The bundled digits job, smaller; paths absolute, as the CLI runs in a temporary folder.
+SMALL = {"QP_CONFIG": str(REPO_ROOT / "data" / "examples" / "digits.yaml"),
+         "QP_DATA_ROOT": str(REPO_ROOT / "data" / "digits"), "QP_PIPELINE_NAME": "e2e-digits",
+         "QP_EPOCHS": "4", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "10",
          "QP_CALIBRATION__NUM_SAMPLES": "100"}
 
 

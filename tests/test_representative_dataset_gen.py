@@ -132,12 +132,12 @@ def test_all_non_finite_fails(tmp_path):
         sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), _cal(10))
 
 
-def _run_executor(tmp_path, examples, **props):
+def _run_executor(tmp_path, examples, model=None, **props):
     out = artifact(standard_artifacts.Examples, tmp_path / "out")
     settings = dict(source_split="train", num_samples=40, strategy="uniform", label_key="", seed=0)
     settings.update(props)
-    Executor().Do({"examples": [examples]}, {"representative_dataset": [out]},
-                  {"settings": __import__("json").dumps(settings)})
+    inputs = {"examples": [examples], **({"model": [model]} if model is not None else {})}
+    Executor().Do(inputs, {"representative_dataset": [out]}, {"settings": __import__("json").dumps(settings)})
     return out
 
 
@@ -175,6 +175,40 @@ def test_component_rejects_bad_parameters_early():
         RepresentativeDatasetGen(examples=ch, settings=CalibrationSettings.build(num_samples=0))
     with pytest.raises(ValueError, match="strategy 'stratified' needs label_key"):
         RepresentativeDatasetGen(examples=ch, settings=CalibrationSettings(strategy="stratified"))
+    with pytest.raises(ValueError, match="CalibrationSettings: num_samples = 0"):
+        RepresentativeDatasetGen(examples=ch, settings={"num_samples": 0})
+
+
+def test_examples_alone_build_and_sample_uniformly(tmp_path, digits_examples):
+    """RepresentativeDatasetGen(examples=...) needs no settings: with no label key known it
+    samples uniformly; with one (its own, or a model's contract) it stratifies."""
+    from tfx.types import channel_utils
+
+    examples = channel_utils.as_channel([standard_artifacts.Examples()])
+    component = RepresentativeDatasetGen(examples=examples)
+    settings = CalibrationSettings.from_json(component.exec_properties["settings"])
+    assert settings.strategy is None and settings.label_key == ""
+    assert settings.resolved().strategy == "uniform" and settings.resolved("label").strategy == "stratified"
+    # Stratified with the label left to the model's contract: checked when the model is there.
+    model_channel = channel_utils.as_channel([standard_artifacts.Model()])
+    RepresentativeDatasetGen(examples=examples, settings={"strategy": "stratified"}, model=model_channel)
+    out = _run_executor(tmp_path, digits_examples, strategy=None)
+    assert out.get_string_custom_property("strategy") == "uniform"
+    assert not out.has_custom_property("per_class_counts")
+
+
+def test_the_label_key_comes_from_the_models_contract(tmp_path, digits_examples, trained_digits):
+    model = artifact(standard_artifacts.Model, trained_digits["model_uri"])  # its contract: the file beside it
+    out = _run_executor(tmp_path / "a", digits_examples, model=model, strategy=None)
+    assert out.get_string_custom_property("strategy") == "stratified"
+    assert sum(__import__("json").loads(out.get_string_custom_property("per_class_counts")).values()) == 40
+    # The settings' own label key wins over the contract's.
+    with pytest.raises(ValueError, match="label_key 'digit' is not a feature"):
+        _run_executor(tmp_path / "b", digits_examples, model=model, strategy=None, label_key="digit")
+    # A model with no contract leaves calibration uniform.
+    bare = artifact(standard_artifacts.Model, tmp_path / "bare")
+    assert _run_executor(tmp_path / "c", digits_examples, model=bare, strategy=None).get_string_custom_property(
+        "strategy") == "uniform"
 
 
 def test_generator_feeds_a_full_integer_conversion(tmp_path, train_split, trained_digits):

@@ -25,6 +25,7 @@ COMPONENTS = ["CsvExampleGen", "StatisticsGen", "SchemaGen", "Transform", "Train
 
 def test_stock_transform_and_trainer_feed_the_quantization_stages(tmp_path):
     env = {"QP_CONFIG": str(REPO_ROOT / "data" / "examples" / "stock_tfx.yaml"), "QP_OUTPUT_ROOT": str(tmp_path),
+           "QP_DATA_ROOT": str(REPO_ROOT / "data" / "digits"),
            "QP_TFX_TRAIN_STEPS": "200", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "10",
            "QP_CALIBRATION__NUM_SAMPLES": "100", "QP_VARIANTS": '["float32", "integer_only", "qat_int8"]'}
     config = PipelineConfig.from_env(env)

@@ -16,29 +16,31 @@ from tfx_quantization.quantization import convert, data
 from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
 from tfx_quantization import contracts
-from tfx_quantization.settings import TrainSettings
+from tfx_quantization.model_contract import ModelContract
+from tfx_quantization.settings import SettingsError, TrainSettings
 from tfx_quantization import training
-from tfx_quantization.quantization import qat
+from tfx_quantization.quantization import qat as qat_lib
+from tfx_quantization.tfx_utils import read_contract
 from tfx_quantization.trainer.component import QATTrainer
 from tfx_quantization.trainer.executor import Executor
-from tests.helpers import PIXEL_KEYS, artifact, write_examples
+from tests.helpers import DIGITS_CONTRACT, PIXEL_KEYS, artifact, write_examples
 
 
-def _props(**overrides):
-    """The executor's parameters: TrainSettings as JSON, written by hand so that bad values
-    reach the executor's own decoding."""
-    settings = dict(feature_keys=PIXEL_KEYS, epochs=5, qat_epochs=1, seed=1)
+def _props(contract=None, **overrides):
+    """The executor's parameters: TrainSettings and the contract as JSON, written by hand so
+    that bad values reach the executor's own decoding."""
+    settings = dict(epochs=5, qat_epochs=1, seed=1)
     settings.update(overrides)
-    return {"settings": json.dumps(settings)}
+    return {"settings": json.dumps(settings), "contract": json.dumps(contract or DIGITS_CONTRACT.model_dump())}
 
 
-def _run_executor(tmp_path, examples, **overrides):
+def _run_executor(tmp_path, examples, contract=None, **overrides):
     outputs = {
         "model": [artifact(standard_artifacts.Model, tmp_path / "model")],
         "qat_model": [artifact(standard_artifacts.Model, tmp_path / "qat_model")],
         "model_run": [artifact(standard_artifacts.ModelRun, tmp_path / "model_run")],
     }
-    Executor().Do({"examples": [examples]}, outputs, _props(**overrides))
+    Executor().Do({"examples": [examples]}, outputs, _props(contract, **overrides))
     return {k: v[0] for k, v in outputs.items()}
 
 
@@ -63,6 +65,10 @@ def test_executor_produces_float_and_qat_models_whose_int8_conversion_keeps_accu
     # The spec is read back from the signature and the contract recorded next to the model.
     assert spec.input_shape == [8, 8, 1] and spec.num_classes == 10 and spec.feature_keys == PIXEL_KEYS
     assert os.path.exists(os.path.join(qat_dir, contracts.MODEL_CONTRACT_FILE))
+    # ...and on both Model artifacts, resolved (the output name), for the later stages.
+    recorded = read_contract(out["model"])
+    assert recorded == read_contract(out["qat_model"]) == ModelContract.of_spec(spec)
+    assert recorded.inputs["image"].features == PIXEL_KEYS and recorded.output == "probabilities"
     spec = data.check_examples(data.split_files(f"{digits_examples.uri}/Split-eval"), spec)
     x, y = _eval_arrays(digits_examples, spec)
     x = x["image"]
@@ -122,7 +128,7 @@ def test_selective_qat_copies_the_float_weights():
     x = keras.layers.Rescaling(0.5)(inputs)
     outputs = keras.layers.Dense(3, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    qat, left = qat.quantization_aware_copy(model)
+    qat, left = qat_lib.quantization_aware_copy(model)
     assert left == [model.layers[1].name]
     x = np.random.RandomState(0).uniform(-1, 1, (64, 4)).astype("float32")
     # Before any fine-tuning the QAT copy computes what the float model computes, up to
@@ -134,7 +140,7 @@ def test_model_with_no_quantizable_layer_is_a_clear_error():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Rescaling(0.5)(inputs))
     with pytest.raises(ValueError, match="no layer of model .* can be quantized"):
-        qat.quantization_aware_copy(model)
+        qat_lib.quantization_aware_copy(model)
 
 
 def test_mobilenet_v2_style_model_trains_and_qat_wraps(digits_examples):
@@ -146,7 +152,7 @@ def test_mobilenet_v2_style_model_trains_and_qat_wraps(digits_examples):
     assert model.get_layer("upsample").output_shape == (None, 32, 32, 1)
     training._compile(model, 1e-3)
     model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
-    qat, left_float = qat.quantization_aware_copy(model)
+    qat, left_float = qat_lib.quantization_aware_copy(model)
     assert left_float == []  # BatchNormalization is folded into the convolutions, not left float
     wrapped = [l for l in qat.layers if type(l).__name__ == "QuantizeWrapperV2"]
     assert len(wrapped) > 50  # every conv, depthwise conv and dense layer is quantization-aware
@@ -156,14 +162,11 @@ def test_mobilenet_v2_style_model_trains_and_qat_wraps(digits_examples):
 
 
 def test_same_seed_gives_same_metrics(tmp_path, digits_examples):
-    cfg = TrainSettings(
-        feature_keys=PIXEL_KEYS, input_shape=[8, 8, 1], label_key="label", num_classes=10,
-        epochs=1, steps_per_epoch=15, qat_epochs=1, qat_steps_per_epoch=5, seed=3,
-    )
+    cfg = TrainSettings(epochs=1, steps_per_epoch=15, qat_epochs=1, qat_steps_per_epoch=5, seed=3)
     split = lambda s: f"{digits_examples.uri}/Split-{s}"  # noqa: E731
     results = [
         training.train(split("train"), split("eval"), str(tmp_path / f"f{i}"), str(tmp_path / f"q{i}"),
-                       str(tmp_path / f"l{i}"), cfg)
+                       str(tmp_path / f"l{i}"), cfg, DIGITS_CONTRACT)
         for i in range(2)
     ]
     assert results[0].float_accuracy == pytest.approx(results[1].float_accuracy, abs=1e-6)
@@ -179,21 +182,25 @@ def image_examples(tmp_path_factory):
     return write_examples(tmp_path_factory.mktemp("image_examples"), rows=rows)
 
 
+IMAGE_INPUT = {"image": {"features": ["image"], "shape": [8, 8, 1]}}
+
+
 @pytest.mark.parametrize(
-    "overrides, message",
+    "contract, settings, message",
     [
-        (dict(label_key="digit"), "label 'digit' is missing: 60 of 60 example(s)"),
-        (dict(feature_keys=["image"], input_shape=[8, 8, 2]),
+        (dict(label_key="digit"), {}, "label 'digit' is missing: 60 of 60 example(s)"),
+        (dict(inputs={"image": {"features": ["image"], "shape": [8, 8, 2]}}), {},
          "input feature 'image' holds 64 values, input 'image' [8, 8, 2] needs 128"),
-        (dict(model="resnet9000"), "model 'resnet9000' is not a built-in model"),
-        (dict(feature_keys=["image"], label_key="image"), "label_key 'image' also feeds input 'image'"),
-        (dict(epochs=0), "epochs = 0: Input should be greater than or equal to 1"),
+        ({}, dict(model="resnet9000"), "model 'resnet9000' is not a built-in model"),
+        (dict(label_key="image"), {}, "label_key 'image' also feeds input 'image'"),
+        ({}, dict(epochs=0), "epochs = 0: Input should be greater than or equal to 1"),
+        (dict(num_classes=None), {}, "contract.num_classes is not set: the built-in trainer needs"),
     ],
 )
-def test_bad_parameters_name_the_problem(tmp_path, image_examples, overrides, message):
-    overrides.setdefault("feature_keys", ["image"])
+def test_bad_parameters_name_the_problem(tmp_path, image_examples, contract, settings, message):
+    contract = {"inputs": IMAGE_INPUT, "num_classes": 10, **contract}
     with pytest.raises(ValueError, match=re.escape(message)):
-        _run_executor(tmp_path, image_examples, **overrides)
+        _run_executor(tmp_path, image_examples, contract=contract, **settings)
 
 
 def test_empty_split_names_the_problem(tmp_path):
@@ -214,10 +221,16 @@ def test_component_checks_arguments_early():
 
     examples = channel_utils.as_channel([standard_artifacts.Examples()])
     with pytest.raises(ValueError, match="model 'nope' is not a built-in model"):
-        QATTrainer(examples=examples, settings=TrainSettings.build(model="nope"))
-    component = QATTrainer(examples=examples, settings=TrainSettings(epochs=3))
+        QATTrainer(examples=examples, contract=DIGITS_CONTRACT, settings=TrainSettings.build(model="nope"))
+    with pytest.raises(SettingsError, match=r"QATTrainer: contract.inputs.image.shape is not set"):
+        QATTrainer(examples=examples, contract={"inputs": {"image": {"features": PIXEL_KEYS}}, "num_classes": 10})
+    with pytest.raises(SettingsError, match=r"ModelContract: num_classes = 1: Input should be greater"):
+        QATTrainer(examples=examples, contract={"inputs": IMAGE_INPUT, "num_classes": 1})
+    # Settings and contract as dicts, validated like the objects.
+    component = QATTrainer(examples=examples, contract=DIGITS_CONTRACT.model_dump(), settings={"epochs": 3})
     assert set(component.outputs) == {"model", "qat_model", "model_run"}
     assert TrainSettings.from_json(component.exec_properties["settings"]).epochs == 3
+    assert ModelContract.from_json(component.exec_properties["contract"]) == DIGITS_CONTRACT
 
 
 def test_int_and_float_columns_mixed_train_and_record_their_dtypes(tmp_path):
@@ -225,9 +238,10 @@ def test_int_and_float_columns_mixed_train_and_record_their_dtypes(tmp_path):
     rows = [dict(r, **{k: float(r[k]) + 0.5 for k in PIXEL_KEYS[:20]}) for r in __import__(
         "tests.helpers", fromlist=["digits_rows"]).digits_rows()[:150]]
     examples = write_examples(tmp_path / "ex", rows=rows)
-    cfg = TrainSettings(feature_keys=PIXEL_KEYS, epochs=1, steps_per_epoch=3, qat_epochs=1, qat_steps_per_epoch=2)
+    cfg = TrainSettings(epochs=1, steps_per_epoch=3, qat_epochs=1, qat_steps_per_epoch=2)
     split = lambda s: f"{examples.uri}/Split-{s}"  # noqa: E731
-    result = training.train(split("train"), split("eval"), str(tmp_path / "f"), None, str(tmp_path / "l"), cfg)
+    result = training.train(split("train"), split("eval"), str(tmp_path / "f"), None, str(tmp_path / "l"), cfg,
+                            DIGITS_CONTRACT)
     dtypes = result.spec.input().feature_dtypes
     assert dtypes["pixel_00"] == "float32" and dtypes["pixel_63"] == "int64"
     assert 0.0 <= result.float_accuracy <= 1.0
@@ -247,9 +261,9 @@ def test_qat_activation_ranges_start_at_the_float_model_ranges():
     outputs = keras.layers.Dense(3, name="logits", kernel_initializer=keras.initializers.Constant(5.0))(hidden)
     model = keras.Model(inputs, outputs)
     x = np.random.RandomState(0).uniform(-1, 1, (64, 4)).astype("float32")
-    qat, _ = qat.quantization_aware_copy(model)
+    qat, _ = qat_lib.quantization_aware_copy(model)
     assert _quant_var(qat, "quant_logits/post_activation_max:0") == 6.0  # tfmot's start
-    assert qat.initialize_quantization_ranges(qat, [x[:32], x[32:]]) == 3  # input, hidden, logits
+    assert qat_lib.initialize_quantization_ranges(qat, [x[:32], x[32:]]) == 3  # input, hidden, logits
     hidden_out = keras.Model(inputs, hidden).predict(x, verbose=0)
     logits = model.predict(x, verbose=0)
     assert logits.max() > 6
@@ -280,9 +294,9 @@ def test_qat_keeps_in_model_normalization_float_and_qat_mixed_converts_it_so(tmp
     float_acc = float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
     assert float_acc > 0.95
 
-    qat, left_float = qat.quantization_aware_copy(model)
+    qat, left_float = qat_lib.quantization_aware_copy(model)
     assert left_float == ["normalize"]
-    qat.initialize_quantization_ranges(qat, [x])
+    qat_lib.initialize_quantization_ranges(qat, [x])
     assert float(np.mean(qat.predict(x, verbose=0).argmax(-1) == y)) >= float_acc - 0.02
     spec = ModelSpec.single(["f0", "f1"], [2], "label", 2, input_name="features")
     training.save_serving_model(qat, tmp_path / "qat", spec)

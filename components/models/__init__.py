@@ -18,8 +18,9 @@ from tfx_quantization.contracts import BUILTIN_MODELS
 BUILDER_FN = "build_model"
 
 
-def digits_cnn(input_shape, num_classes, input_name="image", output_name="probabilities", filters=16):
-    """A small CNN for 8x8 digits: two 3x3 convolutions, pooling, a dense softmax head."""
+def small_cnn(input_shape, num_classes, input_name="image", output_name="probabilities", filters=16):
+    """A small CNN for small images ([height, width, channels], e.g. 8x8x1): two 3x3
+    convolutions, pooling, a dense softmax head."""
     inputs = keras.Input(shape=tuple(input_shape), name=input_name)
     x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.Conv2D(2 * filters, 3, padding="same", activation="relu")(x)
@@ -27,7 +28,7 @@ def digits_cnn(input_shape, num_classes, input_name="image", output_name="probab
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(64, activation="relu")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name=output_name)(x)
-    return keras.Model(inputs, outputs, name="digits_cnn")
+    return keras.Model(inputs, outputs, name="small_cnn")
 
 
 def mobilenet_v2(
@@ -77,7 +78,7 @@ def tabular_mlp(input_shape, num_classes, input_name="features", output_name="pr
     return keras.Model(inputs, outputs, name="tabular_mlp")
 
 
-BUILTIN: Dict[str, Callable] = {"digits_cnn": digits_cnn, "mobilenet_v2": mobilenet_v2, "tabular_mlp": tabular_mlp}
+BUILTIN: Dict[str, Callable] = {"small_cnn": small_cnn, "mobilenet_v2": mobilenet_v2, "tabular_mlp": tabular_mlp}
 # The settings validate model names against contracts.BUILTIN_MODELS without importing Keras.
 assert tuple(BUILTIN) == BUILTIN_MODELS, "contracts.BUILTIN_MODELS must list the builders above"
 

@@ -1,7 +1,7 @@
 """PostTrainingQuantizer: every TFLite variant of the trained models, with a manifest."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -10,14 +10,15 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from tfx_quantization.keras2 import require_keras2
 from tfx_quantization.post_training_quantizer import executor
-from tfx_quantization.settings import ModelContract, QuantizeSettings
+from tfx_quantization.model_contract import ModelContract
+from tfx_quantization.settings import QuantizeSettings
 
 
 class PostTrainingQuantizerSpec(ComponentSpec):
     PARAMETERS = {
         "settings": ExecutionParameter(type=str),  # QuantizeSettings as JSON
         # ModelContract as JSON: how the model meets the examples; absent: the contract
-        # recorded next to the model (our trainers write one), else the defaults.
+        # recorded on `model`, else on `qat_model`, else next to the float model.
         "contract": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
@@ -30,7 +31,8 @@ class PostTrainingQuantizerSpec(ComponentSpec):
 
 
 class PostTrainingQuantizer(base_component.BaseComponent):
-    """Converts the float (and QAT) model into the TFLite variants; see README.md."""
+    """Converts the float (and QAT) model into the TFLite variants; see README.md. Records
+    the model contract it used on `quantized_models`."""
 
     SPEC_CLASS = PostTrainingQuantizerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
@@ -41,9 +43,10 @@ class PostTrainingQuantizer(base_component.BaseComponent):
         qat_model: Optional[types.BaseChannel] = None,
         representative_dataset: Optional[types.BaseChannel] = None,
         validation_examples: Optional[types.BaseChannel] = None,
-        settings: Optional[QuantizeSettings] = None,
-        contract: Optional[ModelContract] = None,
+        settings: Optional[Union[QuantizeSettings, dict]] = None,
+        contract: Optional[Union[ModelContract, dict]] = None,
     ):
+        """contract: overrides the contract recorded on the models (a ModelContract or a dict)."""
         require_keras2("PostTrainingQuantizer")
         settings = QuantizeSettings.coerce(settings, "PostTrainingQuantizer")
         super().__init__(spec=PostTrainingQuantizerSpec(

@@ -12,9 +12,11 @@ from tfx.utils import path_utils
 from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
 from tfx_quantization.post_training_quantizer import build
+from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.quantization import data
-from tfx_quantization.settings import ModelContract, QuantizeSettings
-from tfx_quantization.tfx_utils import set_properties, single, split_uri
+from tfx_quantization.quantization.model_spec import ModelSpec
+from tfx_quantization.settings import QuantizeSettings
+from tfx_quantization.tfx_utils import resolve_contract, set_properties, single, split_uri, write_contract
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,22 @@ class Executor(base_executor.BaseExecutor):
         if calibration is not None:
             sources.update(representative_dataset_uri=calibration.uri, representative_dataset_id=str(calibration.id))
 
+        float_model_dir = path_utils.serving_model_path(model.uri)
+        # The parameter, else the contract recorded on `model`, else on `qat_model` (after a stock
+        # Trainer only the fine-tuner's output carries it), else the file next to the float model.
+        contract = ModelContract.of_spec(ModelSpec.read(
+            float_model_dir, resolve_contract(exec_properties.get("contract"), model, qat_model)))
         manifest = build.quantize_all(
-            float_model_dir=path_utils.serving_model_path(model.uri),
+            float_model_dir=float_model_dir,
             qat_model_dir=path_utils.serving_model_path(qat_model.uri) if qat_model is not None else None,
             out_dir=output.uri,
             settings=settings,
             calibration_files=calibration_files,
             source_uris=sources,
             validation_files=validation_files,
-            contract=ModelContract.decode(exec_properties.get("contract")),
+            contract=contract,
         )
+        write_contract(output, contract)  # for the evaluator
         variants = manifest.variants
         built = manifest.built()
         set_properties(output, {

@@ -11,8 +11,11 @@ from tfx.utils import path_utils
 
 from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
-from tfx_quantization.settings import ModelContract, TrainSettings
-from tfx_quantization.tfx_utils import require_splits, set_properties, single
+from tfx_quantization.model_contract import ModelContract
+from tfx_quantization.settings import FineTuneSettings
+from tfx_quantization.tfx_utils import (
+    require_splits, resolve_contract, set_properties, single, write_contract,
+)
 from tfx_quantization import training
 
 log = logging.getLogger(__name__)
@@ -27,11 +30,12 @@ class Executor(base_executor.BaseExecutor):
     ) -> None:
         require_keras2("the QATFineTuner executor")
         self._log_startup(input_dict, output_dict, exec_properties)
-        cfg = TrainSettings.from_json(exec_properties["settings"])
-        contract = ModelContract.decode(exec_properties.get("contract"))
+        cfg = FineTuneSettings.from_json(exec_properties["settings"])
         examples = single(input_dict, "examples")
         require_splits(examples, [contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT])
         model = single(input_dict, "model")
+        # The parameter, else the one recorded on `model`, else (in fine_tune) the file next to it.
+        contract = resolve_contract(exec_properties.get("contract"), model)
         qat_model = single(output_dict, "qat_model")
         result = training.fine_tune(
             model_dir=path_utils.serving_model_path(model.uri),
@@ -42,6 +46,7 @@ class Executor(base_executor.BaseExecutor):
             cfg=cfg,
             contract=contract,
         )
+        write_contract(qat_model, ModelContract.of_spec(result.spec))
         set_properties(qat_model, {
             "eval_accuracy": result.qat_accuracy,
             "float_accuracy": result.float_accuracy,

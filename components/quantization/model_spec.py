@@ -1,14 +1,16 @@
 """ModelSpec: what a model consumes and predicts, read from the model itself.
 
 The SavedModel's signature (default `serving_default`) gives the inputs (names, shapes,
-dtypes) and the output; a `ModelContract` (components/settings.py) adds what a signature
-cannot say: which example feature(s) feed each input (same name by default), how an
-encoded image is decoded, the label key, and whether the output is probabilities or logits.
-Any SavedModel works: TFX's stock Trainer output (`Format-Serving`) as well as ours. Our
-trainer records the contract it trained with next to the model (`model_contract.json`), so
-its models need no settings downstream; an explicit contract wins over that file.
+dtypes) and the output; a `ModelContract` (tfx_quantization.model_contract) adds what a
+signature cannot say: which example feature(s) feed each input (same name by default), how
+an encoded image is decoded, the label key, and whether the output is probabilities or
+logits. Any SavedModel works: TFX's stock Trainer output (`Format-Serving`) as well as ours.
+The stage that first produces a model records the resolved contract on its artifacts and
+next to the model (`model_contract.json`); `ModelSpec.read` takes the contract a stage
+resolved (its parameter, else its input artifact's), else reads that file, else names the
+fix. `ModelSpec.of_contract` is the spec of a model still to be built (the built-in trainer).
 
-No TensorFlow import at module level: the settings import this module for validation.
+No TensorFlow import at module level: the configuration validates contracts with it.
 """
 from __future__ import annotations
 
@@ -19,22 +21,12 @@ from typing import Any, Dict, List, Optional
 
 from tfx_quantization import fsutil
 from tfx_quantization.contracts import MODEL_CONTRACT_FILE
+from tfx_quantization.model_contract import DEFAULT_OUTPUT_NAME, LOGITS, PROBABILITIES, ImageDecoding, ModelContract
 
 STORAGE_DTYPES = ("int64", "float32", "bytes")  # how a feature is stored in a tf.Example
 INPUT_DTYPES = ("float32", "int64", "int32")  # what a signature input may take
-PROBABILITIES, LOGITS = "probabilities", "logits"
 # The signature's dtype enum values (tensorflow/core/framework/types.proto), read without TensorFlow.
 _DT_NAMES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 7: "string", 9: "int64", 10: "bool", 19: "float16"}
-
-
-@dataclasses.dataclass
-class ImageSpec:
-    """An input fed from encoded images: decoded (PNG or JPEG), resized to the input's height
-    and width when they differ, then `value * scale + offset` in float32."""
-
-    channels: int = 1
-    scale: float = 1.0 / 255.0
-    offset: float = 0.0
 
 
 @dataclasses.dataclass
@@ -44,13 +36,13 @@ class InputSpec:
     shape: List[int]  # without the batch dimension
     dtype: str = "float32"  # the signature input's dtype
     feature_dtypes: Dict[str, str] = dataclasses.field(default_factory=dict)  # storage dtype per key
-    image: Optional[ImageSpec] = None
+    image: Optional[ImageDecoding] = None  # the feature holds encoded images: how to decode them
 
     def __post_init__(self):
         self.features = list(self.features)
         self.shape = [int(d) for d in self.shape]
         if isinstance(self.image, dict):
-            self.image = ImageSpec(**self.image)
+            self.image = ImageDecoding(**self.image)
 
     @property
     def size(self) -> int:
@@ -90,7 +82,7 @@ class ModelSpec:
     label_key: str
     num_classes: int
     signature: str = "serving_default"
-    output_name: str = "probabilities"
+    output_name: str = DEFAULT_OUTPUT_NAME
     output_kind: str = PROBABILITIES  # probabilities (softmax/sigmoid applied) or logits
     output_units: int = 0  # the output's last dimension; 1: a binary classifier's one score
 
@@ -103,10 +95,34 @@ class ModelSpec:
     @classmethod
     def single(cls, feature_keys: List[str], input_shape: List[int], label_key: str, num_classes: int,
                feature_dtypes: Optional[Dict[str, str]] = None, input_name: str = "image",
-               output_name: str = "probabilities", image: Optional[ImageSpec] = None, **kw) -> "ModelSpec":
+               output_name: str = DEFAULT_OUTPUT_NAME, image: Optional[ImageDecoding] = None,
+               **kw) -> "ModelSpec":
         """A one-input model fed by `feature_keys` (the built-in models)."""
         return cls([InputSpec(input_name, feature_keys, input_shape, feature_dtypes=dict(feature_dtypes or {}),
                               image=image)], label_key, num_classes, output_name=output_name, **kw)
+
+    @classmethod
+    def of_contract(cls, contract: ModelContract, feature_dtypes: Optional[Dict[str, str]] = None) -> "ModelSpec":
+        """The spec of a model still to be built from `contract` (the built-in trainer): its
+        one input is the contract's one `inputs` entry, which names the input, its features
+        (default: the input's name) and its shape; the output is `contract.output`, or
+        DEFAULT_OUTPUT_NAME. A ValueError names the contract setting to fix."""
+        example = '{"image": {"features": ["pixel_00", ...], "shape": [8, 8, 1]}}'
+        if len(contract.inputs) != 1:
+            named = f"names {len(contract.inputs)} inputs {sorted(contract.inputs)}" if contract.inputs else "is empty"
+            raise ValueError(f"contract.inputs {named}: the built-in trainer builds a one-input model from one entry "
+                             f"(the input's name, its features and shape), e.g. {example}")
+        [(name, mapping)] = contract.inputs.items()
+        if not mapping.shape:
+            raise ValueError(f"contract.inputs.{name}.shape is not set: the built-in trainer needs the input's shape "
+                             f"without the batch dimension, e.g. {example}")
+        if contract.num_classes is None:
+            raise ValueError("contract.num_classes is not set: the built-in trainer needs the number of classes "
+                             "(labels are 0..num_classes-1)")
+        return cls.single(mapping.features or [name], mapping.shape, contract.label_key, contract.num_classes,
+                          feature_dtypes=feature_dtypes, input_name=name,
+                          output_name=contract.output or DEFAULT_OUTPUT_NAME, image=mapping.image,
+                          signature=contract.signature, output_kind=contract.output_kind)
 
     def validate(self) -> None:
         if not self.inputs:
@@ -164,7 +180,7 @@ class ModelSpec:
         return self.input().name
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=ImageDecoding.model_dump)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
@@ -173,15 +189,29 @@ class ModelSpec:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def read(cls, model_dir: str, contract: Any = None) -> "ModelSpec":
-        """The spec of the SavedModel in `model_dir`: its signature, plus `contract` (a
-        ModelContract), or else the contract recorded next to the model, or else defaults."""
-        from tfx_quantization.settings import ModelContract
-
+    def read(cls, model_dir: str, contract: Optional[ModelContract] = None) -> "ModelSpec":
+        """The spec of the SavedModel in `model_dir`: its signature under `contract` (what the
+        stage resolved: its parameter, else its input artifact's), else under the contract
+        recorded next to the model; a ValueError naming the fix when there is neither."""
         if contract is None:
-            path = fsutil.join(model_dir, MODEL_CONTRACT_FILE)
-            contract = ModelContract.from_json(fsutil.read_text(path)) if fsutil.exists(path) else ModelContract()
+            contract = read_contract_file(model_dir)
+        if contract is None:
+            raise ValueError(
+                f"no model contract for the model in {model_dir}: it was not produced by QATTrainer or QATFineTuner "
+                "(which record one); pass contract=ModelContract(...) (label_key, inputs, signature, ...) to the "
+                "first of our stages that reads it (in the pipeline: the `contract` section)")
         return from_signature(read_signature(model_dir, contract.signature), contract)
+
+
+def read_contract_file(model_dir: str) -> Optional[ModelContract]:
+    """The contract recorded next to the SavedModel in `model_dir` (model_contract.json), or None."""
+    path = fsutil.join(model_dir, MODEL_CONTRACT_FILE)
+    return ModelContract.from_json(fsutil.read_text(path)) if fsutil.exists(path) else None
+
+
+def write_contract_file(model_dir: str, contract: ModelContract) -> None:
+    """Records `contract` next to the SavedModel in `model_dir` (model_contract.json)."""
+    fsutil.write_bytes_atomic(fsutil.join(model_dir, MODEL_CONTRACT_FILE), contract.to_json().encode())
 
 
 def read_signature(model_dir: str, name: str) -> Dict[str, Any]:
@@ -214,7 +244,7 @@ def read_signature(model_dir: str, name: str) -> Dict[str, Any]:
     return {"inputs": tensors(signatures[name].inputs), "outputs": tensors(signatures[name].outputs)}
 
 
-def from_signature(signature: Dict[str, Any], contract: Any) -> ModelSpec:
+def from_signature(signature: Dict[str, Any], contract: ModelContract) -> ModelSpec:
     """The spec of a signature under a contract; a ValueError names the input and the fix."""
     sig_inputs, outputs, where = signature["inputs"], signature["outputs"], f"signature {contract.signature!r}"
     unknown = sorted(set(contract.inputs) - set(sig_inputs))
@@ -234,8 +264,11 @@ def from_signature(signature: Dict[str, Any], contract: Any) -> ModelSpec:
             raise ValueError(f"{where} input {name!r} has shape {shape}: every dimension after the batch must be "
                              "fixed (export the signature with a fixed-size TensorSpec, e.g. [None, 8, 8, 1])")
         mapping = contract.inputs.get(name)
+        if mapping and mapping.shape and list(mapping.shape) != list(shape[1:]):
+            raise ValueError(f"contract.inputs.{name}.shape is {list(mapping.shape)}, but {where} input {name!r} takes "
+                             f"{list(shape[1:])}: fix the shape or leave it out (the signature gives it)")
         features = list(mapping.features) if mapping and mapping.features else [name]
-        image = ImageSpec(**mapping.image.model_dump()) if mapping and mapping.image else None
+        image = mapping.image if mapping else None
         inputs.append(InputSpec(name, features, shape[1:], dtype=dtype, image=image))
     if contract.output:
         if contract.output not in outputs:

@@ -7,12 +7,14 @@ from typing import Any, Dict, List
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
+from tfx.utils import path_utils
 
 from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
+from tfx_quantization.quantization.model_spec import read_contract_file
 from tfx_quantization.representative_dataset_gen import sampling
 from tfx_quantization.settings import CalibrationSettings
-from tfx_quantization.tfx_utils import set_properties, single, split_uri
+from tfx_quantization.tfx_utils import read_contract, set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         require_keras2("the RepresentativeDatasetGen executor")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = CalibrationSettings.from_json(exec_properties["settings"])
-        settings.check_complete()
+        settings = settings.resolved(self._model_label_key(single(input_dict, "model", optional=True), settings))
         examples = single(input_dict, "examples")
         output = single(output_dict, "representative_dataset")
         pattern = sampling.precheck_split(split_uri(examples, settings.source_split), settings)
@@ -49,3 +51,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             "per_class_counts": stats["per_class_samples"] or None,
         })
         log.info("Calibration sample: %d examples, per class %s", stats["num_samples_taken"], stats["per_class_samples"])
+
+    @staticmethod
+    def _model_label_key(model, settings: CalibrationSettings) -> str:
+        """The label key of `model`'s contract (recorded on the artifact, else next to the
+        SavedModel) when the settings name none; '' when there is no model or no contract."""
+        if settings.label_key or model is None:
+            return ""
+        contract = read_contract(model) or read_contract_file(path_utils.serving_model_path(model.uri))
+        if contract is None:
+            log.warning("the model at %s records no contract: no label key for calibration", model.uri)
+            return ""
+        return contract.label_key

@@ -22,10 +22,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tfx_quantization import contracts, fsutil
 from tfx_quantization.quantization import data
-from tfx_quantization.settings import CalibrationSettings
+from tfx_quantization.settings import STRATIFIED, UNIFORM, CalibrationSettings
 
 log = logging.getLogger(__name__)
-UNIFORM, STRATIFIED = "uniform", "stratified"
 
 
 def sample_key(seed: int, record: bytes) -> int:
@@ -116,8 +115,9 @@ def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped:
 
 
 def build_sampling(pipeline: beam.Pipeline, files_pattern: str, out_dir: str, settings: CalibrationSettings) -> None:
-    """Adds the sampling transforms to `pipeline`; the result appears in out_dir on run."""
-    settings.check_complete()
+    """Adds the sampling transforms to `pipeline`; the result appears in out_dir on run.
+    settings.strategy None: stratified when settings.label_key is set, else uniform."""
+    settings = settings.resolved()
     num_samples, strategy, seed = settings.num_samples, settings.strategy, settings.seed or 0
     label_key = settings.label_key if strategy == STRATIFIED else None
     params = dict(num_samples_requested=num_samples, strategy=strategy, seed=seed, label_key=label_key or "")
@@ -155,6 +155,7 @@ def build_sampling(pipeline: beam.Pipeline, files_pattern: str, out_dir: str, se
 
 def precheck_split(split_dir: str, settings: CalibrationSettings) -> str:
     """Fails early, with the fix, on a missing or empty split or a missing label key."""
+    settings = settings.resolved()
     files = data.split_files(split_dir)
     first = next(data.iter_serialized(files), None)
     if first is None:
@@ -194,7 +195,7 @@ def run_sampling(
     beam_pipeline_args: Optional[Sequence[str]] = None,
 ) -> dict:
     """Samples `split_dir` into `out_dir` on a Beam pipeline of its own; returns the stats."""
-    settings.check_complete()
+    settings = settings.resolved()
     pattern = precheck_split(split_dir, settings)
     with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args or []))) as p:
         build_sampling(p, pattern, out_dir, settings)

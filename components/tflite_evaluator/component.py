@@ -10,7 +10,8 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from tfx_quantization.keras2 import require_keras2
-from tfx_quantization.settings import GateSettings, ModelContract, PushSettings
+from tfx_quantization.model_contract import ModelContract
+from tfx_quantization.settings import GateSettings, PushSettings
 from tfx_quantization.tflite_evaluator import executor
 
 
@@ -26,7 +27,8 @@ class TFLiteEvaluatorSpec(ComponentSpec):
         # cache key, so a cached evaluation is reused only while the same model is deployed.
         # The executor itself reads the registry when it runs.
         "deployed_state": ExecutionParameter(type=str, optional=True),
-        # ModelContract as JSON; absent: the one recorded next to the float model.
+        # ModelContract as JSON; absent: the one recorded on `quantized_models`, else on
+        # `model`, else next to the float model.
         "contract": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
@@ -52,14 +54,15 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
         examples: types.BaseChannel,
         model: types.BaseChannel,
         quantized_models: types.BaseChannel,
-        settings: Optional[GateSettings] = None,
+        settings: Optional[Union[GateSettings, dict]] = None,
         registry: Optional[Union[PushSettings, data_types.RuntimeParameter]] = None,
         overrides: Optional[Union[str, data_types.RuntimeParameter]] = None,
         deployed_state: Optional[str] = None,
-        contract: Optional[ModelContract] = None,
+        contract: Optional[Union[ModelContract, dict]] = None,
     ):
         """registry: where the deployed model is (the Pusher's settings); its LATEST version
-        is re-evaluated on the same examples for the no-regression check. None: no check."""
+        is re-evaluated on the same examples for the no-regression check. None: no check.
+        contract: overrides the contract recorded on the models (a ModelContract or a dict)."""
         require_keras2("TFLiteEvaluator")
         settings = GateSettings.coerce(settings, "TFLiteEvaluator")
         if isinstance(overrides, str):

@@ -12,9 +12,9 @@ from tfx.utils import path_utils
 from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts, fsutil
 from tfx_quantization.registry import Registry
-from tfx_quantization.settings import GateSettings, ModelContract, PushSettings
+from tfx_quantization.settings import GateSettings, PushSettings
 from tfx_quantization.tflite_evaluator import evaluate
-from tfx_quantization.tfx_utils import set_properties, single, split_uri
+from tfx_quantization.tfx_utils import resolve_contract, set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             baseline_tflite=baseline_path,
             baseline_info=baseline_info,
             history=registry_history(exec_properties.get("registry")),
-            contract=ModelContract.decode(exec_properties.get("contract")),
+            # The parameter, else the contract the quantizer recorded, else the float model's
+            # (artifact, else the file next to it).
+            contract=resolve_contract(exec_properties.get("contract"), quantized, model),
         )
         selected = result.selected_variant
         summary = {

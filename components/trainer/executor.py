@@ -12,8 +12,9 @@ from tfx.utils import path_utils
 
 from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
+from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.settings import TrainSettings
-from tfx_quantization.tfx_utils import require_splits, set_properties, single
+from tfx_quantization.tfx_utils import require_splits, set_properties, single, write_contract
 from tfx_quantization import training
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Executor(base_executor.BaseExecutor):
         require_keras2("the QATTrainer executor")
         self._log_startup(input_dict, output_dict, exec_properties)
         cfg = TrainSettings.from_json(exec_properties["settings"])
+        contract = ModelContract.from_json(exec_properties["contract"])
         examples = single(input_dict, "examples")
         require_splits(examples, [contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT])
         model = single(output_dict, "model")
@@ -42,7 +44,11 @@ class Executor(base_executor.BaseExecutor):
             qat_out=path_utils.serving_model_dir(qat_model.uri),
             log_dir=model_run.uri,
             cfg=cfg,
+            contract=contract,
         )
+        resolved = ModelContract.of_spec(result.spec)  # the contract travels on both models
+        write_contract(model, resolved)
+        write_contract(qat_model, resolved)
         set_properties(model, {"eval_accuracy": result.float_accuracy,
                                "model_name": cfg.model if not cfg.module_file else os.path.basename(cfg.module_file)})
         set_properties(qat_model, {

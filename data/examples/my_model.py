@@ -2,7 +2,7 @@
 tf_keras model whose first layer (Rescaling) tfmot cannot quantize, so the QAT stage keeps
 it float (selective QAT) and quantizes the rest.
 
-    QP_MODULE_FILE=data/examples/my_model.py
+    module_file: data/examples/my_model.py in data/examples/own_data.yaml
 """
 import tf_keras as keras  # Keras 2: tfmot does not work with Keras 3
 

@@ -1,0 +1,101 @@
+"""The model contract: how a model meets the examples. Defined once, here, and travelling
+with the model.
+
+A SavedModel's signature says the names, shapes and dtypes of its inputs and outputs; the
+contract says what a signature cannot: which example feature(s) feed each input (and how an
+encoded image is decoded), the label key, the class count, which output holds the class
+scores and whether they are probabilities or logits.
+
+Where a stage gets it (tfx_quantization.tfx_utils.resolve_contract, ModelSpec.read):
+  1. the stage's explicit `contract` parameter, when given;
+  2. else the contract recorded as a custom property (contracts.MODEL_CONTRACT) on its input
+     Model artifact: the first stage that produces a model (QATTrainer; after a stock TFX
+     Trainer, QATFineTuner, which is given the contract) records the resolved contract on
+     its outputs, and PostTrainingQuantizer records it again on `quantized_models`;
+  3. else the `model_contract.json` written next to the SavedModel by the same stages;
+  4. else a one-line error naming the fix.
+
+Below the settings: this module imports settings_base only (no settings, no TensorFlow), and
+quantization/model_spec.py, which resolves a contract against a signature, imports it.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from tfx_quantization.settings_base import StageSettings
+
+PROBABILITIES, LOGITS = "probabilities", "logits"
+# The output name the built-in trainer gives its model's class scores when contract.output is ''.
+DEFAULT_OUTPUT_NAME = "probabilities"
+
+
+class ImageDecoding(BaseModel):
+    """An input fed from encoded images (PNG or JPEG bytes in one tf.Example feature, the way
+    TFX's image examples store them): decoded with `channels`, resized (bilinear) to the
+    input's height and width when they differ, then `pixel * scale + offset` as float32. The
+    same code runs in training, calibration, the selective search and evaluation
+    (components/quantization/data.py); the .tflite takes the decoded, scaled tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: Literal[1, 3] = Field(1, description="1: grayscale, 3: RGB")
+    scale: float = Field(1.0 / 255.0, description="multiplies each decoded pixel (0..255)")
+    offset: float = Field(0.0, description="added after scaling")
+
+
+class InputFeatures(BaseModel):
+    """Which example feature(s) feed one signature input, and (for a model still to be built)
+    its shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: List[str] = Field(default_factory=list, description="one key holding every value, or one scalar key "
+                                                                   "per value, concatenated; []: the input's name")
+    shape: Optional[List[PositiveInt]] = Field(
+        None, min_length=1, description="the input's shape without the batch dimension, e.g. [8, 8, 1]: needed by "
+                                        "the built-in trainer to build a model; otherwise it comes from the "
+                                        "signature (and, when given, must match it)")
+    image: Optional[ImageDecoding] = Field(None, description="the feature holds encoded images: how to decode them")
+
+
+class ModelContract(StageSettings):
+    """How a model meets the examples: given once (to QATTrainer, or to QATFineTuner after a
+    stock TFX Trainer), recorded on the model artifacts, read by every later stage. Shapes,
+    dtypes and names come from the model's signature; this says what a signature cannot."""
+
+    signature: str = Field("serving_default", min_length=1,
+                           description="the SavedModel signature to convert and evaluate: it must take dense "
+                                       "tensors (TFX modules often export 'serving_default' parsing tf.Examples: "
+                                       "name the dense one)")
+    inputs: Dict[str, InputFeatures] = Field(
+        default_factory=dict, description="signature input -> {features, shape, image}; an input not listed is fed "
+                                          "by the feature of the same name; the built-in trainer builds one input "
+                                          "from the one entry here (features and shape)")
+    label_key: str = Field("label", min_length=1, description="int64 feature holding the class label (0..classes-1)")
+    num_classes: Optional[int] = Field(None, ge=2, description="None: the output's size (2 for one sigmoid unit); "
+                                                               "the built-in trainer needs it")
+    output: str = Field("", description=f"the signature output holding the class scores; '': its only output (the "
+                                        f"built-in trainer names it {DEFAULT_OUTPUT_NAME!r})")
+    output_kind: Literal["probabilities", "logits"] = Field(
+        PROBABILITIES, description="probabilities (softmax or sigmoid applied) or logits; metrics use the argmax "
+                                   "either way, logits are turned into probabilities where scores are compared")
+
+    @classmethod
+    def of_spec(cls, spec: Any) -> "ModelContract":
+        """The resolved contract of a model from its ModelSpec (quantization/model_spec.py;
+        not annotated: that module imports this one): every signature input with its features
+        and shape, the output's name and the class count, as ModelSpec.read found them.
+        Reading the model back with it gives `spec` again: what a stage records."""
+        return cls(signature=spec.signature, label_key=spec.label_key, num_classes=spec.num_classes,
+                   output=spec.output_name, output_kind=spec.output_kind,
+                   inputs={i.name: InputFeatures(features=i.features, shape=i.shape, image=i.image)
+                           for i in spec.inputs})
+
+    @model_validator(mode="after")
+    def _label_not_input(self) -> "ModelContract":
+        for name, mapping in self.inputs.items():
+            if self.label_key in mapping.features or (not mapping.features and name == self.label_key):
+                raise ValueError(f"label_key {self.label_key!r} also feeds input {name!r}")
+        return self
