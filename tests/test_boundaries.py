@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.fast
+
 NS = "tfx_quantization"
 # The package's folders, as pyproject.toml maps them ([tool.setuptools] package-dir).
 FOLDERS = {NS: REPO_ROOT / "components", f"{NS}.pipeline": REPO_ROOT / "pipeline",

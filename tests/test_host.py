@@ -1,7 +1,11 @@
 """The host's CPU features, read from a real cpuinfo file, and the latency warning."""
+import pytest
+
 from tfx_quantization.quantization import host
 from tfx_quantization.settings import GateSettings
 from tfx_quantization.tflite_evaluator.evaluate import latency_warning
+
+pytestmark = pytest.mark.fast
 
 X86 = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6338\nflags\t\t: fpu sse avx avx2 fma avx512f avx512bw avx512_vnni\n"
 ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\nCPU implementer\t: 0x41\n"

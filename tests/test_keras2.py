@@ -9,6 +9,8 @@ import pytest
 
 from tfx_quantization import keras2
 
+pytestmark = pytest.mark.fast
+
 CHECK = """
 import os, sys
 {before}

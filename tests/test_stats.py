@@ -5,6 +5,8 @@ import pytest
 
 from tfx_quantization.quantization import stats
 
+pytestmark = pytest.mark.fast
+
 
 def test_paired_interval_matches_the_published_reference():
     # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables" (2017), ch. 8:

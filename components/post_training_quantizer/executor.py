@@ -9,14 +9,13 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
 from tfx_quantization.post_training_quantizer import build
 from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.quantization import data
 from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.settings import QuantizeSettings
-from tfx_quantization.tfx_utils import resolve_contract, set_properties, single, split_uri, write_contract
+from tfx_quantization.tfx_utils import begin_executor, resolve_contract, set_properties, single, split_uri, write_contract
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
-        require_keras2("the PostTrainingQuantizer executor")
+        begin_executor("PostTrainingQuantizer")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = QuantizeSettings.from_json(exec_properties["settings"])
         model = single(input_dict, "model")

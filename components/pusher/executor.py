@@ -7,11 +7,10 @@ from typing import Any, Dict, List
 from tfx import types
 from tfx.dsl.components.base import base_executor
 
-from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
 from tfx_quantization.pusher import push
 from tfx_quantization.settings import PushSettings
-from tfx_quantization.tfx_utils import get_property, set_properties, single
+from tfx_quantization.tfx_utils import begin_executor, get_property, set_properties, single
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
-        require_keras2("the QuantizedModelPusher executor")
+        begin_executor("QuantizedModelPusher")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = PushSettings.from_json(exec_properties["settings"])
         pushed_model = single(output_dict, "pushed_model")

@@ -9,12 +9,11 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
 from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.settings import FineTuneSettings
 from tfx_quantization.tfx_utils import (
-    require_splits, resolve_contract, set_properties, single, write_contract,
+    begin_executor, require_splits, resolve_contract, set_properties, single, write_contract,
 )
 from tfx_quantization import training
 
@@ -28,7 +27,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
-        require_keras2("the QATFineTuner executor")
+        begin_executor("QATFineTuner")
         self._log_startup(input_dict, output_dict, exec_properties)
         cfg = FineTuneSettings.from_json(exec_properties["settings"])
         examples = single(input_dict, "examples")

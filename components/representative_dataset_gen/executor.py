@@ -9,12 +9,11 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
 from tfx_quantization.quantization.model_spec import read_contract_file
 from tfx_quantization.representative_dataset_gen import sampling
 from tfx_quantization.settings import CalibrationSettings
-from tfx_quantization.tfx_utils import read_contract, set_properties, single, split_uri
+from tfx_quantization.tfx_utils import begin_executor, read_contract, set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
-        require_keras2("the RepresentativeDatasetGen executor")
+        begin_executor("RepresentativeDatasetGen")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = CalibrationSettings.from_json(exec_properties["settings"])
         settings = settings.resolved(self._model_label_key(single(input_dict, "model", optional=True), settings))

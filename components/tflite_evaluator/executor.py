@@ -9,12 +9,11 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.utils import path_utils
 
-from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts, fsutil
 from tfx_quantization.registry import Registry
 from tfx_quantization.settings import GateSettings, PushSettings
 from tfx_quantization.tflite_evaluator import evaluate
-from tfx_quantization.tfx_utils import resolve_contract, set_properties, single, split_uri
+from tfx_quantization.tfx_utils import begin_executor, resolve_contract, set_properties, single, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def deployed_model(registry_json: Optional[str]) -> Tuple[Optional[str], dict]:
         raise ValueError(
             f"the deployed version {version} in {registry.root} does not verify ({'; '.join(problems)}): refusing to "
             "use it as the no-regression baseline; roll back to an intact version "
-            "(python -m tfx_quantization.pusher ... rollback N) or repair the registry")
+            "(tfx-quantization-registry ... rollback N) or repair the registry")
     manifest = registry.manifest(version)
     return fsutil.join(registry.version_dir(version), contracts.MODEL_FILE), {
         "version_dir": registry.version_dir(version), "version": str(version), "variant": manifest.get("variant"),
@@ -63,7 +62,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
-        require_keras2("the TFLiteEvaluator executor")
+        begin_executor("TFLiteEvaluator")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = GateSettings.from_json(exec_properties["settings"]).with_overrides(exec_properties.get("overrides"))
         examples = single(input_dict, "examples")

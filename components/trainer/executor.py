@@ -10,11 +10,10 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from tfx_quantization.keras2 import require_keras2
 from tfx_quantization import contracts
 from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.settings import TrainSettings
-from tfx_quantization.tfx_utils import require_splits, set_properties, single, write_contract
+from tfx_quantization.tfx_utils import begin_executor, require_splits, set_properties, single, write_contract
 from tfx_quantization import training
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ class Executor(base_executor.BaseExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
-        require_keras2("the QATTrainer executor")
+        begin_executor("QATTrainer")
         self._log_startup(input_dict, output_dict, exec_properties)
         cfg = TrainSettings.from_json(exec_properties["settings"])
         contract = ModelContract.from_json(exec_properties["contract"])
