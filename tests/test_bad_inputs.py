@@ -193,7 +193,8 @@ def test_corrupt_tfrecord_is_named(tmp_path):
     examples = write_examples(tmp_path / "ex", rows=digits_rows()[:60])
     shard = sorted((tmp_path / "ex" / "Split-train").iterdir())[0]
     shard.write_bytes(shard.read_bytes()[:-40])  # truncated
-    with pytest.raises(ValueError, match=f"{shard} is not a valid gzipped TFRecord file .*write it again"):
+    with pytest.raises(ValueError, match=f"{shard} is not a valid gzipped TFRecord file: record \\d+ \\(counting from 0\\) "
+                                         ".*truncated.*; write the file again or remove it from the input"):
         _train(tmp_path, examples)
     _assert_nothing_trained(tmp_path)
 
@@ -238,6 +239,7 @@ def test_a_lambda_layer_stays_float_as_documented(tmp_path, digits_examples):
 def test_an_unconvertible_op_fails_every_variant_with_its_reason(tmp_path):
     import tensorflow as tf
 
+    from tfx_quantization.model_contract import ModelContract
     from tfx_quantization.post_training_quantizer import build
 
     class Unconvertible(tf.Module):
@@ -250,7 +252,7 @@ def test_an_unconvertible_op_fails_every_variant_with_its_reason(tmp_path):
     module = Unconvertible()
     tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.serve})
     with pytest.raises(build.QuantizationError, match=r"no variant could be built: .*float32.*ConverterError"):
-        build.quantize_all(str(tmp_path / "m"), str(tmp_path / "q"))
+        build.quantize_all(str(tmp_path / "m"), str(tmp_path / "q"), contract=ModelContract())
     assert not (tmp_path / "q").exists()
 
 
