@@ -89,11 +89,12 @@ def create_exclusive(uri: str | Path, content: bytes) -> bool:
     """
     uri = str(uri)
     if not is_remote(uri):
-        os.makedirs(os.path.dirname(uri), mode=0o755, exist_ok=True)
+        make_folders(os.path.dirname(uri))
         try:
-            fd = os.open(uri, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(uri, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
         except FileExistsError:
             return False
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(content)
         return True
@@ -140,11 +141,36 @@ def listdir(uri: str | Path) -> List[str]:
     return sorted(name.rstrip("/") for name in names)
 
 
+FOLDER_MODE, FILE_MODE = 0o755, 0o644  # what the registry writes, whatever the umask
+
+
+def make_folders(path: str | Path) -> None:
+    """Creates a local folder and its missing parents, each made 0755 explicitly: os.makedirs'
+    mode is masked by the umask (077 would make them 0700, unreadable to a serving process
+    running as another user). Folders that already exist keep their mode."""
+    path = os.path.abspath(str(path))
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, FOLDER_MODE)
+        except FileExistsError:
+            if os.path.isdir(folder):
+                continue  # another writer made it meanwhile
+            raise
+        os.chmod(folder, FOLDER_MODE)
+
+
 def makedirs(uri: str | Path) -> None:
     if is_remote(uri):
         gfile(uri).makedirs(str(uri))
     else:
-        os.makedirs(uri, mode=0o755, exist_ok=True)
+        make_folders(uri)
 
 
 def _open(uri: str | Path, mode: str):
@@ -200,14 +226,14 @@ def write_bytes_atomic(uri: str | Path, content: bytes) -> None:
             f.write(content)
         return
     folder = os.path.dirname(os.path.abspath(uri))
-    os.makedirs(folder, exist_ok=True)
+    make_folders(folder)
     tmp = os.path.join(folder, f".{os.path.basename(uri)}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, uri)
         _fsync_dir(folder)
     finally:
@@ -261,13 +287,13 @@ def staged_dir(final: str | Path, commit_last: Sequence[str] = ()) -> Iterator[P
             shutil.rmtree(staging, ignore_errors=True)
         return
     final_p = Path(final_s)
-    final_p.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(final_p.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{final_p.name}.staging-", dir=final_p.parent))
     try:
         yield staging
         # Readable by a serving process running as another user; durable before the rename.
         for p in sorted(staging.rglob("*"), reverse=True) + [staging]:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+            os.chmod(p, FOLDER_MODE if p.is_dir() else FILE_MODE)
             if p.is_file():
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())

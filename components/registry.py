@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -66,6 +67,20 @@ def manifest_schema_problems(manifest) -> List[str]:
 
 class VersionTaken(RuntimeError):
     """Another writer holds the version number this writer tried to claim."""
+
+
+class RegistryWriteError(OSError):
+    """A push that could not be written (no space, no permission): the message names the
+    registry, the version being written, what was cleaned up and the fix."""
+
+
+def _write_fix(error: OSError, root: str) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space on the filesystem of {root} (or set QP_PUSH__DESTINATION to another disk) and push again"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"make {root} writable by this user (uid {os.getuid()}) (or set QP_PUSH__DESTINATION to a folder it "
+                "can write) and push again")
+    return "fix the destination and push again"
 
 
 class Registry:
@@ -110,15 +125,23 @@ class Registry:
         return fsutil.read_json(path)
 
     def state(self) -> str:
-        """What is deployed, as one string: LATEST and its model's sha256 ('none' when
-        nothing is). Changes exactly when the deployed model does."""
+        """What is deployed, as one string ('none' when nothing is): LATEST, its model's
+        sha256 (as its manifest records it) and the sha256 of the exact bytes of its
+        manifest and of its signature. The evaluator's cache key (pipeline/dag.py): any
+        change to the deployed version, an edited manifest or a replaced signature included,
+        makes the evaluator run again, and so verify that version again."""
         latest = self.latest()
         if latest is None:
             return "none"
+        parts = [str(latest)]
         try:
-            return f"{latest}:{self.manifest(latest).get('sha256', '')}"
-        except (ValueError, json.JSONDecodeError):
-            return f"{latest}:unreadable"
+            parts.append(str(self.manifest(latest).get("sha256", "")))
+        except (ValueError, json.JSONDecodeError, AttributeError):
+            parts.append("unreadable")
+        for name in (MANIFEST_FILE, signing.SIGNATURE_FILE):
+            path = self._path(str(latest), name)
+            parts.append(fsutil.sha256_file(path) if fsutil.exists(path) else "-")
+        return ":".join(parts)
 
     def signature_status(self, version: int) -> str:
         """'signed' when the version has a signature file, else 'unsigned'."""
@@ -181,8 +204,11 @@ class Registry:
         if self.remote:
             yield
             return
-        os.makedirs(self.root, mode=0o755, exist_ok=True)
-        with open(self._path(LOCK_FILE), "a+") as lock:
+        fsutil.make_folders(self.root)
+        fd = os.open(self._path(LOCK_FILE), os.O_CREAT | os.O_RDWR, fsutil.FILE_MODE)
+        with contextlib.suppress(PermissionError):  # another user's lock file keeps its mode
+            os.fchmod(fd, fsutil.FILE_MODE)  # whatever the umask
+        with os.fdopen(fd, "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -223,29 +249,85 @@ class Registry:
             return dict(manifest, version=version, sha256=sha, size_bytes=len(content), model_file=MODEL_FILE,
                         created_at=datetime.datetime.now(datetime.timezone.utc).isoformat())
 
-        with self._locked():
-            same = self._same_as_latest(sha)
-            if same is not None:
-                return same, False
-            if not self.remote:
+        if not self.remote:
+            return self._push_local(content, sha, full, signing_key)
+        # Object storage (see the module doc): claim, model, signature, manifest, LATEST.
+        same = self._same_as_latest(sha)
+        if same is not None:
+            return same, False
+        version = self._claim_next()
+        manifest_bytes = fsutil.to_json(full(version))
+        fsutil.write_bytes_atomic(self._path(str(version), MODEL_FILE), content)
+        if signing_key:
+            fsutil.write_bytes_atomic(self._path(str(version), signing.SIGNATURE_FILE),
+                                      signing.sign(manifest_bytes, signing_key))
+        fsutil.write_bytes_atomic(self._path(str(version), MANIFEST_FILE), manifest_bytes)
+        self._set_latest(version)
+        return version, True
+
+    def _push_local(self, content: bytes, sha: str, full, signing_key: str) -> Tuple[int, bool]:
+        """The local push: staged, renamed into place, then LATEST. A write that fails (no
+        space, no permission) leaves the registry as it was: the staging folder is removed,
+        and a version already renamed into place is removed when LATEST cannot point to it;
+        the RegistryWriteError says so."""
+        version: Optional[int] = None
+        step = f"creating {self.root}"
+        latest_before: Optional[int] = None
+        staged = committed = False
+        try:
+            with self._locked():
+                latest_before = self.latest()
+                same = self._same_as_latest(sha)
+                if same is not None:
+                    return same, False
                 self._remove_stale_staging()
                 version = max(self._numbered(), default=0) + 1
                 manifest_bytes = fsutil.to_json(full(version))
+                step = f"writing version {version}"
                 with fsutil.staged_dir(self.version_dir(version), commit_last=[MANIFEST_FILE]) as staging:
+                    staged = True
+                    step = f"writing version {version} ({MODEL_FILE}, {len(content):,} bytes)"
                     (staging / MODEL_FILE).write_bytes(content)
                     if signing_key:
+                        step = f"writing version {version} ({signing.SIGNATURE_FILE})"
                         (staging / signing.SIGNATURE_FILE).write_bytes(signing.sign(manifest_bytes, signing_key))
+                    step = f"writing version {version} ({MANIFEST_FILE})"
                     (staging / MANIFEST_FILE).write_bytes(manifest_bytes)
-            else:
-                version = self._claim_next()
-                manifest_bytes = fsutil.to_json(full(version))
-                fsutil.write_bytes_atomic(self._path(str(version), MODEL_FILE), content)
-                if signing_key:
-                    fsutil.write_bytes_atomic(self._path(str(version), signing.SIGNATURE_FILE),
-                                              signing.sign(manifest_bytes, signing_key))
-                fsutil.write_bytes_atomic(self._path(str(version), MANIFEST_FILE), manifest_bytes)
-            self._set_latest(version)
-            return version, True
+                    step = f"committing version {version} (fsync and rename into place)"
+                committed = True
+                step = f"pointing {LATEST_FILE} to version {version}"
+                self._set_latest(version)
+                return version, True
+        except RegistryWriteError:
+            raise
+        except OSError as e:
+            cleaned = self._clean_failed_push(version if staged else None, committed)
+            shown = f"[Errno {e.errno}] {e.strerror}" if e.strerror else str(e)
+            # The file that failed, unless it is a hidden staging or temporary name (now removed).
+            where = e.filename if e.filename and not os.path.basename(str(e.filename)).startswith(".") else ""
+            error = RegistryWriteError(
+                f"push to {self.root} failed while {step}: {shown}{f' ({where})' if where else ''}; "
+                f"{cleaned}; LATEST still {latest_before if latest_before is not None else 'absent'}: "
+                f"{_write_fix(e, self.root)}")
+            error.errno = e.errno
+            raise error from e
+
+    def _clean_failed_push(self, version: Optional[int], committed: bool) -> str:
+        """After a failed local write (under the lock): removes any staging left behind (the
+        staging folder removes itself on error) and a version that was renamed into place
+        but that LATEST could not point to. Says what was removed, and what could not be."""
+        if version is None or not os.path.isdir(self.root):
+            return "nothing was written"  # failed before a version's staging folder existed
+        self._remove_stale_staging()
+        if committed:
+            shutil.rmtree(self.version_dir(version), ignore_errors=True)
+            done = f"removed version {version}, which LATEST could not point to"
+        else:
+            done = f"removed the unfinished version {version} (its hidden staging folder; it was never visible)"
+        left = [p.name for p in Path(self.root).iterdir() if p.name.startswith(".") and p.name != LOCK_FILE]
+        if os.path.exists(self.version_dir(version)):
+            left.append(str(version))
+        return done + (f" (could not remove {left} in {self.root}: remove them by hand)" if left else "")
 
     def _claim_next(self) -> int:
         """Object stores: the next free version number, claimed by a conditional create."""

@@ -16,12 +16,14 @@ later ones winning, from:
        QP_<FIELD>             shorthand for a stage field: sets it in every stage that has a
                               field of that name (QP_MAX_ACCURACY_DROP, QP_LABEL_KEY, QP_SEED)
      Lists, dicts, numbers, booleans and null are read as JSON; text fields take the raw text.
-     An unknown QP_ name is an error, so a typo never silently falls back to a default.
+     An unknown QP_ name is an error, so a typo never silently falls back to a default;
+     so is an unknown key in the file (at any depth), named with the file and its close
+     matches (`gate.max_acuracy_drop ... did you mean gate.max_accuracy_drop?`).
   4. explicit keyword overrides (tests, the Kubeflow compiler).
 Every value is validated when the configuration is built, before any stage runs.
 
     python -m tfx_quantization.pipeline.config              the effective configuration
-    python -m tfx_quantization.pipeline.config gate.metric  one value (pipeline_name, train.epochs, ...)
+    python -m tfx_quantization.pipeline.config gate.metric  one value as JSON (pipeline_name, gate.targets, contract, ...)
     python -m tfx_quantization.pipeline.config --help       every setting, its variable, default and meaning
 """
 from __future__ import annotations
@@ -192,7 +194,7 @@ class PipelineConfig(BaseModel):
 
     def get(self, dotted: str) -> Any:
         """A value by its dotted path (`gate.metric`) or by its flat name (`pipeline_name`)."""
-        locs = [tuple(dotted.split("."))] if "." in dotted else [(dotted,)] if dotted in _top_fields() else \
+        locs = [tuple(dotted.split("."))] if "." in dotted else [(dotted,)] if dotted in PipelineConfig.model_fields else \
             _flat_targets(dotted)
         if not locs:
             raise SettingsError(f"{dotted!r} is not a setting: see python -m tfx_quantization.pipeline.config --help")
@@ -299,7 +301,56 @@ def read_config_file(path: str) -> Dict[str, Any]:
         return {}
     if not isinstance(tree, dict):
         raise SettingsError(f"{CONFIG_FILE_VAR}={path} must hold a mapping of settings, not {type(tree).__name__}")
+    unknown = unknown_keys(PipelineConfig, tree)
+    if unknown:
+        where, close = unknown[0]
+        hint = f": did you mean {', '.join(close)}?" if close else "."
+        more = f" Also unknown: {', '.join(w for w, _ in unknown[1:4])}." if len(unknown) > 1 else ""
+        raise SettingsError(f"{CONFIG_FILE_VAR}={path}: {where} is not a setting{hint}{more} Fix the file; every "
+                            "setting: python -m tfx_quantization.pipeline.config --help")
     return tree
+
+
+def _models_in(annotation) -> List[type]:
+    """The settings models a field's annotation holds: the model itself, or inside
+    Optional, List or Dict (a contract's inputs, the gate's targets)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def unknown_keys(model: type, tree: Any, prefix: str = "") -> List[Tuple[str, List[str]]]:
+    """Each key of a configuration tree that names no setting, as (its dotted path, the
+    close matches among the settings beside it), through nested models, lists and dicts of
+    them: `gate.max_acuracy_drop` -> ['gate.max_accuracy_drop']."""
+    if not isinstance(tree, dict):
+        return []
+    out: List[Tuple[str, List[str]]] = []
+    fields = model.model_fields
+    for key, value in tree.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            names = list(fields) if prefix else list(fields) + [f"{s}.{f}" for s, m in _sections().items()
+                                                                 for f in m.model_fields]
+            out.append((where, [prefix + m for m in difflib.get_close_matches(str(key), names, n=3)]))
+            continue
+        annotation = fields[key].annotation
+        inner = _models_in(annotation)
+        if not inner:
+            continue
+        sub = inner[0]
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        container = typing.get_origin(args[0]) if origin is typing.Union and len(args) == 1 else origin
+        if container in (list, List) and isinstance(value, list):
+            for i, item in enumerate(value):
+                out += unknown_keys(sub, item, f"{where}[{i}].")
+        elif container in (dict, Dict) and isinstance(value, dict):
+            for name, item in value.items():
+                out += unknown_keys(sub, item, f"{where}.{name}.")
+        elif isinstance(value, dict):
+            out += unknown_keys(sub, value, f"{where}.")
+    return out
 
 
 # ---- the command line --------------------------------------------------------------------
@@ -339,6 +390,14 @@ def compact_json(obj: Any) -> str:
     return json.dumps(obj)
 
 
+def _plain(value: Any) -> Any:
+    """A setting's value as JSON-ready data: settings models (a deployment target, a
+    contract's input), and lists and dicts of them, as their fields."""
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tfx-quantization-config", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -350,7 +409,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         config = PipelineConfig.from_env()
         if args.setting:
             value = config.get(args.setting)
-            print(value if isinstance(value, str) else json.dumps(value))
+            print(value if isinstance(value, str) else compact_json(_plain(value)))
         else:
             print(compact_json(config.to_dict()))
     except SettingsError as e:

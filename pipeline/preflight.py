@@ -35,10 +35,21 @@ def input_files(config: PipelineConfig) -> List[str]:
     return sorted(files)
 
 
+BOM = "\ufeff"
+# Removes a UTF-8 byte-order mark from a file's first line, in place (GNU sed).
+STRIP_BOM = "sed -i '1s/^\\xEF\\xBB\\xBF//' {path}"
+
+
 def _columns(path: str, data_format: str) -> List[str]:
     if data_format == "csv":
-        with fsutil.gfile(path).GFile(path, "r") as f:
-            header = f.readline().strip()
+        with fsutil.gfile(path).GFile(path, "rb") as f:
+            raw = f.readline()
+        try:
+            header = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise PreflightError(
+                f"{path} is not UTF-8 text (byte {e.start} of its header line: {raw[e.start:e.start + 1]!r}): "
+                "CsvExampleGen reads UTF-8 CSV; re-save it as UTF-8, e.g. iconv -f LATIN1 -t UTF-8") from None
         if not header:
             raise PreflightError(f"{path} is empty: a CSV input needs a header line and rows")
         import csv
@@ -77,13 +88,26 @@ def _check_writable(destination: str) -> None:
             "QP_PUSH__DESTINATION to a folder this user can write")
 
 
+def _byte_order_mark(path: str, columns: List[str], wanted: List[str]) -> None:
+    """CsvExampleGen keeps a UTF-8 byte-order mark in the first column's name (tried: TFX
+    1.16 writes the feature '\\ufeffpixel_00'), so a BOM on a column the run needs is named
+    here with the one-line fix, instead of as a missing key."""
+    if columns and columns[0].startswith(BOM) and columns[0][len(BOM):] in wanted:
+        raise PreflightError(
+            f"{path} starts with a UTF-8 byte-order mark (BOM), which CsvExampleGen keeps in the first column's name "
+            f"({columns[0]!r}, not {columns[0][len(BOM):]!r}): re-save it as UTF-8 without BOM, e.g. "
+            f"{STRIP_BOM.format(path=path)}")
+
+
 def check(config: PipelineConfig) -> None:
     files = input_files(config)
     columns = _columns(files[0], config.data_format)
     where = files[0]
+    keys = [k for name, i in config.contract.inputs.items() for k in (i.features or [name])]
+    if config.data_format == "csv":
+        _byte_order_mark(where, columns, [config.contract.label_key] + ([] if config.tfx_module_file else keys))
     _missing([config.contract.label_key], columns, "label key", "QP_CONTRACT__LABEL_KEY (or QP_LABEL_KEY)", where)
     if not config.tfx_module_file:  # with a TFX module, Transform decides what the model sees
-        keys = [k for name, i in config.contract.inputs.items() for k in (i.features or [name])]
         _missing(keys, columns, "feature key(s)", "QP_CONTRACT__INPUTS", where)
     module = config.train.module_file
     if module and (not fsutil.exists(module) or fsutil.isdir(module)):

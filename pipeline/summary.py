@@ -68,6 +68,8 @@ def summarize(metadata_path: str) -> Optional[str]:
     if evaluation is None:
         return None
     ev = props(evaluation)
+    decision = (contracts.read_decision(evaluation.uri)
+                if fsutil.exists(fsutil.join(evaluation.uri, contracts.OUTCOME_FILE)) else None)
     lines = []
     selected = ev.get(contracts.SELECTED_VARIANT)
     float_acc = ev.get(contracts.FLOAT_ACCURACY)
@@ -81,10 +83,16 @@ def summarize(metadata_path: str) -> Optional[str]:
             f"median per example (host CPU, XNNPACK, {ev.get(contracts.NUM_THREADS, 1)} thread(s))"
         )
     else:
+        # The decision's reasons name what decided (a target's budget, or each variant's
+        # gate verdict); the gate's verdicts alone when the run wrote no outcome.json.
         verdicts = json.loads(ev.get(contracts.VERDICTS, "{}"))
-        lines.append("Selected variant : none passed the gate, so nothing was pushed")
-        for name, v in verdicts.items():
-            lines.append(f"  {name}: {'; '.join(v['reasons'])}")
+        reasons = decision.why if decision and decision.why else [
+            f"{name}: {'; '.join(v['reasons'])}" for name, v in verdicts.items()]
+        primary = next(iter(decision.targets), None) if decision else None  # the first target decides
+        checks = f" and target {primary}'s checks" if primary else ""
+        lines.append(f"Selected variant : none passed the gate{checks}, so nothing was pushed")
+        for reason in reasons:
+            lines.append(f"  {reason}")
     push = contracts.read_push_result(props(pushed)) if pushed is not None else None
     if push is not None:
         if push.pushed:
@@ -98,8 +106,6 @@ def summarize(metadata_path: str) -> Optional[str]:
         shown = f"{variant} (version {where.version} at {where.version_dir})" if where and where.version else (
             variant or "none passed the gate and this target's checks")
         lines.append(f"Target {target:<10}: {shown}")
-    decision = (contracts.read_decision(evaluation.uri)
-                if fsutil.exists(fsutil.join(evaluation.uri, contracts.OUTCOME_FILE)) else None)
     if selected and decision and decision.why:
         lines.append(f"Why              : {decision.why[0]}")
     for warning in decision.warnings if decision else []:

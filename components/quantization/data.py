@@ -31,17 +31,69 @@ def compression_of(path: str) -> str:
     return "GZIP" if str(path).endswith(".gz") else ""
 
 
+RECORD_FRAMING = 16  # a TFRecord's bytes besides its data: length (8), its crc (4), the data's crc (4)
+
+
+def _tf_reason(error: Exception) -> str:
+    """TensorFlow's error text without its op and function decorations."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = text.split("}} ", 1)[-1].split(" [Op:", 1)[0]
+    return text.replace("' failed with ", ": ")[:200]
+
+
+def _gzip_complete(path: str, consumed: int) -> bool:
+    """Whether a gzipped file held exactly the `consumed` bytes of records: its trailer's
+    length (ISIZE, the last 4 bytes) must match, else (several gzip members, or a truncated
+    stream that TensorFlow's reader may end quietly) the whole stream is decompressed to tell."""
+    import gzip
+    import zlib
+
+    size = fsutil.size(path)
+    with fsutil._open(path, "rb") as f:
+        f.seek(max(size - 4, 0))
+        if size >= 18 and int.from_bytes(f.read(4), "little") == consumed % 2 ** 32:
+            return True
+    try:
+        with fsutil._open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream:
+            while stream.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error):
+        return False
+    return True
+
+
 def iter_serialized(files: List[str]) -> Iterator[bytes]:
-    """The serialized records of the files, in order; a corrupt or truncated file is a
-    ValueError that names it."""
+    """The serialized records of the files, in order. A file that is missing, corrupt or
+    truncated (gzipped or not) is a ValueError naming it, the record where reading stopped
+    and the fix. TensorFlow's reader silently drops a truncated last record of an
+    uncompressed file; the bytes read are checked against the file's size to catch it."""
     for f in files:
+        gz = compression_of(f)
+        what = f"{'gzipped ' if gz else ''}TFRecord file"
+        if not fsutil.exists(f):
+            raise ValueError(f"{f} does not exist (removed while the run read its folder?): restore it or run the "
+                             "stage that wrote it again")
+        count, consumed = 0, 0
         try:
-            for record in tf.data.TFRecordDataset(f, compression_type=compression_of(f)):
-                yield record.numpy()
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            for record in tf.data.TFRecordDataset(f, compression_type=gz):
+                value = record.numpy()
+                count += 1
+                consumed += len(value) + RECORD_FRAMING
+                yield value
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
             raise ValueError(
-                f"{f} is not a valid {'gzipped ' if compression_of(f) else ''}TFRecord file (corrupt or truncated: "
-                f"{str(e).splitlines()[0][:200]}); write it again or remove it from the input") from None
+                f"{f} is not a valid {what}: record {count} (counting from 0) is corrupt or truncated "
+                f"({_tf_reason(e)}); write the file again or remove it from the input") from None
+        except tf.errors.NotFoundError as e:
+            raise ValueError(f"{f} cannot be read ({_tf_reason(e)}): restore it or remove it from the input") from None
+        if gz and not _gzip_complete(f, consumed):
+            raise ValueError(
+                f"{f} is not a valid {what}: record {count} (counting from 0) is truncated (the compressed stream ends "
+                f"early, after {count} complete record(s)); write the file again or remove it from the input")
+        if not gz and consumed != fsutil.size(f):
+            raise ValueError(
+                f"{f} is not a valid {what}: record {count} (counting from 0) is truncated ({fsutil.size(f) - consumed} "
+                f"trailing bytes after {count} complete record(s)); write the file again or remove it from the input")
 
 
 KINDS = {"int64_list": "int64", "float_list": "float32", "bytes_list": "bytes"}
@@ -68,6 +120,15 @@ class _Problems:
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 
 
+def _undecodable(encoded: bytes, channels: int) -> str:
+    """Why an encoded PNG/JPEG does not decode ('' when it does)."""
+    try:
+        tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+        return _tf_reason(e)
+    return ""
+
+
 def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
     """Checks EVERY example against the spec's inputs and label, and returns the spec with
     each feature's storage dtype filled in ('int64', 'float32' or 'bytes'; int and float
@@ -76,7 +137,7 @@ def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
     One pass over the records; a ValueError lists each problem with its count and where it
     first occurs (file and record number): an empty split, a missing feature or label (an
     empty CSV cell), a feature holding the wrong number of values, text where numbers are
-    needed, NaN or infinite values, an image feature that is not one PNG or JPEG, a label
+    needed, NaN or infinite values, an image feature that is not one PNG or JPEG or does not decode, a label
     that is not one integer or lies outside 0..num_classes-1, a feature stored as int in
     some examples and float in others, and a corrupt file (named).
     """
@@ -102,7 +163,17 @@ def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
                     if kind != "bytes_list" or len(values) != 1 or not values[0].startswith(IMAGE_MAGIC):
                         problems.add(f"input feature {key!r} is not one PNG or JPEG image (input {inp.name!r} "
                                      "decodes images)", where)
+                    else:
+                        corrupt = _undecodable(values[0], inp.image.channels)
+                        if corrupt:
+                            problems.add(f"input feature {key!r} holds a corrupt or truncated image ({corrupt}): "
+                                         "encode it again or drop the example", where)
                     kinds[key].add(kind)
+                    continue
+                if kind == "bytes_list" and values[0].startswith(IMAGE_MAGIC):
+                    problems.add(f"input feature {key!r} holds encoded PNG/JPEG images, but input {inp.name!r} "
+                                 f"declares no image decoding: set contract.inputs.{inp.name}.image (e.g. "
+                                 "{channels: 1}) to decode them", where)
                     continue
                 if kind == "bytes_list":
                     problems.add(f"input feature {key!r} holds text, not numbers", where)

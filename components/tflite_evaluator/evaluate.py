@@ -249,8 +249,12 @@ def deployed_shift(baseline_fig: Optional[dict], baseline_info: Optional[dict], 
 def decision(evaluation: Evaluation) -> Decision:
     """outcome.json: the decision for automation (blessed, why, warnings, shift)."""
     selected, figures = evaluation.selected_variant, evaluation.selected_figures()
+    primary = evaluation.targets.get(evaluation.selection.target or "")
+    # Nothing selected for the primary target: its reason (the budget that decided) first,
+    # then each variant's verdict for that target, not the gate's alone.
     why = ([f"{selected}: {evaluation.selection.why}"] if selected else
-           [f"{n}: {'; '.join(v.reasons)}" for n, v in evaluation.verdicts.items()])
+           [evaluation.selection.why] + [f"{n}: {'; '.join(v.reasons)}" for n, v in primary.verdicts.items()]
+           if primary else [f"{n}: {'; '.join(v.reasons)}" for n, v in evaluation.verdicts.items()])
     return Decision(
         blessed=evaluation.blessed, selected_variant=selected, why=why, warnings=evaluation.warnings,
         deployed_shift=evaluation.deployed_shift, metric=evaluation.metric,

@@ -269,6 +269,69 @@ def judge_targets(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: Gat
             target_verdicts[name] = {"passed": not reasons, "reasons": reasons or ["the gate and every target check hold"]}
         policy = cfg if target.selection is None else cfg.model_copy(update={"selection": target.selection})
         selected, selection = select(variants, target_verdicts, policy)
+        if selected is None:
+            selection["why"] = target_shortfall(target, variants, verdicts, target_verdicts, selection["why"])
         out[target.name] = {"settings": target.model_dump(), "selected": selected, "selection": selection,
                             "verdicts": target_verdicts}
     return out
+
+
+def _budgets(target: DeploymentTarget) -> List[Tuple[str, object, object]]:
+    """The target's checks as (what a variant must do, holds(figures), and for the message
+    (what the best figure is, figure(figures), how to show it) or None)."""
+    def arena(f):
+        micro = f.get("tflm") or {}
+        return micro.get("arena_bytes") if micro.get("runs") else None
+
+    checks = []
+    if target.runtime == TFLM:
+        checks.append(("runs on TFLite Micro", lambda f: bool((f.get("tflm") or {}).get("runs")), None))
+        if target.max_arena_bytes is not None:
+            checks.append((f"meets max_arena_bytes={target.max_arena_bytes}",
+                           lambda f: arena(f) is not None and arena(f) <= target.max_arena_bytes,
+                           ("smallest arena", arena, lambda v: f"{v:,} B")))
+    if target.integer_only:
+        checks.append(("meets integer_only", lambda f: is_finite(f.get("integer_compute_fraction"))
+                       and f["integer_compute_fraction"] >= 1 - TOLERANCE,
+                       ("largest integer-compute fraction", lambda f: f.get("integer_compute_fraction"),
+                        lambda v: f"{v:.2f}")))
+    if target.integer_io:
+        checks.append(("meets integer_io (int8/uint8 input and output)", lambda f: bool(f.get("integer_io")), None))
+    if target.max_model_bytes is not None:
+        checks.append((f"meets max_model_bytes={target.max_model_bytes}",
+                       lambda f: is_finite(f.get("size_bytes")) and f["size_bytes"] <= target.max_model_bytes,
+                       ("smallest file", lambda f: f.get("size_bytes"), lambda v: f"{v:,} B")))
+    if target.max_latency_ms is not None:
+        checks.append((f"meets max_latency_ms={target.max_latency_ms:g}",
+                       lambda f: is_finite(f.get("latency_ms_median"))
+                       and f["latency_ms_median"] <= target.max_latency_ms,
+                       ("fastest", lambda f: f.get("latency_ms_median"), lambda v: f"{v:.4g} ms")))
+    return checks
+
+
+def target_shortfall(target: DeploymentTarget, variants: Dict[str, dict], verdicts: Dict[str, dict],
+                     target_verdicts: Dict[str, dict], why: str) -> str:
+    """Why nothing ships to `target`, naming the budget that decided: 'target mcu: no
+    variant meets max_arena_bytes=1024 (smallest arena: integer_only 5,232 B)'."""
+    if any(v["passed"] for v in target_verdicts.values()):  # some passed, none the preference list names
+        return f"target {target.name}: {why}"
+    candidates = [n for n in variants if verdicts[n]["passed"]]
+    if not candidates:
+        return f"target {target.name}: no variant passed the gate"
+    decided = []
+    for label, holds, best in _budgets(target):
+        if any(holds(variants[n]) for n in candidates) or (decided and label.startswith("meets max_arena")
+                                                              and decided[0].startswith("runs on")):
+            continue
+        detail = ""
+        if best:
+            what, value, shown = best
+            measured = [(value(variants[n]), n) for n in candidates if is_finite(value(variants[n]))]
+            if measured:
+                v, n = (max if what.startswith("largest") else min)(measured)
+                detail = f" ({what}: {n} {shown(v)})"
+        decided.append(f"{label}{detail}")
+    if decided:
+        return f"target {target.name}: " + "; ".join(f"no variant {d}" for d in decided)
+    return (f"target {target.name}: each variant that passed the gate fails one of its checks: "
+            + "; ".join(f"{n}: {'; '.join(target_verdicts[n]['reasons'])}" for n in candidates))
