@@ -8,15 +8,20 @@ TFX's own `kubeflow_v2_run_executor` is run unchanged (same arguments). After S3
 interpreter's teardown can abort in tensorflow-io ("pure virtual method called", exit 134)
 and fail a step that succeeded; components/fsutil.py:exit_process leaves without it.
 """
+import os
 import sys
-
-from absl import app
-from tfx_quantization import fsutil
 
 TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 
 def main() -> None:
+    # This is the step's program, not a library import: it puts Keras 2 in force (tfmot needs
+    # it) before anything imports TensorFlow, whatever the image's environment says.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from absl import app
+
+    from tfx_quantization import fsutil
+
     fsutil.register_filesystems()
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entrypoint
 

@@ -8,10 +8,11 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from tfx_quantization import contracts
 from tfx_quantization.keras2 import require_keras2
 from tfx_quantization.post_training_quantizer import executor
 from tfx_quantization.model_contract import ModelContract
-from tfx_quantization.settings import QuantizeSettings
+from tfx_quantization.settings import QuantizeSettings, SettingsError
 
 
 class PostTrainingQuantizerSpec(ComponentSpec):
@@ -49,6 +50,11 @@ class PostTrainingQuantizer(base_component.BaseComponent):
         """contract: overrides the contract recorded on the models (a ModelContract or a dict)."""
         require_keras2("PostTrainingQuantizer")
         settings = QuantizeSettings.coerce(settings, "PostTrainingQuantizer")
+        if validation_examples is None and contracts.SELECTIVE_INTEGER in settings.variants:
+            raise SettingsError(
+                f"PostTrainingQuantizer: variants names {contracts.SELECTIVE_INTEGER!r}, whose search validates on "
+                "held-out examples: pass validation_examples (Examples with a split training never saw, "
+                f"settings.validation_split, default {contracts.VALIDATION_SPLIT!r}) or drop it from variants")
         super().__init__(spec=PostTrainingQuantizerSpec(
             model=model, qat_model=qat_model, representative_dataset=representative_dataset,
             validation_examples=validation_examples, settings=settings.to_json(),

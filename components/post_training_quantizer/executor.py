@@ -41,15 +41,17 @@ class Executor(base_executor.BaseExecutor):
             splits = artifact_utils.decode_split_names(calibration.split_names)
             split = contracts.CALIBRATION_SPLIT if contracts.CALIBRATION_SPLIT in splits else splits[0]
             calibration_files = data.split_files(split_uri(calibration, split))
-        validation_files = None
+        validation_files, no_validation_reason = None, ""
         if validation is not None:
             splits = artifact_utils.decode_split_names(validation.split_names)
-            if settings.validation_split not in splits:
-                raise ValueError(
-                    f"the validation examples have no split {settings.validation_split!r} (they have {splits}): set "
-                    f"quantize.validation_split (QP_VALIDATION_SPLIT) to a split held out from training, never "
-                    f"{contracts.EVAL_SPLIT!r}, or give ExampleGen a {contracts.VALIDATION_SPLIT!r} split")
-            validation_files = data.split_files(split_uri(validation, settings.validation_split))
+            if settings.validation_split in splits:
+                validation_files = data.split_files(split_uri(validation, settings.validation_split))
+            else:  # e.g. a stock ExampleGen's train/eval: the search is off, the rest of the run goes on
+                no_validation_reason = (
+                    f"off: the validation examples have no {settings.validation_split!r} split (they have {splits}); "
+                    f"give ExampleGen a held-out {contracts.VALIDATION_SPLIT!r} split (its output_config) or set the "
+                    "quantizer's validation_split to a split training never saw")
+                log.warning("selective_integer %s", no_validation_reason)
         sources = {"model_uri": model.uri, "model_id": str(model.id)}
         if qat_model is not None:
             sources.update(qat_model_uri=qat_model.uri, qat_model_id=str(qat_model.id))
@@ -70,6 +72,7 @@ class Executor(base_executor.BaseExecutor):
             source_uris=sources,
             validation_files=validation_files,
             contract=contract,
+            no_validation_reason=no_validation_reason,
         )
         write_contract(output, contract)  # for the evaluator
         variants = manifest.variants
