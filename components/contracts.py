@@ -32,6 +32,8 @@ REPORT_FILE = "report.html"  # the evaluator's report
 OUTCOME_FILE = "outcome.json"  # the evaluator's decision, machine-readable, next to the report
 MODEL_CONTRACT_FILE = "model_contract.json"  # the contract recorded next to a SavedModel (as on its artifact)
 QAT_FLOAT_LAYERS_FILE = "qat_float_layers.json"  # layers selective QAT left float
+QAT_FAILED_FILE = "qat_failed.json"  # in the QAT model's folder instead of a model: {"reason": why QAT failed}
+TRAINING_WARNINGS_FILE = "training_warnings.json"  # next to a trained SavedModel: what training warned about
 SAMPLING_STATS_FILE = "sampling_stats.json"  # RepresentativeDatasetGen's counts
 CALIBRATION_FILE = "data_tfrecord-00000-of-00001.gz"  # the calibration sample
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"  # as TFX's Evaluator writes them
@@ -268,6 +270,9 @@ class Manifest(Record):
     calibration: DataFiles = DataFiles()
     validation: DataFiles = DataFiles()  # the selective search's examples (never the gate's)
     settings: Dict[str, Any] = {}  # the QuantizeSettings the stage ran with
+    # What the run should hear about (training's warnings, a QAT stage that failed, a
+    # requested variant that failed): the evaluator puts them in its summary and report.
+    warnings: List[str] = []
 
     def built(self) -> List[str]:
         """The names of the variants built (status ok), in manifest order."""
@@ -293,6 +298,31 @@ def variant_path(models_dir: str, manifest: Manifest, variant: str) -> str:
     return fsutil.join(models_dir, entry.file)
 
 
+# ---- what a training stage leaves next to its models -----------------------------------
+def write_qat_failure(qat_dir: str, reason: str) -> None:
+    """Records in the QAT model's folder that there is no QAT model, and why (QAT_FAILED_FILE):
+    the quantizer records the QAT variants as failed with the reason and builds the rest."""
+    fsutil.write_json_atomic(fsutil.join(qat_dir, QAT_FAILED_FILE), {"reason": reason})
+
+
+def read_qat_failure(qat_dir: str) -> str:
+    """Why the QAT stage produced no model in `qat_dir` ('' when it did not fail)."""
+    path = fsutil.join(qat_dir, QAT_FAILED_FILE)
+    return str(fsutil.read_json(path).get("reason") or "failed") if fsutil.exists(path) else ""
+
+
+def write_training_warnings(model_dir: str, warnings: List[str]) -> None:
+    """Records training's warnings next to its SavedModel (TRAINING_WARNINGS_FILE): the
+    quantizer carries them into its manifest, the evaluator into the summary and report."""
+    if warnings:
+        fsutil.write_json_atomic(fsutil.join(model_dir, TRAINING_WARNINGS_FILE), [str(w) for w in warnings])
+
+
+def read_training_warnings(model_dir: str) -> List[str]:
+    path = fsutil.join(model_dir, TRAINING_WARNINGS_FILE)
+    return [str(w) for w in fsutil.read_json(path)] if fsutil.exists(path) else []
+
+
 # ---- the evaluator's evaluation and decision --------------------------------------------
 class Verdict(Record):
     passed: bool
@@ -306,8 +336,10 @@ class Selection(Record):
     why: str
     target: Optional[str] = None  # the target whose selection this is (the primary one)
     fastest: Optional[str] = None  # 'fastest' only: the fastest passing variant,
-    tied: Optional[List[str]] = None  # the variants within the timing noise of it,
+    tied: Optional[List[str]] = None  # the variants within the timing noise of it (smallest: within the size margin),
     noise_ms: Optional[float] = None  # and that noise
+    smallest: Optional[str] = None  # 'smallest' only: the smallest passing variant,
+    size_margin_bytes: Optional[float] = None  # and the size_tie_tolerance margin around it
 
 
 class TargetDecision(Record):

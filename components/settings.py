@@ -198,7 +198,11 @@ class GateSettings(StageSettings):
     top_k: int = Field(5, ge=1, description="k of top_k_accuracy")
     latency_tie_tolerance: float = Field(
         0.05, ge=0, le=1, description="fastest: variants within this share of the fastest median, or within the "
-                                      "measured spread (IQR), are tied and the smallest of them wins")
+                                      "measured spread (IQR), are tied (ties: the larger integer-compute "
+                                      "fraction, then the better metric, then the smaller file)")
+    size_tie_tolerance: float = Field(
+        0.05, ge=0, le=1, description="smallest: variants within this share of the smallest file are tied (ties: "
+                                      "the larger integer-compute fraction, then the better metric)")
     max_deployed_shift: Optional[float] = Field(
         0.05, ge=0, le=1, description="flag a shift when the deployed model scores this much below its own "
                                       "manifest's figure on this run's eval data; None: off")

@@ -18,8 +18,8 @@ import tf_keras as keras
 from tfx_quantization import contracts, fsutil
 from tfx_quantization.models import get_builder
 from tfx_quantization.quantization import data
-from tfx_quantization.quantization.qat import initialize_quantization_ranges, quantization_aware_copy
-from tfx_quantization.model_contract import LOGITS, ModelContract
+from tfx_quantization.quantization.qat import check_copy, initialize_quantization_ranges, quantization_aware_copy
+from tfx_quantization.model_contract import LOGITS, PROBABILITIES, ModelContract
 from tfx_quantization.quantization.model_spec import ModelSpec, write_contract_file
 from tfx_quantization.quantization.stats import is_finite
 from tfx_quantization.settings import FineTuneSettings, TrainSettings
@@ -34,6 +34,8 @@ class TrainResult:
     float_accuracy: float
     qat_accuracy: Optional[float]
     float_layers: List[str]
+    qat_failure: str = ""  # why the QAT copy or its fine-tuning failed ("" when it did not, or was not asked)
+    warnings: List[str] = dataclasses.field(default_factory=list)  # also next to the float model
 
 
 _TF_DTYPES = {"float32": tf.float32, "int64": tf.int64, "int32": tf.int32}
@@ -79,6 +81,96 @@ def _compile(model: keras.Model, lr: float, spec: Optional[ModelSpec] = None) ->
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
 
 
+LOG_PROBABILITIES = "log-probabilities"
+OUTPUT_TOLERANCE = 1e-3
+
+
+def output_kind_of(y: np.ndarray, units: int) -> str:
+    """What a batch of raw outputs [B, units] holds: PROBABILITIES (every value in [0, 1] and,
+    over several units, rows summing to 1), LOG_PROBABILITIES (values <= 0 whose exponentials
+    sum to 1 per row) or LOGITS (anything else)."""
+    y = np.asarray(y, np.float64)
+    tol = OUTPUT_TOLERANCE
+    in_unit = bool(np.all(y >= -tol) and np.all(y <= 1 + tol))
+    if units == 1:
+        return PROBABILITIES if in_unit else LOGITS
+    if in_unit and np.max(np.abs(y.sum(-1) - 1)) <= tol:
+        return PROBABILITIES
+    if np.all(y <= tol) and np.max(np.abs(np.exp(y).sum(-1) - 1)) <= tol:
+        return LOG_PROBABILITIES
+    return LOGITS
+
+
+def check_output_kind(model: keras.Model, x, spec: ModelSpec, source: str) -> str:
+    """Runs `model` on one batch of inputs and checks its output against the declared
+    contract.output_kind (spec.output_kind); returns what the batch holds. A ValueError names
+    the output and the fix when they contradict: probabilities declared, logits or
+    log-probabilities seen (training would use a probabilities loss on them and learn little,
+    silently); logits declared, probabilities seen (a softmax applied twice)."""
+    y = model(x, training=False).numpy()
+    seen = output_kind_of(y, spec.output_units)
+    shown = f"values in [{float(np.min(y)):.3g}, {float(np.max(y)):.3g}]"
+    if spec.output_units > 1:
+        sums = y.sum(-1)
+        shown += f", rows summing to {float(np.min(sums)):.3g}..{float(np.max(sums)):.3g}"
+    where = f"output {spec.output_name!r} of {source}"
+    if spec.output_kind == PROBABILITIES and seen != PROBABILITIES:
+        raise ValueError(f"{where} is declared probabilities (contract.output_kind), but on the first train batch it "
+                         f"holds {seen} ({shown}): set contract.output_kind to 'logits' (log-probabilities train as "
+                         "logits too), or end the model with a softmax (sigmoid for one unit)")
+    if spec.output_kind == LOGITS and seen == PROBABILITIES and spec.output_units > 1:
+        raise ValueError(f"{where} is declared logits (contract.output_kind), but on the first train batch it holds "
+                         f"probabilities ({shown}): set contract.output_kind to 'probabilities', or remove the final "
+                         "softmax")
+    return seen
+
+
+# A first epoch whose loss changes by less than this share did not train.
+STALL_TOLERANCE = 0.01
+
+
+class _FirstEpochLoss(keras.callbacks.Callback):
+    """Keeps the first epoch's batch losses (Keras logs their running mean). It takes the
+    logs as tensors and reads them after the epoch: no per-batch sync slows training."""
+
+    def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True
+        self._losses: list = []
+        self.means: List[float] = []
+        self.done = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if not self.done and loss is not None:
+            self._losses.append(loss)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.done:
+            self.means = [float(v) for v in self._losses]
+            self._losses, self.done = [], True
+
+
+def loss_stalled(running_means: List[float], phase: str) -> Optional[str]:
+    """A warning when the first epoch's loss did not move: the mean loss of its last quarter
+    of batches within STALL_TOLERANCE of its first quarter's, or within two standard errors
+    of the batch-to-batch noise (per-batch losses recovered from Keras's running means)."""
+    n = len(running_means)
+    if n < 8:
+        return None
+    losses = np.array([running_means[0]] + [(k + 1) * running_means[k] - k * running_means[k - 1]
+                                            for k in range(1, n)])
+    q = n // 4
+    head, tail = losses[:q], losses[-q:]
+    first, last = float(np.mean(head)), float(np.mean(tail))
+    noise = 2 * float(np.sqrt((np.var(head, ddof=1) + np.var(tail, ddof=1)) / q))
+    if not (is_finite(first) and is_finite(last)) or abs(first - last) > max(STALL_TOLERANCE * abs(first), noise):
+        return None
+    return (f"the {phase} training loss did not move in the first epoch ({first:.4f} over its first batches, "
+            f"{last:.4f} over its last): the model learns nothing; check the learning rate, the labels and "
+            "contract.output_kind")
+
+
 class _ProgressLog(keras.callbacks.Callback):
     def __init__(self, phase: str, epochs: int):
         super().__init__()
@@ -106,11 +198,21 @@ def training_datasets(model: keras.Model, train_files: List[str], eval_files: Li
             feed(data.make_dataset(eval_files, spec, cfg.batch_size)))
 
 
+def first_batch(model: keras.Model, files: List[str], spec: ModelSpec, cfg: FineTuneSettings):
+    """The inputs `model` takes for the first batch of `files`."""
+    x, _ = next(iter(data.make_dataset(files, spec, cfg.batch_size).take(1)))
+    return model_inputs(model, x, spec)
+
+
 def start_quantization_aware(model: keras.Model, train_files: List[str], spec: ModelSpec,
                              cfg: FineTuneSettings) -> Tuple[keras.Model, List[str]]:
-    """The quantization-aware copy of a trained model, its activation ranges set from
-    `cfg.qat_range_batches` train batches; and the layers it leaves float."""
+    """The quantization-aware copy of a trained model, checked to compute the float model's
+    function on a train batch with its quantizers passed through (qat.check_copy: a
+    QATCopyMismatch otherwise), its activation ranges set from `cfg.qat_range_batches` train
+    batches; and the layers it leaves float."""
     qat_model, left_float = quantization_aware_copy(model)
+    diff = check_copy(model, qat_model, first_batch(model, train_files, spec, cfg), spec.scores)
+    log.info("QAT: the copy matches the float model on a train batch (max probability difference %.2g)", diff)
     batches = data.make_dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed).take(cfg.qat_range_batches)
     n = initialize_quantization_ranges(qat_model, (model_inputs(qat_model, x, spec) for x, _ in batches))
     log.info("QAT: %d activation range(s) set from %d train batch(es)", n, cfg.qat_range_batches)
@@ -118,19 +220,54 @@ def start_quantization_aware(model: keras.Model, train_files: List[str], spec: M
 
 
 def fit_phase(m: keras.Model, phase: str, lr: float, epochs: int, steps: int, train_files: List[str],
-              eval_files: List[str], spec: ModelSpec, cfg: FineTuneSettings, log_dir: str) -> float:
-    """Compiles, trains and evaluates one phase; returns its eval accuracy."""
+              eval_files: List[str], spec: ModelSpec, cfg: FineTuneSettings, log_dir: str,
+              warnings: Optional[List[str]] = None) -> float:
+    """Compiles, trains and evaluates one phase; returns its eval accuracy. With `warnings`
+    (training from scratch; a fine-tuning may rightly start converged), a first epoch whose
+    loss did not move is logged and appended to it."""
     _compile(m, lr, spec)
     train_ds, eval_ds = training_datasets(m, train_files, eval_files, spec, cfg, repeat=bool(steps))
     log.info("%s training of %s for %d epochs", phase, m.name, epochs)
-    m.fit(
-        train_ds, validation_data=eval_ds, epochs=epochs, steps_per_epoch=steps or None, verbose=0,
-        callbacks=[keras.callbacks.TensorBoard(os.path.join(log_dir, phase)), _ProgressLog(phase, epochs)],
-    )
+    first_epoch = _FirstEpochLoss()
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(log_dir, phase)), _ProgressLog(phase, epochs)]
+    m.fit(train_ds, validation_data=eval_ds, epochs=epochs, steps_per_epoch=steps or None, verbose=0,
+          callbacks=callbacks + ([first_epoch] if warnings is not None else []))
+    stalled = loss_stalled(first_epoch.means, phase) if warnings is not None else None
+    if stalled:
+        log.warning("%s", stalled)
+        warnings.append(stalled)
     acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
     if not is_finite(acc):
         raise ValueError(f"{phase} training produced a non-finite accuracy ({acc}): lower the learning rate")
     return acc
+
+
+def one_line(e: BaseException, limit: int = 400) -> str:
+    """`TypeName: first line of the message`, at most `limit` characters."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text[:limit]}"
+
+
+def quantization_aware_phase(model: keras.Model, qat_out: str, train_files: List[str], eval_files: List[str],
+                             spec: ModelSpec, cfg: FineTuneSettings,
+                             log_dir: str) -> Tuple[Optional[float], List[str], str]:
+    """The optional QAT path: the checked copy of `model`, its fine-tuning, its SavedModel in
+    `qat_out`. Returns (eval accuracy, layers left float, ''), or (None, [], reason) when any
+    of it fails (tfmot cannot rebuild the model, the copy computes another function, the
+    fine-tuning diverges): the reason is recorded in `qat_out` (contracts.write_qat_failure) and the
+    run goes on with the float model."""
+    try:
+        qat_model, left_float = start_quantization_aware(model, train_files, spec, cfg)
+        qat_acc = fit_phase(qat_model, "qat", cfg.qat_learning_rate, cfg.qat_epochs, cfg.qat_steps_per_epoch,
+                            train_files, eval_files, spec, cfg, log_dir)
+        save_serving_model(qat_model, qat_out, spec)
+        fsutil.write_json_atomic(fsutil.join(qat_out, contracts.QAT_FLOAT_LAYERS_FILE), left_float)
+    except Exception as e:  # noqa: BLE001 - an optional path: recorded, the rest of the run goes on
+        reason = one_line(e)
+        log.warning("QAT failed, so the QAT variants will be recorded as failed; the float model goes on: %s", reason)
+        contracts.write_qat_failure(qat_out, reason)
+        return None, [], reason
+    return qat_acc, left_float, ""
 
 
 def adapt_normalization(model: keras.Model, train_files: List[str], spec: ModelSpec, cfg: FineTuneSettings) -> None:
@@ -182,7 +319,7 @@ def train(
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    source = cfg.module_file or f"built-in model {cfg.model!r}"
+    source = f"module_file {cfg.module_file}" if cfg.module_file else f"built-in model {cfg.model!r}"
     try:
         model = builder(spec.input_shape, spec.num_classes, spec.input_name, spec.output_name, **cfg.model_kwargs)
     except Exception as e:  # noqa: BLE001 - the user's builder: say where it failed
@@ -192,22 +329,22 @@ def train(
                          "a functional tf_keras model (tfmot needs Keras 2, `import tf_keras as keras`)")
 
     adapt_normalization(model, train_files, spec, cfg)
+    check_output_kind(model, first_batch(model, train_files, spec, cfg), spec, source)
 
-    def fit(m: keras.Model, phase: str, lr: float, epochs: int, steps: int) -> float:
-        return fit_phase(m, phase, lr, epochs, steps, train_files, eval_files, spec, cfg, log_dir)
-
-    float_acc = fit(model, "float", cfg.learning_rate, cfg.epochs, cfg.steps_per_epoch)
+    warnings: List[str] = []
+    float_acc = fit_phase(model, "float", cfg.learning_rate, cfg.epochs, cfg.steps_per_epoch, train_files, eval_files,
+                          spec, cfg, log_dir, warnings)
     save_serving_model(model, float_out, spec)
+    contracts.write_training_warnings(float_out, warnings)
     log.info("Float model: eval accuracy %.4f, saved to %s", float_acc, float_out)
     if not qat_out:
-        return TrainResult(spec, float_acc, None, [])
+        return TrainResult(spec, float_acc, None, [], warnings=warnings)
 
-    qat_model, left_float = start_quantization_aware(model, train_files, spec, cfg)
-    qat_acc = fit(qat_model, "qat", cfg.qat_learning_rate, cfg.qat_epochs, cfg.qat_steps_per_epoch)
-    save_serving_model(qat_model, qat_out, spec)
-    fsutil.write_json_atomic(fsutil.join(qat_out, contracts.QAT_FLOAT_LAYERS_FILE), left_float)
-    log.info("QAT model: eval accuracy %.4f, saved to %s", qat_acc, qat_out)
-    return TrainResult(spec, float_acc, qat_acc, left_float)
+    qat_acc, left_float, failure = quantization_aware_phase(model, qat_out, train_files, eval_files, spec, cfg,
+                                                            log_dir)
+    if not failure:
+        log.info("QAT model: eval accuracy %.4f, saved to %s", qat_acc, qat_out)
+    return TrainResult(spec, float_acc, qat_acc, left_float, qat_failure=failure, warnings=warnings)
 
 
 
@@ -257,13 +394,12 @@ def fine_tune(
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     _compile(model, cfg.qat_learning_rate, spec)
+    check_output_kind(model, first_batch(model, train_files, spec, cfg), spec, f"the model in {model_dir}")
     _, eval_ds = training_datasets(model, train_files, eval_files, spec, cfg, repeat=False)
     float_acc = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
-    qat_model, left_float = start_quantization_aware(model, train_files, spec, cfg)
-    qat_acc = fit_phase(qat_model, "qat", cfg.qat_learning_rate, cfg.qat_epochs, cfg.qat_steps_per_epoch,
-                        train_files, eval_files, spec, cfg, log_dir)
-    save_serving_model(qat_model, qat_out, spec)
-    fsutil.write_json_atomic(fsutil.join(qat_out, contracts.QAT_FLOAT_LAYERS_FILE), left_float)
-    log.info("QAT fine-tuning of %s: eval accuracy %.4f (float %.4f), saved to %s", model_dir, qat_acc, float_acc,
-             qat_out)
-    return TrainResult(spec, float_acc, qat_acc, left_float)
+    qat_acc, left_float, failure = quantization_aware_phase(model, qat_out, train_files, eval_files, spec, cfg,
+                                                            log_dir)
+    if not failure:
+        log.info("QAT fine-tuning of %s: eval accuracy %.4f (float %.4f), saved to %s", model_dir, qat_acc, float_acc,
+                 qat_out)
+    return TrainResult(spec, float_acc, qat_acc, left_float, qat_failure=failure)

@@ -1,8 +1,10 @@
 """Builds every requested TFLite variant, validates each, writes a manifest.
 
 Plain functions over local folders; the executor only resolves artifacts. A variant that
-cannot be built is recorded as failed with its reason; `quantize_all` raises only when
-nothing was built or a variant the caller asked for explicitly failed.
+cannot be built is recorded as failed with its reason (a QAT stage that failed: its
+variants, with the stage's reason), even when it was asked for by name; `quantize_all`
+raises only when nothing was built. What the run should hear about (a requested variant
+that failed, QAT that failed, training's warnings) is in the manifest's `warnings`.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class QuantizationError(RuntimeError):
-    """Raised when no variant was built or an explicitly requested one failed."""
+    """Raised when no variant was built."""
 
 
 def check_saved_model(path: str, what: str, spec: ModelSpec) -> data.Serving:
@@ -68,18 +70,32 @@ def quantize_all(
     source_uris: Optional[Dict[str, str]] = None,
     validation_files: Optional[List[str]] = None,
     contract: Optional[ModelContract] = None,
+    no_validation_reason: str = "",
 ) -> Manifest:
     """Converts, validates and writes every variant into out_dir; returns the manifest.
 
     validation_files: examples for the selective_integer search (never the gate's eval split).
     contract: how the model meets the examples; None: the one recorded next to the model.
+    no_validation_reason: why validation examples were given but hold no usable split (a
+    stock ExampleGen's train/eval output): selective_integer is then recorded as failed with
+    this reason, even when requested by name, and the other variants are built as usual.
+    Raises QuantizationError when nothing could be built; a variant that failed (requested
+    or not) is recorded with its reason, and a requested one is also a manifest warning.
     """
     settings = settings or QuantizeSettings()
     names = plan(settings.variants, has_validation=bool(validation_files))
     explicit = bool(settings.variants)
     io_type, max_calibration_samples = settings.integer_io_type, settings.max_calibration_samples
     spec = ModelSpec.read(float_model_dir, contract)
-    if qat_model_dir:
+    warnings = contracts.read_training_warnings(float_model_dir)
+    qat_failure = contracts.read_qat_failure(qat_model_dir) if qat_model_dir else ""
+    if qat_failure:  # the QAT stage recorded why it has no model: its variants fail with that reason
+        log.warning("The QAT stage produced no model (%s): the QAT variants are recorded as failed", qat_failure)
+        failed_qat = [n for n in names if variants.recipe(n).needs_qat_model]
+        if failed_qat:
+            warnings.append(f"quantization-aware training failed, so {', '.join(failed_qat)} "
+                            f"{'was' if len(failed_qat) == 1 else 'were'} not built: {qat_failure}")
+    if qat_model_dir and not qat_failure:
         qat_spec = ModelSpec.read(qat_model_dir, contract)
         if [(i.name, i.shape) for i in qat_spec.inputs] != [(i.name, i.shape) for i in spec.inputs]:
             raise ValueError(f"the QAT model's inputs {qat_spec.input_names} differ from the float model's "
@@ -91,15 +107,17 @@ def quantize_all(
         calibration = data.representative_dataset(calibration_files, spec, max_calibration_samples)
         example = next(iter(calibration()))
     float_serving = check_saved_model(float_model_dir, "float model", spec)
-    if qat_model_dir:
+    if qat_model_dir and not qat_failure:
         check_saved_model(qat_model_dir, "QAT model", spec)
 
     validation = None
     if validation_files and convert.SELECTIVE_INTEGER in names:
         spec = data.check_examples(validation_files, spec)
         validation = _validation_arrays(validation_files, spec, settings.validation_samples, float_serving)
+    if no_validation_reason and convert.SELECTIVE_INTEGER not in names:
+        names.append(convert.SELECTIVE_INTEGER)  # recorded as off, with the reason, in the manifest
     search = dict(settings=settings, validation=validation, io_type=io_type if settings.selective_integer_io else None,
-                  spec=spec)
+                  spec=spec, no_validation_reason=no_validation_reason, qat_failure=qat_failure)
 
     entries: Dict[str, VariantEntry] = {}
     with fsutil.staged_dir(out_dir, commit_last=[MANIFEST_FILE]) as staging:
@@ -126,8 +144,11 @@ def quantize_all(
         failed = {n: e.reason for n, e in entries.items() if e.status != OK}
         if not built:
             raise QuantizationError(f"no variant could be built: {failed}")
-        if explicit and failed:
-            raise QuantizationError(f"requested variant(s) failed: {failed}")
+        refused = {n: r for n, r in failed.items() if not (no_validation_reason and n == convert.SELECTIVE_INTEGER)
+                   and not (qat_failure and variants.recipe(n).needs_qat_model)}  # already warned about
+        if explicit and refused:  # recorded, and the run goes on with what was built
+            warnings += [f"requested variant {n} failed: {r}" for n, r in refused.items()]
+        manifest.warnings = warnings
         contracts.write_manifest(staging, manifest)
     log.info("Built %s; failed %s", built, sorted(failed))
     return manifest
@@ -144,12 +165,15 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
     def failed(reason: str, **extra) -> VariantEntry:
         return VariantEntry(**common, status=FAILED, reason=reason, **extra)
 
+    if recipe.needs_qat_model and search["qat_failure"]:
+        return failed(f"no QAT model: quantization-aware training failed: {search['qat_failure']}")
     if recipe.needs_qat_model and not qat_dir:
         return failed("no qat_model input: the QAT variant needs the Trainer's qat_model")
     if recipe.needs_calibration and calibration is None:
         return failed("no calibration data: pass the representative_dataset input")
     if searched and search["validation"] is None:
-        return failed("no validation data: pass validation_examples (a split other than the gate's eval)")
+        return failed(search["no_validation_reason"]
+                      or "no validation data: pass validation_examples (a split other than the gate's eval)")
     extra: Dict[str, object] = {}
     try:
         if searched:

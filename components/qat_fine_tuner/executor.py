@@ -52,6 +52,7 @@ class Executor(base_executor.BaseExecutor):
             "float_layers": result.float_layers,
             "num_float_layers": len(result.float_layers),
             "source_model_id": str(model.id),
+            "qat_failure": result.qat_failure or None,  # no QAT model: why (the quantizer records it)
         })
-        log.info("QATFineTuner: float accuracy %.4f, QAT accuracy %.4f, layers left float: %s",
+        log.info("QATFineTuner: float accuracy %.4f, QAT accuracy %s, layers left float: %s",
                  result.float_accuracy, result.qat_accuracy, result.float_layers)

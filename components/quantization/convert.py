@@ -27,16 +27,33 @@ log = logging.getLogger(__name__)
 RepresentativeDataset = Callable[[], Iterable[List[np.ndarray]]]
 
 
+def fixed_batch_converter(saved_model_dir: str, signature: str = "serving_default",
+                          batch: int = 1) -> tf.lite.TFLiteConverter:
+    """A converter for one signature of a SavedModel traced with a fixed batch size: what
+    models needing static shapes convert through (a recurrent layer's tensor list has no
+    static element shape under an unknown batch). The .tflite takes [batch, ...] inputs,
+    under the same input names; TFLiteRunner feeds it `batch` examples at a time."""
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    fn = loaded.signatures[signature]
+    specs = {name: tf.TensorSpec([batch, *spec.shape[1:]], spec.dtype, name=name)
+             for name, spec in fn.structured_input_signature[1].items()}
+    traced = tf.function(lambda **inputs: fn(**inputs)).get_concrete_function(**specs)
+    return tf.lite.TFLiteConverter.from_concrete_functions([traced], loaded)
+
+
 def configure(
     settings: ConverterSettings,
     saved_model_dir: str,
     representative_dataset: Optional[RepresentativeDataset] = None,
     signature: str = "serving_default",
+    fixed_batch: int = 0,
 ) -> tf.lite.TFLiteConverter:
-    """A TFLite converter for one signature of a SavedModel, configured as `settings` say
-    (the converter's defaults where they say nothing else); the calibration set is attached
-    when the settings take one and it is given."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
+    """A TFLite converter for one signature of a SavedModel (traced with a fixed batch size
+    when `fixed_batch`), configured as `settings` say (the converter's defaults where they say
+    nothing else); the calibration set is attached when the settings take one and it is
+    given."""
+    converter = (fixed_batch_converter(saved_model_dir, signature, fixed_batch) if fixed_batch else
+                 tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature]))
     if settings.optimizations:
         converter.optimizations = [getattr(tf.lite.Optimize, o) for o in settings.optimizations]
     if settings.supported_types:
@@ -60,15 +77,28 @@ def convert(
     signature: str = "serving_default",
 ) -> bytes:
     """Converts one signature of a SavedModel into the given variant; the flatbuffer bytes.
-    io_type: the integer input/output type of the integer-I/O variants ("int8" or "uint8")."""
+    io_type: the integer input/output type of the integer-I/O variants ("int8" or "uint8").
+
+    When the signature (unknown batch size) does not convert, it is converted again through
+    a batch-1 trace (fixed_batch_converter): recurrent layers, and ops that need static
+    shapes, convert only so. The first error is raised when that fails too."""
     recipe = variants.recipe(variant)
     if recipe.backend != variants.CONVERTER:
         raise ValueError(f"{variant} is not one converter call: it is built by {recipe.backend}")
     if recipe.needs_calibration and representative_dataset is None:
         raise ValueError(f"{variant} needs calibration data: pass a representative dataset")
-    converter = configure(recipe.converter_settings(io_type), saved_model_dir, representative_dataset, signature)
-    with quiet_native_output():
-        return converter.convert()
+    settings = recipe.converter_settings(io_type)
+    try:
+        with quiet_native_output(failure_level=logging.DEBUG):  # retried below: its dump is not the failure
+            return configure(settings, saved_model_dir, representative_dataset, signature).convert()
+    except Exception as first:  # noqa: BLE001 - retried with static shapes; the first error if that fails
+        log.info("%s: the signature with an unknown batch size does not convert (%s); converting a batch-1 trace",
+                 variant, str(first).strip().splitlines()[0][:200] if str(first).strip() else type(first).__name__)
+        try:
+            with quiet_native_output():
+                return configure(settings, saved_model_dir, representative_dataset, signature, fixed_batch=1).convert()
+        except Exception:  # noqa: BLE001
+            raise first from None
 
 
 def _tensor_info(detail: dict) -> dict:

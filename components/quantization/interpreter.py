@@ -50,11 +50,11 @@ def captured_native_output() -> Iterator[List[str]]:
 
 
 @contextlib.contextmanager
-def quiet_native_output() -> Iterator[None]:
+def quiet_native_output(failure_level: int = logging.WARNING) -> Iterator[None]:
     """Holds back what TensorFlow Lite's converter prints from C++ straight to the
     process's stdout and stderr ("Ignored output_format", "fully_quantize: 0, ..."), past
     Python logging and TF_CPP_MIN_LOG_LEVEL. The lines go to this module's log at DEBUG,
-    or at WARNING when the conversion fails. With QP_VERBOSE set they are left alone."""
+    or at `failure_level` when the conversion fails. With QP_VERBOSE set they are left alone."""
     if os.environ.get(VERBOSE_VAR, "") not in ("", "0", "false"):
         yield
         return
@@ -69,7 +69,7 @@ def quiet_native_output() -> Iterator[None]:
     finally:
         text = captured[0] if captured else ""
         if text:
-            log.log(logging.WARNING if failed else logging.DEBUG, "converter output:\n%s", text[-4000:])
+            log.log(failure_level if failed else logging.DEBUG, "converter output:\n%s", text[-4000:])
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -137,6 +137,9 @@ class TFLiteRunner:
         self.input = next(iter(self.inputs.values()))  # the first input (one-input callers)
         self.input_shape = next(iter(self.shapes.values()))
         self._batch = int(self.input["shape"][0])
+        # A model converted with a fixed batch size (convert.fixed_batch_converter: recurrent
+        # layers) cannot be resized: it is fed that many examples at a time. 0: any batch.
+        self.fixed_batch = max(int(self.input["shape_signature"][0]), 0) if len(self.input["shape_signature"]) else 0
 
     @classmethod
     def for_spec(cls, model: Union[bytes, str, Path], spec, **kw) -> "TFLiteRunner":
@@ -191,11 +194,22 @@ class TFLiteRunner:
             self.interpreter.set_tensor(self.inputs[name]["index"], self.prepare_input(values, name))
 
     def predict(self, x: Inputs) -> np.ndarray:
-        """Float outputs [B, units] for float inputs [B, ...], in one invoke."""
+        """Float outputs [B, units] for float inputs [B, ...], in one invoke (a fixed-batch
+        model: one invoke per `fixed_batch` examples, the last chunk padded)."""
         x = self.named_inputs(x)
         self.check_input_shape(x)
-        self._resize(batch_length(x))
+        n, size = batch_length(x), self.fixed_batch
+        if size and n != size:
+            chunks = []
+            for start in range(0, n, size):
+                index = np.minimum(np.arange(start, start + size), n - 1)  # pads by repeating the last example
+                chunks.append(self.predict(take(x, index))[:min(size, n - start)])
+            return np.concatenate(chunks) if chunks else np.zeros([0, *self.output["shape"][1:]], np.float32)
+        self._resize(n)
         self._set(x)
+        # A recurrent op keeps its state in variable tensors that carry over to the next
+        # invoke (a converted LSTM would start from the previous example's final state).
+        self.interpreter.reset_all_variables()
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self.output["index"])
         if np.issubdtype(y.dtype, np.integer):

@@ -157,6 +157,68 @@ def _float_forward_recording(ranges: Dict[object, list]) -> Iterator[None]:
             cls.__call__ = call
 
 
+def _all_quantizer_classes() -> List[type]:
+    """Every tfmot quantizer class that defines its own __call__."""
+    seen, stack = [], [tfmot_quantizers.Quantizer]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            stack.append(sub)
+            if "__call__" in sub.__dict__ and sub not in seen:
+                seen.append(sub)
+    return seen
+
+
+@contextlib.contextmanager
+def quantizers_passed_through() -> Iterator[None]:
+    """While active, every tfmot quantizer (weights, activations, fixed ranges) returns its
+    input unchanged: the quantization-aware copy computes in float, the function the float
+    model computes if the copy is faithful."""
+    saved = {cls: cls.__dict__["__call__"] for cls in _all_quantizer_classes()}
+
+    def passthrough(self, inputs, *args, **kwargs):
+        return inputs
+
+    try:
+        for cls in saved:
+            cls.__call__ = passthrough
+        yield
+    finally:
+        for cls, call in saved.items():
+            cls.__call__ = call
+
+
+# Largest difference of class probabilities between the float model and its QAT copy with
+# the quantizers passed through (float32 rounding and folded batch norms stay far below it).
+COPY_TOLERANCE = 1e-3
+
+
+class QATCopyMismatch(ValueError):
+    """The quantization-aware copy does not compute the float model's function."""
+
+
+def check_copy(float_model: keras.Model, qat_model: keras.Model, x, to_probabilities,
+               tolerance: float = COPY_TOLERANCE) -> float:
+    """Runs the float model and its quantization-aware copy (quantizers passed through) on
+    the model inputs `x`; returns the largest absolute difference of their class
+    probabilities (`to_probabilities` maps raw outputs to them). Raises QATCopyMismatch when
+    it exceeds `tolerance`: tfmot rebuilt a different graph (tensorflow/model-optimization
+    #1179 reorders a Concatenate's inputs when a model input is declared after the layer it
+    is concatenated with), and fine-tuning would train that other function."""
+    expected = to_probabilities(float_model(x, training=False).numpy())
+    with quantizers_passed_through():
+        got = to_probabilities(qat_model(x, training=False).numpy())
+    diff = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))))
+    if not diff <= tolerance:
+        raise QATCopyMismatch(
+            f"the quantization-aware copy computes a different function from the float model: with its quantizers "
+            f"passed through, class probabilities differ by up to {diff:.4f} (> {tolerance:g}) on a train batch; "
+            "tfmot rewired the graph (e.g. tensorflow/model-optimization#1179: a Concatenate's inputs reordered when "
+            "a model input is declared after the layer it is concatenated with; declare the model inputs in the "
+            "order they are used)")
+    return diff
+
+
 def initialize_quantization_ranges(qat_model: keras.Model, batches: Iterable) -> int:
     """Sets every activation range of a quantization-aware model to the min and max its float
     forward pass reaches on `batches` (model inputs), as post-training calibration does;

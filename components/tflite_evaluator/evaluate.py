@@ -162,8 +162,9 @@ def evaluate_models(
             selected, selection = primary["selected"], dict(primary["selection"], target=params.targets[0].name)
         else:
             selected, selection = gate.select(figures, verdicts, params)
-        warnings = [w for w in (gate.resolution_warning(labels["n"], float_value, params),
-                                gate.float_not_learned(float_value, chance, params)) if w]
+        warnings = list(manifest.warnings)  # training's and the quantizer's (QAT or a requested variant failed)
+        warnings += [w for w in (gate.resolution_warning(labels["n"], float_value, params),
+                                 gate.float_not_learned(float_value, chance, params)) if w]
         cpu = host.cpu_info()
         slow_int8 = latency_warning(figures, params, cpu)
         if slow_int8:

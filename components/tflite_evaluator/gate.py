@@ -26,10 +26,13 @@ and the target's checks hold: it runs on the target's runtime (TFLite Micro: all
 runs, within max_arena_bytes), integer_only (integer-compute fraction 1), integer_io (int8/uint8
 input and output), and the target's size and latency budgets. Each target selects on its own.
 
-Selection among the passing variants: smallest (size, then latency), fastest (latency
-medians within the measurement's noise are tied: within latency_tie_tolerance of the
-fastest median or within the larger IQR of the two; the smallest tied variant wins), or a
-list of names in order of preference.
+Selection among the passing variants, as a deployer would make it: smallest (sizes within
+size_tie_tolerance of the smallest file are tied) or fastest (latency medians within the
+measurement's noise are tied: within latency_tie_tolerance of the fastest median or within
+the larger IQR of the two); tied variants are ranked by integer-compute fraction (an
+integer model runs on integer hardware and TFLite Micro, a dynamic-range one computes in
+float), then by the gate's metric, then by size (fastest) or latency (smallest), then by
+name. Or a list of names in order of preference.
 """
 from __future__ import annotations
 
@@ -190,8 +193,14 @@ def resolution_warning(n: int, float_metric: Optional[float], cfg: GateSettings)
     if best_case.high <= bound + TOLERANCE:
         return None
     need = stats.examples_to_resolve(bound, float_metric, confidence)
-    consequence = ("no variant can pass" if cfg.drop_decision != LOWER_BOUND
-                   else "the gate fails only drops far beyond the bound")
+    # The best a variant can do is to be right on every example, the float model's misses too.
+    perfect = stats.paired_drop([right, 0, n - right, 0], confidence)
+    if cfg.drop_decision == LOWER_BOUND:
+        consequence = "the gate fails only drops far beyond the bound"
+    elif perfect.high > bound + TOLERANCE:
+        consequence = "no variant can pass"
+    else:
+        consequence = "only a variant that is right on examples the float model gets wrong can pass"
     return (f"the eval split has {n} examples: too few to resolve max_accuracy_drop {100 * bound:g} pp at "
             f"{100 * cfg.confidence:g}% confidence (even a variant that agrees with the float model on every example "
             f"has an upper bound of {100 * best_case.high:.2f} pp), so {consequence}; about {need} examples are needed")
@@ -211,15 +220,39 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
         why = (f"first passing variant of the preference list {cfg.selection}" if chosen
                else f"none of the preferred variants {cfg.selection} passed")
         return chosen, {"policy": policy, "why": why}
+    def figure(n, key):
+        value = variants[n].get(key)
+        return value if is_finite(value) else -inf
+
+    def deployer(n):  # among tied variants: integer compute first, then the metric
+        return -figure(n, "integer_compute_fraction"), -figure(n, cfg.metric)
+
+    def tie_break(chosen: str, tied: List[str], other: str) -> str:
+        if len(tied) == 1:
+            return ""
+        fig = variants[chosen]
+        fraction, value = fig.get("integer_compute_fraction"), fig.get(cfg.metric)
+        shown = (f"integer-compute fraction {fraction:.4f}" if is_finite(fraction) else "no integer-compute fraction")
+        shown += f", {cfg.metric} {value:.4f}" if is_finite(value) else ""
+        return (f"; tied with {', '.join(n for n in sorted(tied) if n != chosen)}, {chosen} wins by the larger "
+                f"integer-compute fraction, then the better {cfg.metric}, then the {other} ({shown})")
+
     if cfg.selection == SMALLEST:
-        chosen = min(passing, key=lambda n: (size(n), latency(n), n))
-        return chosen, {"policy": policy, "why": f"smallest passing variant ({size(chosen)} bytes)"}
+        smallest = min(passing, key=lambda n: (size(n), latency(n), n))
+        margin = cfg.size_tie_tolerance * size(smallest)
+        tied = [n for n in passing if size(n) - size(smallest) <= margin + TOLERANCE]
+        chosen = min(tied, key=lambda n: (*deployer(n), size(n), latency(n), n))
+        why = f"smallest passing variant ({size(chosen)} bytes)" if chosen == smallest else (
+            f"{chosen} ({size(chosen)} bytes) is within size_tie_tolerance {100 * cfg.size_tie_tolerance:g}% of "
+            f"the smallest passing variant, {smallest} ({size(smallest)} bytes)")
+        return chosen, {"policy": policy, "smallest": smallest, "tied": sorted(tied), "size_margin_bytes": margin,
+                        "why": why + tie_break(chosen, tied, "smaller file")}
     fastest = min(passing, key=lambda n: (latency(n), size(n), n))
     spread = lambda n: variants[n].get("latency_ms_iqr", 0.0) or 0.0  # noqa: E731
     tied = [n for n in passing
             if latency(n) - latency(fastest) <= max(cfg.latency_tie_tolerance * latency(fastest),
                                                     spread(n), spread(fastest)) + TOLERANCE]
-    chosen = min(tied, key=lambda n: (size(n), latency(n), n))
+    chosen = min(tied, key=lambda n: (*deployer(n), size(n), latency(n), n))
     record = {"policy": policy, "fastest": fastest, "tied": sorted(tied),
               "noise_ms": max(cfg.latency_tie_tolerance * latency(fastest), *(spread(n) for n in tied))}
     if len(tied) == 1:
@@ -227,7 +260,8 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
     else:
         record["why"] = (f"{', '.join(sorted(tied))} are within the timing noise of the fastest "
                          f"({latency(fastest):.4f} ms, noise {record['noise_ms']:.4f} ms: the larger of "
-                         f"{100 * cfg.latency_tie_tolerance:g}% and the IQR of the runs): the smallest of them wins")
+                         f"{100 * cfg.latency_tie_tolerance:g}% and the IQR of the runs)"
+                         + tie_break(chosen, tied, "smaller file"))
     return chosen, record
 
 

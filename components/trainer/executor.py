@@ -55,6 +55,7 @@ class Executor(base_executor.BaseExecutor):
             "float_accuracy": result.float_accuracy,
             "float_layers": result.float_layers,
             "num_float_layers": len(result.float_layers),
+            "qat_failure": result.qat_failure or None,  # no QAT model: why (the quantizer records it)
         })
         log.info("QATTrainer: float accuracy %.4f, QAT accuracy %s, layers left float: %s",
                  result.float_accuracy, result.qat_accuracy, result.float_layers)
