@@ -14,6 +14,8 @@ from tfx_quantization.settings import (
 from tfx_quantization.pipeline.config import PipelineConfig, env_name
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.fast
+
 EXAMPLES = REPO_ROOT / "data" / "examples"
 DIGITS = {"QP_CONFIG": str(EXAMPLES / "digits.yaml")}  # the bundled job
 
@@ -35,7 +37,7 @@ NON_DEFAULT = {
         allow_float32=True, selection=["qat_int8", "integer_only"], metric="top_k_accuracy", top_k=3,
         latency_runs=7, latency_warmup=2, num_threads=2, eval_batch_size=64, eval_split="test",
         drop_decision="lower_bound", confidence=0.9, min_margin_over_majority=0.1, min_integer_compute_fraction=0.5,
-        latency_tie_tolerance=0.1, max_deployed_shift=0.2, device_check_examples=50,
+        latency_tie_tolerance=0.1, size_tie_tolerance=0.1, max_deployed_shift=0.2, device_check_examples=50,
         targets=[{"name": "mcu", "runtime": "tflm", "integer_only": False, "integer_io": True, "max_model_bytes": None,
                   "max_arena_bytes": 9000, "max_latency_ms": None, "selection": None}]),
     "push": dict(destination="/tmp/somewhere/registry", model_name="m1", signing_key="/keys/sign.pem",

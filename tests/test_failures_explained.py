@@ -21,6 +21,8 @@ from tfx_quantization.pipeline.config import PipelineConfig
 from tests.conftest import REPO_ROOT
 from tests.helpers import PIXEL_KEYS, digits_rows
 
+pytestmark = pytest.mark.fast
+
 DIGITS_JOB = str(REPO_ROOT / "data" / "examples" / "digits.yaml")
 HEADER = ",".join(PIXEL_KEYS + ["label"])
 

@@ -175,6 +175,7 @@ def test_two_concurrent_pushers_make_two_distinct_complete_versions(tmp_path, di
     assert {registry.manifest(v)["sha256"] for v in (1, 2)} == {file_sha256(a), file_sha256(b)}
 
 
+@pytest.mark.fast
 def test_bad_destinations_are_rejected_early():
     from tfx.types import channel_utils
 

@@ -110,6 +110,7 @@ def test_the_deployed_baseline_must_verify(signed):
         deployed_model(push.to_json())
 
 
+@pytest.mark.fast
 def test_an_unsigned_registry_lists_and_verifies_hashes_and_says_unsigned(tmp_path, capsys):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"TFL3 model")
@@ -122,6 +123,7 @@ def test_an_unsigned_registry_lists_and_verifies_hashes_and_says_unsigned(tmp_pa
     assert cli.main(args + ["list"]) == 0
 
 
+@pytest.mark.fast
 def test_bad_keys_are_refused_before_anything_is_written(tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"TFL3 model")

@@ -157,6 +157,7 @@ def test_two_workers_give_identical_metrics(tmp_path, digits_examples, trained_d
     assert one.float_model == two.float_model
 
 
+@pytest.mark.fast
 def test_input_quantization_rounds_then_clips():
     x = np.array([-100.0, -12.86, -0.149, 0.149, 0.151, 0.25, 12.74, 100.0])
     q = quantize_values(x, scale=0.1, zero_point=0, dtype=np.int8)
@@ -209,6 +210,7 @@ def _fig(accuracy, table, cfg=POINT, **extra):
     return dict(accuracy=accuracy, vs_float=gate.comparison(table, cfg), **extra)
 
 
+@pytest.mark.fast
 def test_absolute_bound_is_inclusive_and_relative_is_relative_to_the_float_metric():
     figures = {"a": _fig(0.48, [48, 2, 0, 50], size_bytes=1)}  # float 0.50, variant 0.48
     abs_only = GateSettings(max_accuracy_drop=0.02, drop_decision="point")
@@ -225,6 +227,7 @@ def test_absolute_bound_is_inclusive_and_relative_is_relative_to_the_float_metri
         "; point +0.0200) > max_accuracy_drop 0.0100")
 
 
+@pytest.mark.fast
 def test_the_drop_decision_follows_the_documented_semantics():
     # float 0.91, variant 0.90 on 1000 examples: drop 0.01 with a paired interval around it.
     table = [880, 30, 20, 70]
@@ -242,6 +245,7 @@ def test_the_drop_decision_follows_the_documented_semantics():
     assert not decide(clearly_worse, max_accuracy_drop=0.05, drop_decision="lower_bound")
 
 
+@pytest.mark.fast
 def test_size_latency_min_accuracy_and_non_finite_bounds():
     figures = {"a": _fig(0.9, [90, 0, 0, 10], size_bytes=1000, latency_ms_median=2.0),
                "b": {"accuracy": float("nan"), "size_bytes": 10, "latency_ms_median": 0.1}}
@@ -260,6 +264,7 @@ def test_size_latency_min_accuracy_and_non_finite_bounds():
         GateSettings(max_accuracy_drop=None)
 
 
+@pytest.mark.fast
 def test_a_model_that_does_not_beat_the_majority_class_blesses_nothing():
     figures = {"integer_only": _fig(0.30, [30, 0, 0, 70])}
     verdict = gate.judge(figures, 0.30, GateSettings(), chance=0.30)["integer_only"]
@@ -273,6 +278,7 @@ def test_a_model_that_does_not_beat_the_majority_class_blesses_nothing():
     assert gate.chance_rate([5, 30, 15], "top_k_accuracy", 2) == 0.9
 
 
+@pytest.mark.fast
 def test_a_mostly_float_mixed_variant_counts_as_float32():
     cfg = POINT
     figures = {"selective_integer": _fig(0.9, [90, 0, 0, 10], integer_compute_fraction=0.0),
@@ -287,6 +293,7 @@ def test_a_mostly_float_mixed_variant_counts_as_float32():
     assert gate.judge(figures, 0.9, POINT.with_overrides('{"allow_float32": true}'))["selective_integer"]["passed"]
 
 
+@pytest.mark.fast
 def test_selection_policies():
     small_slow, big_fast, failing = "integer_only", "float16", "dynamic_range"
     ok = [90, 0, 0, 10]
@@ -302,6 +309,7 @@ def test_selection_policies():
         GateSettings.build(selection="biggest")
 
 
+@pytest.mark.fast
 def test_fastest_treats_latencies_within_the_noise_as_tied_and_takes_the_smallest():
     figures = {"float16": dict(size_bytes=100, latency_ms_median=1.00, latency_ms_iqr=0.01),
                "integer_only": dict(size_bytes=30, latency_ms_median=1.04, latency_ms_iqr=0.01),
@@ -505,6 +513,7 @@ def test_variant_with_a_mismatched_input_spec_fails_with_the_reason(tmp_path, di
     assert result.blessed
 
 
+@pytest.mark.fast
 def test_component_validates_the_gate_early():
     from tfx.types import channel_utils
 

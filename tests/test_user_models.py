@@ -190,6 +190,7 @@ def test_a_logits_output_trains_with_the_logits_loss_or_stops_with_the_fix(tmp_p
     assert not os.path.exists(tmp_path / "model2" / "saved_model.pb")
 
 
+@pytest.mark.fast
 def test_output_kinds_are_told_apart():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(32, 10)) * 3
@@ -223,6 +224,7 @@ def test_a_loss_that_does_not_move_is_a_warning_that_reaches_the_manifest(tmp_pa
 
 
 # ---- selection as a deployer would make it ------------------------------------------------
+@pytest.mark.fast
 def test_sizes_within_the_tolerance_are_ties_won_by_integer_compute_then_by_the_metric():
     from tfx_quantization.tflite_evaluator import gate
 
@@ -264,6 +266,7 @@ def test_png_bytes_in_an_input_without_an_image_declaration_name_the_image_setti
             "set contract.inputs.image.image") in message and "holds text" not in message
 
 
+@pytest.mark.fast
 def test_no_variant_can_pass_is_said_only_when_none_can():
     from tfx_quantization.tflite_evaluator import gate
 
