@@ -239,6 +239,15 @@ def test_sizes_within_the_tolerance_are_ties_won_by_integer_compute_then_by_the_
     figures = {"integer_only": dict(size_bytes=24_400, accuracy=0.878, integer_compute_fraction=1.0),
                "qat_int8": dict(size_bytes=24_960, accuracy=0.942, integer_compute_fraction=1.0)}
     assert gate.select(figures, {n: {"passed": True} for n in figures}, GateSettings())[0] == "qat_int8"
+    # The bundled digits run: qat_int8 one eval example better (0.17 pp, within max_accuracy_drop, what
+    # the gate calls no loss) and 392 bytes larger: a tie on the metric too, so the smaller file ships.
+    digits = {"integer_only": dict(size_bytes=43_456, accuracy=0.9777, integer_compute_fraction=1.0),
+              "qat_int8": dict(size_bytes=43_848, accuracy=0.9794, integer_compute_fraction=1.0)}
+    chosen, record = gate.select(digits, {n: {"passed": True} for n in digits}, GateSettings())
+    assert chosen == "integer_only" and record["tied"] == ["integer_only", "qat_int8"], record
+    assert "within max_accuracy_drop 0.01 are ties" in record["why"]
+    assert gate.select(digits, {n: {"passed": True} for n in digits},
+                       GateSettings(max_accuracy_drop=0.001))[0] == "qat_int8"
     # Beyond the tolerance, size decides; with no tolerance, the smallest file wins as before.
     assert gate.select(figures, {n: {"passed": True} for n in figures},
                        GateSettings(size_tie_tolerance=0.01))[0] == "integer_only"

@@ -31,8 +31,9 @@ size_tie_tolerance of the smallest file are tied) or fastest (latency medians wi
 measurement's noise are tied: within latency_tie_tolerance of the fastest median or within
 the larger IQR of the two); tied variants are ranked by integer-compute fraction (an
 integer model runs on integer hardware and TFLite Micro, a dynamic-range one computes in
-float), then by the gate's metric, then by size (fastest) or latency (smallest), then by
-name. Or a list of names in order of preference.
+float), then by the gate's metric, where differences within max_accuracy_drop are ties too
+(the gate's own measure of "no loss": a variant a few examples better does not buy a larger
+file), then by size, then latency, then name. Or a list of names in order of preference.
 """
 from __future__ import annotations
 
@@ -224,8 +225,17 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
         value = variants[n].get(key)
         return value if is_finite(value) else -inf
 
-    def deployer(n):  # among tied variants: integer compute first, then the metric
-        return -figure(n, "integer_compute_fraction"), -figure(n, cfg.metric)
+    metric_margin = cfg.max_accuracy_drop or 0.0
+
+    def deployer_choice(tied: List[str]) -> str:
+        """Among tied variants: the largest integer-compute fraction; then the gate's metric,
+        where a difference within max_accuracy_drop (what the gate itself calls no loss) is a
+        tie too; then the smaller file, the lower latency, the name."""
+        top = max(figure(n, "integer_compute_fraction") for n in tied)
+        best = [n for n in tied if figure(n, "integer_compute_fraction") >= top - TOLERANCE]
+        top = max(figure(n, cfg.metric) for n in best)
+        best = [n for n in best if figure(n, cfg.metric) >= top - metric_margin - TOLERANCE]
+        return min(best, key=lambda n: (size(n), latency(n), n))
 
     def tie_break(chosen: str, tied: List[str], other: str) -> str:
         if len(tied) == 1:
@@ -235,13 +245,14 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
         shown = (f"integer-compute fraction {fraction:.4f}" if is_finite(fraction) else "no integer-compute fraction")
         shown += f", {cfg.metric} {value:.4f}" if is_finite(value) else ""
         return (f"; tied with {', '.join(n for n in sorted(tied) if n != chosen)}, {chosen} wins by the larger "
-                f"integer-compute fraction, then the better {cfg.metric}, then the {other} ({shown})")
+                f"integer-compute fraction, then the better {cfg.metric} (differences within max_accuracy_drop "
+                f"{metric_margin:g} are ties), then the {other} ({shown})")
 
     if cfg.selection == SMALLEST:
         smallest = min(passing, key=lambda n: (size(n), latency(n), n))
         margin = cfg.size_tie_tolerance * size(smallest)
         tied = [n for n in passing if size(n) - size(smallest) <= margin + TOLERANCE]
-        chosen = min(tied, key=lambda n: (*deployer(n), size(n), latency(n), n))
+        chosen = deployer_choice(tied)
         why = f"smallest passing variant ({size(chosen)} bytes)" if chosen == smallest else (
             f"{chosen} ({size(chosen)} bytes) is within size_tie_tolerance {100 * cfg.size_tie_tolerance:g}% of "
             f"the smallest passing variant, {smallest} ({size(smallest)} bytes)")
@@ -252,7 +263,7 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
     tied = [n for n in passing
             if latency(n) - latency(fastest) <= max(cfg.latency_tie_tolerance * latency(fastest),
                                                     spread(n), spread(fastest)) + TOLERANCE]
-    chosen = min(tied, key=lambda n: (*deployer(n), size(n), latency(n), n))
+    chosen = deployer_choice(tied)
     record = {"policy": policy, "fastest": fastest, "tied": sorted(tied),
               "noise_ms": max(cfg.latency_tie_tolerance * latency(fastest), *(spread(n) for n in tied))}
     if len(tied) == 1:
