@@ -134,11 +134,6 @@ def _float_forward_recording(ranges: Dict[object, list]) -> Iterator[None]:
     float, as the float model does) and the range quantizers record the min and max of what
     they see, by their min variable. tfmot has no hook for this: the quantizer classes'
     __call__ is swapped for the duration and restored after."""
-    saved = {cls: cls.__call__ for cls in (*_RANGE_QUANTIZERS, tfmot_quantizers.LastValueQuantizer)}
-
-    def passthrough(self, inputs, training, weights, **kwargs):
-        return inputs
-
     def record(self, inputs, training, weights, **kwargs):
         low, high = weights["min_var"], weights["max_var"]
         axes = list(range(inputs.shape.rank - low.shape.rank))  # per-axis ranges keep the last axis
@@ -147,10 +142,22 @@ def _float_forward_recording(ranges: Dict[object, list]) -> Iterator[None]:
         seen[2], seen[3] = np.minimum(seen[2], lo), np.maximum(seen[3], hi)
         return inputs
 
+    with _calls_replaced({tfmot_quantizers.LastValueQuantizer: _passthrough, **{c: record for c in _RANGE_QUANTIZERS}}):
+        yield
+
+
+def _passthrough(self, inputs, *args, **kwargs):
+    return inputs
+
+
+@contextlib.contextmanager
+def _calls_replaced(calls: Dict[type, object]) -> Iterator[None]:
+    """While active, each quantizer class's __call__ is the given function; restored after
+    (tfmot has no hook for computing in float or recording ranges)."""
+    saved = {cls: cls.__dict__.get("__call__", cls.__call__) for cls in calls}
     try:
-        tfmot_quantizers.LastValueQuantizer.__call__ = passthrough
-        for cls in _RANGE_QUANTIZERS:
-            cls.__call__ = record
+        for cls, call in calls.items():
+            cls.__call__ = call
         yield
     finally:
         for cls, call in saved.items():
@@ -174,18 +181,8 @@ def quantizers_passed_through() -> Iterator[None]:
     """While active, every tfmot quantizer (weights, activations, fixed ranges) returns its
     input unchanged: the quantization-aware copy computes in float, the function the float
     model computes if the copy is faithful."""
-    saved = {cls: cls.__dict__["__call__"] for cls in _all_quantizer_classes()}
-
-    def passthrough(self, inputs, *args, **kwargs):
-        return inputs
-
-    try:
-        for cls in saved:
-            cls.__call__ = passthrough
+    with _calls_replaced({cls: _passthrough for cls in _all_quantizer_classes()}):
         yield
-    finally:
-        for cls, call in saved.items():
-            cls.__call__ = call
 
 
 # Largest difference of class probabilities between the float model and its QAT copy with
