@@ -28,13 +28,17 @@ class KerasVersionError(RuntimeError):
 
 def keras_problem() -> Optional[str]:
     """Why Keras 2 is not in force, or None when it is. Loads nothing that is not loaded."""
-    if os.environ.get(ENV_VAR, "") not in _ON:
-        return f"{ENV_VAR} is not set, so TensorFlow uses Keras 3"
+    value = os.environ.get(ENV_VAR)
+    if value not in _ON:
+        now = "not set" if value is None else f"{value!r}, not '1'"
+        return f"{ENV_VAR} is {now}, so TensorFlow uses Keras 3"
     tf = sys.modules.get("tensorflow")
     if tf is not None:
         model_module = getattr(getattr(getattr(tf, "keras", None), "Model", None), "__module__", "") or ""
         if not model_module.startswith("tf_keras"):
-            return (f"{ENV_VAR}=1 came after TensorFlow resolved tf.keras to Keras 3 "
+            # Set now, but not when tf.keras was resolved (by the user, or by a library that sets
+            # it on import, as tensorflow_transform does: too late for TensorFlow).
+            return (f"{ENV_VAR} was not 1 when TensorFlow resolved tf.keras, which is Keras 3 "
                     f"(tf.keras.Model is from {model_module or 'an unknown module'})")
     return None
 

@@ -52,8 +52,8 @@ def test_keras_3_stops_every_component_and_executor_with_one_line():
 
 def test_setting_the_switch_after_tfx_is_imported_is_named():
     lines = _run(after="os.environ['TF_USE_LEGACY_KERAS'] = '1'")
-    assert "TF_USE_LEGACY_KERAS=1 came after TensorFlow resolved tf.keras to Keras 3" in lines["component"], lines
-    assert "came after" in lines["executor"]
+    assert "TF_USE_LEGACY_KERAS was not 1 when TensorFlow resolved tf.keras, which is Keras 3" in lines["component"], lines
+    assert "was not 1 when TensorFlow resolved tf.keras" in lines["executor"]
 
 
 def test_with_the_switch_first_everything_builds():
@@ -64,6 +64,9 @@ def test_with_the_switch_first_everything_builds():
 def test_the_check_reads_the_environment(monkeypatch):
     monkeypatch.delenv(keras2.ENV_VAR, raising=False)
     with pytest.raises(keras2.KerasVersionError, match="TF_USE_LEGACY_KERAS is not set"):
+        keras2.require_keras2("X")
+    monkeypatch.setenv(keras2.ENV_VAR, "yes")
+    with pytest.raises(keras2.KerasVersionError, match="TF_USE_LEGACY_KERAS is 'yes', not '1'"):
         keras2.require_keras2("X")
     monkeypatch.setenv(keras2.ENV_VAR, "1")
     keras2.require_keras2("X")  # this process imported TensorFlow with the switch on (conftest)

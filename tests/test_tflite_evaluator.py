@@ -524,3 +524,7 @@ def test_component_validates_the_gate_early():
     component = TFLiteEvaluator(examples=ch(standard_artifacts.Examples), model=ch(standard_artifacts.Model),
                                 quantized_models=ch(standard_artifacts.Model), settings=GateSettings(max_model_bytes=7))
     assert GateSettings.from_json(component.exec_properties["settings"]).max_model_bytes == 7
+    # The deployed baseline's registry is checked as the pusher's is: when built, not after training.
+    with pytest.raises(ValueError, match="PushSettings: model_name is empty"):
+        TFLiteEvaluator(examples=ch(standard_artifacts.Examples), model=ch(standard_artifacts.Model),
+                        quantized_models=ch(standard_artifacts.Model), registry={"destination": "/tmp/registry"})

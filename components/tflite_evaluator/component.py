@@ -71,8 +71,15 @@ class TFLiteEvaluator(base_beam_component.BaseBeamComponent):
             examples=examples, model=model, quantized_models=quantized_models,
             settings=settings.to_json(), overrides=overrides, deployed_state=deployed_state,
             contract=ModelContract.coerce(contract, "TFLiteEvaluator").to_json() if contract else None,
-            registry=(PushSettings.coerce(registry, "TFLiteEvaluator").to_json()
+            registry=(_complete(PushSettings.coerce(registry, "TFLiteEvaluator")).to_json()
                       if isinstance(registry, (PushSettings, dict)) else registry),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         ))
+
+
+def _complete(registry: PushSettings) -> PushSettings:
+    """The registry must name its destination and model now, as the pusher's must: an
+    incomplete one would otherwise fail in the evaluator, after training and quantization."""
+    registry.check_complete()
+    return registry
