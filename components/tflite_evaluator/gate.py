@@ -167,7 +167,8 @@ def judge(
                     reasons.append(f"latency {shown} ms > max_latency_ms {cfg.max_latency_ms:g}")
         if name == FLOAT32 and not cfg.allow_float32:
             reasons.append("float32 is the unquantized baseline; set allow_float32 to make it eligible")
-        elif counts_as_float(name, fig, cfg) and not cfg.allow_float32:
+        elif counts_as_float(name, fig, cfg) and not cfg.allow_float32 and not fig.get("error"):
+            # (a variant that was not built or evaluated has its reason already: no fraction to judge)
             fraction = fig.get("integer_compute_fraction")
             shown = f"{fraction:.2f}" if is_finite(fraction) else str(fraction)
             reasons.append(f"integer-compute fraction {shown} < min_integer_compute_fraction "
