@@ -6,7 +6,9 @@ that neither imports the other. Imports nothing of this package and no TensorFlo
 """
 from __future__ import annotations
 
+import difflib
 import json
+import typing
 from typing import Any, Dict, List, Optional, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -18,13 +20,56 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the setting, the value and the fix."""
 
 
-def describe_errors(error: ValidationError, name_of=None) -> str:
-    """pydantic's errors as one line per setting: `name = value: what is wrong`."""
+def models_in(annotation) -> List[type]:
+    """The settings models a field's annotation holds: the model itself, or inside
+    Optional, List or Dict (a contract's inputs, the gate's targets)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+
+
+def _is_mapping(annotation) -> bool:
+    """A Dict[...] annotation, or Optional[Dict[...]]."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:
+        return any(_is_mapping(a) for a in typing.get_args(annotation) if a is not type(None))
+    return origin in (dict, Dict)
+
+
+def _model_at(model: Optional[type], path: List[str]) -> Optional[type]:
+    """The settings model that holds the last key of `path` (list indexes already dropped;
+    the key after a Dict field is a name, not a setting), or None when the path leaves the
+    settings models."""
+    skip = False
+    for part in path:
+        if skip:
+            skip = False
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        inner = models_in(annotation)
+        model, skip = (inner[0] if inner else None), _is_mapping(annotation)
+    return model
+
+
+def close_settings(model: Optional[type], path: List[str]) -> List[str]:
+    """The settings beside the unknown key at the end of `path` whose names are close to it."""
+    holder = _model_at(model, path[:-1])
+    return difflib.get_close_matches(path[-1], list(holder.model_fields), n=3) if holder and path else []
+
+
+def describe_errors(error: ValidationError, name_of=None, model: Optional[type] = None) -> str:
+    """pydantic's errors as one line per setting: `name = value: what is wrong`; an unknown
+    key gets the close matches among the settings of `model` beside it."""
     lines: Dict[str, List[str]] = {}
     for e in error.errors():
         # Drop list indexes and the union member tags pydantic adds ("literal[...]", "list[str]").
         loc = [str(p) for p in e["loc"] if isinstance(p, str) and p.isidentifier()]
         message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            close = close_settings(model, loc)
+            message = "is not a setting" + (f": did you mean {' or '.join(close)}?" if close else "")
         if not loc:  # a rule across several settings: the message names them
             lines.setdefault(message, [])
             continue
@@ -40,6 +85,25 @@ class StageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
+    def __init__(self, **values: Any) -> None:
+        # Built directly, from a dict, or nested: a bad value is a SettingsError with one line
+        # per setting (never pydantic's multi-line ValidationError).
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise SettingsError(f"{type(self).__name__}: {describe_errors(e, model=type(self))}") from None
+
+    # This __init__ validates exactly as pydantic's does and only translates the error: marked
+    # as pydantic's own, nested settings are validated without it, so an outer model (the
+    # pipeline's configuration) still reports the full path of a bad nested setting.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            raise SettingsError(f"{type(self).__name__}: {describe_errors(e, model=type(self))}") from None
+
     def to_json(self) -> str:
         return self.model_dump_json()
 
@@ -48,7 +112,7 @@ class StageSettings(BaseModel):
         try:
             return cls.model_validate_json(text)
         except ValidationError as e:
-            raise SettingsError(f"{cls.__name__}: {describe_errors(e)}") from None
+            raise SettingsError(f"{cls.__name__}: {describe_errors(e, model=cls)}") from None
 
     def with_overrides(self: S, overrides: Optional[str]) -> S:
         """A copy with the fields of a JSON object replaced (validated); '' or None: self."""
@@ -79,8 +143,5 @@ class StageSettings(BaseModel):
 
     @classmethod
     def build(cls: Type[S], **values: Any) -> S:
-        """Like the constructor, but a bad value raises SettingsError with a one-line message."""
-        try:
-            return cls(**values)
-        except ValidationError as e:
-            raise SettingsError(f"{cls.__name__}: {describe_errors(e)}") from None
+        """The constructor (kept for callers that name it): a bad value raises SettingsError."""
+        return cls(**values)

@@ -47,6 +47,7 @@ from tfx_quantization.settings import (
     DEFAULT_MAX_ACCURACY_DROP, CalibrationSettings, GateSettings, PushSettings, QuantizeSettings, SettingsError,
     TrainSettings, describe_errors,
 )
+from tfx_quantization.settings_base import models_in
 
 ENV_PREFIX = "QP_"
 CONFIG_FILE_VAR = "QP_CONFIG"
@@ -182,7 +183,7 @@ class PipelineConfig(BaseModel):
         try:
             return cls.model_validate(tree)
         except ValidationError as e:
-            raise SettingsError(f"bad configuration: {describe_errors(e, setting_name)}") from None
+            raise SettingsError(f"bad configuration: {describe_errors(e, setting_name, model=cls)}") from None
 
     def uses_s3(self) -> bool:
         """True when a path of the run is on S3 (TensorFlow then needs tensorflow-io)."""
@@ -311,14 +312,6 @@ def read_config_file(path: str) -> Dict[str, Any]:
     return tree
 
 
-def _models_in(annotation) -> List[type]:
-    """The settings models a field's annotation holds: the model itself, or inside
-    Optional, List or Dict (a contract's inputs, the gate's targets)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
-
-
 def unknown_keys(model: type, tree: Any, prefix: str = "") -> List[Tuple[str, List[str]]]:
     """Each key of a configuration tree that names no setting, as (its dotted path, the
     close matches among the settings beside it), through nested models, lists and dicts of
@@ -335,7 +328,7 @@ def unknown_keys(model: type, tree: Any, prefix: str = "") -> List[Tuple[str, Li
             out.append((where, [prefix + m for m in difflib.get_close_matches(str(key), names, n=3)]))
             continue
         annotation = fields[key].annotation
-        inner = _models_in(annotation)
+        inner = models_in(annotation)
         if not inner:
             continue
         sub = inner[0]

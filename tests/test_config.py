@@ -272,3 +272,21 @@ def test_relative_paths_are_taken_from_the_current_directory(tmp_path, monkeypat
     assert config.data_root == str(tmp_path / "in") and config.output_root == str(tmp_path / "local_outputs")
     assert config.train.module_file == str(tmp_path / "m.py")
     assert config.pipeline_root == str(tmp_path / "local_outputs" / "pipeline_root")
+
+
+def test_settings_built_directly_name_the_bad_setting_in_one_line_with_the_close_match():
+    with pytest.raises(SettingsError, match=r"^GateSettings: max_acuracy_drop = 0.1: is not a setting: did you mean "
+                                            r"max_accuracy_drop"):
+        GateSettings(max_acuracy_drop=0.1)
+    with pytest.raises(SettingsError, match=r"^TrainSettings: epochs = 0: Input should be greater than or equal to 1$"):
+        TrainSettings(epochs=0)
+    settings = TrainSettings()
+    with pytest.raises(SettingsError, match=r"^TrainSettings: epochs = -1: "):
+        settings.epochs = -1
+    assert settings.epochs == TrainSettings().epochs
+    # A key inside a nested dict (an input's name is a dict key, not a setting) gets its close match.
+    with pytest.raises(SettingsError, match=r"inputs\.image\.featurs = \['a'\]: is not a setting: did you mean features\?"):
+        ModelContract(inputs={"image": {"featurs": ["a"]}}, num_classes=10)
+    # Nested in the pipeline's configuration, the full path and its variable are still named.
+    with pytest.raises(SettingsError, match=r"gate\.max_accuracy_drop \(QP_GATE__MAX_ACCURACY_DROP\) = -1: "):
+        PipelineConfig.build({"pipeline_name": "x", "data_root": "d", "gate": {"max_accuracy_drop": -1}})
