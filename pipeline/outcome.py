@@ -1,8 +1,12 @@
 """The run's outcome for automation: <output_root>/outcome.json, and an opt-in exit status.
 
-    tfx-quantization-outcome    prints the newest run's outcome (JSON); exits 3 when
-                                QP_FAIL_IF_NOTHING_PUSHED=1 and the run left no blessed
-                                model deployed (0 otherwise)
+    tfx-quantization-outcome [--metadata PATH] [--fail-if-nothing-pushed]
+        prints the newest run's outcome (JSON). Without --metadata, the run of this
+        project's configuration (QP_CONFIG / QP_* variables: <output_root>/outcome.json);
+        with it, the newest run recorded in any ML Metadata sqlite file (a pipeline of
+        your own). Exits 3 when asked to fail if nothing is deployed
+        (QP_FAIL_IF_NOTHING_PUSHED=1 or the flag) and the run left no blessed model
+        deployed; 4 when no evaluated run is found; 2 on a bad configuration; else 0.
 
 The outcome joins the evaluator's decision (its outcome.json, next to report.html: blessed,
 why, warnings, shift) with what the pusher did (pushed version, or why not), read from ML
@@ -11,8 +15,9 @@ because the TFX CLI turns every non-zero status of the pipeline script into 1.
 """
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Optional
+from typing import List, Optional
 
 from tfx_quantization import contracts, fsutil
 from tfx_quantization.contracts import RunOutcome
@@ -21,6 +26,7 @@ from tfx_quantization.pipeline import summary
 from tfx_quantization.pipeline.config import PipelineConfig
 
 NOTHING_PUSHED_EXIT = 3
+NO_RUN_EXIT = 4
 
 
 def run_outcome(metadata_path: str) -> Optional[RunOutcome]:
@@ -54,29 +60,47 @@ def write(config: PipelineConfig) -> Optional[RunOutcome]:
     return outcome
 
 
-def exit_status(config: PipelineConfig, outcome: Optional[RunOutcome]) -> int:
-    if config.fail_if_nothing_pushed and not (outcome and outcome.deployed):
+def exit_status(fail_if_nothing_pushed: bool, outcome: Optional[RunOutcome]) -> int:
+    if outcome is None:
+        return NO_RUN_EXIT
+    if fail_if_nothing_pushed and not outcome.deployed:
         return NOTHING_PUSHED_EXIT
     return 0
 
 
-def main() -> int:
-    try:
-        config = PipelineConfig.from_env()
-    except SettingsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if config.uses_s3():
-        fsutil.register_filesystems()
-    path = fsutil.join(config.output_root, contracts.OUTCOME_FILE)
-    outcome = contracts.read_run_outcome(config.output_root) if fsutil.exists(path) else write(config)
+def _arguments(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tfx-quantization-outcome", description=__doc__.splitlines()[0])
+    parser.add_argument("--metadata", help="an ML Metadata sqlite file (default: the configured pipeline's)")
+    parser.add_argument("--fail-if-nothing-pushed", action="store_true",
+                        help=f"exit {NOTHING_PUSHED_EXIT} unless the run left a blessed model deployed")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _arguments(argv)
+    if args.metadata:
+        where, fail, path = args.metadata, args.fail_if_nothing_pushed, None
+        outcome = run_outcome(args.metadata)
+    else:
+        try:
+            config = PipelineConfig.from_env()
+        except SettingsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if config.uses_s3():
+            fsutil.register_filesystems()
+        where, fail = config.output_root, args.fail_if_nothing_pushed or config.fail_if_nothing_pushed
+        path = fsutil.join(config.output_root, contracts.OUTCOME_FILE)
+        outcome = contracts.read_run_outcome(config.output_root) if fsutil.exists(path) else write(config)
     if outcome is None:
-        print(f"no run has been evaluated yet under {config.output_root}", file=sys.stderr)
-        return exit_status(config, None)
+        print(f"no evaluated run found in {where}: run the pipeline first, or pass --metadata with the ML Metadata "
+              "file your pipeline writes", file=sys.stderr)
+        return exit_status(fail, None)
     print(outcome.to_json())
-    status = exit_status(config, outcome)
+    status = exit_status(fail, outcome)
     if status:
-        print(f"nothing deployed by this run (QP_FAIL_IF_NOTHING_PUSHED is on): see {path}", file=sys.stderr)
+        print(f"nothing deployed by this run (asked to fail if nothing is pushed): see {path or outcome.report}",
+              file=sys.stderr)
     return status
 
 

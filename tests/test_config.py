@@ -290,3 +290,14 @@ def test_settings_built_directly_name_the_bad_setting_in_one_line_with_the_close
     # Nested in the pipeline's configuration, the full path and its variable are still named.
     with pytest.raises(SettingsError, match=r"gate\.max_accuracy_drop \(QP_GATE__MAX_ACCURACY_DROP\) = -1: "):
         PipelineConfig.build({"pipeline_name": "x", "data_root": "d", "gate": {"max_accuracy_drop": -1}})
+
+
+def test_the_outcome_command_without_an_evaluated_run_says_so_and_exits_4(tmp_path):
+    from tfx_quantization.pipeline import outcome
+
+    env = {"PATH": "/usr/bin:/bin", "TF_USE_LEGACY_KERAS": "1"}
+    missing = tmp_path / "metadata.sqlite"
+    result = subprocess.run([sys.executable, "-m", "tfx_quantization.pipeline.outcome", "--metadata", str(missing)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == outcome.NO_RUN_EXIT == 4, result.stderr
+    assert f"no evaluated run found in {missing}" in result.stderr and "--metadata" in result.stderr

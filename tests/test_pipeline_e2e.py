@@ -83,6 +83,12 @@ def test_pipeline_end_to_end_cli_cache_and_gate(tmp_path):
     check = [sys.executable, "-m", "tfx_quantization.pipeline.outcome"]
     strict_env = dict(env, QP_FAIL_IF_NOTHING_PUSHED="1")
     assert subprocess.run(check, env=strict_env, cwd=REPO_ROOT, capture_output=True).returncode == 0
+    # A pipeline of one's own has no QP_ configuration: its ML Metadata file is enough.
+    own = subprocess.run([*check, "--metadata", config.metadata_path, "--fail-if-nothing-pushed"], cwd=tmp_path,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("QP_")}, capture_output=True,
+                         text=True)
+    assert own.returncode == 0, own.stderr
+    assert json.loads(own.stdout)["pushed_version"] == 1 and json.loads(own.stdout)["report"] == report
 
     # TFX's own LatestBlessedModelStrategy, run on this store, resolves the quantized models
     # (the artifact holding the blessed .tflite), not the float SavedModel.
