@@ -326,3 +326,27 @@ def test_an_lstm_converts_through_a_batch_1_signature_and_integer_only_passes_th
     assert ev.variants["float32"]["accuracy"] == pytest.approx(ev.float_model["accuracy"], abs=2 / 599)
     assert ev.variants["integer_only"]["accuracy"] >= ev.float_model["accuracy"] - 0.03
     assert ev.selected_variant == "integer_only" and ev.blessed
+
+
+def test_the_selective_search_converts_an_lstm_through_the_same_batch_1_retry(tmp_path, digits_examples,
+                                                                                digits_calibration):
+    """The search calibrates, ranks layers (QuantizationDebugger) and quantizes through the
+    conversion every variant uses, so a recurrent model reaches it instead of failing on
+    the unknown batch size. Untrained: the search's budget is opened wide, only the
+    conversion path is under test."""
+    contract = ModelContract(inputs={"image": {"features": PIXEL_KEYS, "shape": [8, 8]}}, num_classes=10)
+    spec = data.check_examples(data.split_files(_split(digits_examples, "eval")), ModelSpec.of_contract(contract))
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8), name="image")
+    x = keras.layers.LSTM(8)(keras.layers.Rescaling(1 / 16)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="probabilities")(x))
+    training.save_serving_model(model, str(tmp_path / "model"), spec)
+    manifest = build.quantize_all(
+        str(tmp_path / "model"), str(tmp_path / "q"),
+        QuantizeSettings(variants=["selective_integer"], search_max_drop=1.0, validation_samples=60),
+        calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"),
+        validation_files=data.split_files(_split(digits_examples, "eval")), contract=contract)
+    entry = manifest.variants["selective_integer"]
+    assert entry.status == "ok", entry.reason
+    assert entry.inputs[0].shape == [1, 8, 8] and "UNIDIRECTIONAL_SEQUENCE_LSTM" in entry.op_counts
+    assert entry.selective.layer_errors and entry.selective.steps[0].num_float_layers == 0

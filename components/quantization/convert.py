@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -88,15 +88,30 @@ def convert(
     if recipe.needs_calibration and representative_dataset is None:
         raise ValueError(f"{variant} needs calibration data: pass a representative dataset")
     settings = recipe.converter_settings(io_type)
+    return with_fixed_batch_retry(
+        lambda fixed_batch: configure(settings, saved_model_dir, representative_dataset, signature,
+                                      fixed_batch=fixed_batch).convert(), variant)[0]
+
+
+T = TypeVar("T")
+
+
+def with_fixed_batch_retry(attempt: Callable[[int], T], what: str) -> Tuple[T, int]:
+    """(attempt(0), 0): the signature as exported, with its unknown batch size; when that
+    raises, (attempt(1), 1): a batch-1 trace (fixed_batch_converter), which recurrent layers
+    and ops needing static shapes convert only through. `attempt(fixed_batch)` configures a
+    converter with that `fixed_batch` (configure's argument) and converts. The first error is
+    raised when the retry fails too. The one home of this retry: every variant's conversion
+    and the selective search's calibration go through it."""
     try:
         with quiet_native_output(failure_level=logging.DEBUG):  # retried below: its dump is not the failure
-            return configure(settings, saved_model_dir, representative_dataset, signature).convert()
+            return attempt(0), 0
     except Exception as first:  # noqa: BLE001 - retried with static shapes; the first error if that fails
         log.info("%s: the signature with an unknown batch size does not convert (%s); converting a batch-1 trace",
-                 variant, str(first).strip().splitlines()[0][:200] if str(first).strip() else type(first).__name__)
+                 what, str(first).strip().splitlines()[0][:200] if str(first).strip() else type(first).__name__)
         try:
             with quiet_native_output():
-                return configure(settings, saved_model_dir, representative_dataset, signature, fixed_batch=1).convert()
+                return attempt(1), 1
         except Exception:  # noqa: BLE001
             raise first from None
 

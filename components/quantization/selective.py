@@ -36,24 +36,27 @@ log = logging.getLogger(__name__)
 RECIPE = variants.recipe(SELECTIVE_INTEGER)
 
 
-def _converter(saved_model_dir: str, calibration, signature: str):
+def _converter(saved_model_dir: str, calibration, signature: str, fixed_batch: int = 0):
     """The converter the search calibrates with (and the debugger measures through): the
-    selective_integer recipe with float I/O (quantize_calibrated sets the final I/O types)."""
-    return convert.configure(RECIPE.converter_settings(None), saved_model_dir, calibration, signature)
+    selective_integer recipe with float I/O (quantize_calibrated sets the final I/O types),
+    traced with a fixed batch size when `fixed_batch` (convert.configure)."""
+    return convert.configure(RECIPE.converter_settings(None), saved_model_dir, calibration, signature,
+                             fixed_batch=fixed_batch)
 
 
 def layer_errors(saved_model_dir: str, calibration, signature: str = "serving_default",
-                 input_order: Optional[List[str]] = None) -> List[LayerError]:
+                 input_order: Optional[List[str]] = None, fixed_batch: int = 0) -> List[LayerError]:
     """Per-layer error statistics of full-integer quantization, worst first. The debugger
     takes each sample as a list in the model's input order (input_order: the names;
-    data.representative_dataset yields dicts by name)."""
+    data.representative_dataset yields dicts by name); fixed_batch: the batch size the
+    signature is traced with (calibrate's second value)."""
     def as_lists():
         for sample in calibration():
             yield [sample[n] for n in input_order] if isinstance(sample, dict) else sample
 
     with convert.quiet_native_output():  # the debugger converts while it is built
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=_converter(saved_model_dir, calibration, signature), debug_dataset=as_lists)
+            converter=_converter(saved_model_dir, calibration, signature, fixed_batch), debug_dataset=as_lists)
         debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
@@ -97,13 +100,18 @@ def rank(errors: List[LayerError], first: List[str]) -> List[LayerError]:
     return head + [r for r in errors if r.tensor_name not in first]
 
 
-def calibrate(saved_model_dir: str, calibration, signature: str = "serving_default") -> bytes:
-    """The float model with activation ranges recorded from the calibration data."""
-    converter = _converter(saved_model_dir, calibration, signature)
-    converter.experimental_mlir_quantizer = True
-    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
-    with convert.quiet_native_output():
+def calibrate(saved_model_dir: str, calibration, signature: str = "serving_default") -> Tuple[bytes, int]:
+    """(the float model with activation ranges recorded from the calibration data, the fixed
+    batch size its signature was traced with: 0 for none). Converted as every variant is
+    (convert.with_fixed_batch_retry): a model that needs static shapes (a recurrent layer)
+    is calibrated through a batch-1 trace."""
+    def attempt(fixed_batch: int) -> bytes:
+        converter = _converter(saved_model_dir, calibration, signature, fixed_batch)
+        converter.experimental_mlir_quantizer = True
+        converter._experimental_calibrate_only = True  # pylint: disable=protected-access
         return converter.convert()
+
+    return convert.with_fixed_batch_retry(attempt, f"{SELECTIVE_INTEGER} calibration")
 
 
 def quantize_calibrated(calibrated: bytes, denylist: List[str], io_type: Optional[str]) -> bytes:
@@ -136,9 +144,10 @@ def search(
     signature = spec.signature if spec else "serving_default"
     scores = spec.scores if spec else (lambda y: y)
     runner = (lambda c: TFLiteRunner.for_spec(c, spec)) if spec else TFLiteRunner
-    calibrated = calibrate(saved_model_dir, calibration, signature)
+    calibrated, fixed_batch = calibrate(saved_model_dir, calibration, signature)
     prefix = input_scaling_ops(calibrated)
-    ranked = rank(layer_errors(saved_model_dir, calibration, signature, TFLiteRunner(calibrated).input_order()), prefix)
+    ranked = rank(layer_errors(saved_model_dir, calibration, signature, TFLiteRunner(calibrated).input_order(),
+                               fixed_batch), prefix)
     limit = min(settings.max_float_layers, len(ranked))
     steps: List[SearchStep] = []
     models: Dict[int, bytes] = {}
