@@ -86,6 +86,7 @@ CURRENT_MODEL_ID = "current_model_id"
 FLOAT_MODEL_ID = "float_model_id"  # the float SavedModel the variants were built from
 QUANTIZED_MODELS_ID = "quantized_models_id"
 QUANTIZED_MODELS_URI = "quantized_models_uri"
+EVALUATED_REGISTRY = "evaluated_registry"  # the registry (<destination>/<model_name>) the gate's baseline came from
 # QuantizedModelPusher -> PushedModel
 PUSHED = "pushed"  # int 1/0, as TFX's Pusher
 PUSHED_VERSION = "pushed_version"

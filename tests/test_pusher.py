@@ -21,8 +21,10 @@ from tests.conftest import REPO_ROOT
 from tests.helpers import artifact
 
 
-def _blessing(tmp_path, blessed, variant, name="blessing"):
+def _blessing(tmp_path, blessed, variant, name="blessing", evaluated_registry=None):
     b = artifact(standard_artifacts.ModelBlessing, tmp_path / name)
+    if evaluated_registry is not None:
+        b.set_string_custom_property("evaluated_registry", evaluated_registry)
     b.set_int_custom_property("blessed", int(blessed))
     b.set_string_custom_property("selected_variant", variant if blessed else "")
     b.set_int_custom_property("current_model_id", 11)  # the quantized models
@@ -30,12 +32,12 @@ def _blessing(tmp_path, blessed, variant, name="blessing"):
     return b
 
 
-def _push(tmp_path, quantized_dir, blessed, variant, dest, tag="p"):
+def _push(tmp_path, quantized_dir, blessed, variant, dest, tag="p", evaluated_registry=None):
     q = standard_artifacts.Model()
     q.uri = quantized_dir
     q.id = 11
     out = artifact(standard_artifacts.PushedModel, tmp_path / f"pushed_{tag}")
-    Executor().Do({"quantized_models": [q], "blessing": [_blessing(tmp_path, blessed, variant, f"b_{tag}")]},
+    Executor().Do({"quantized_models": [q], "blessing": [_blessing(tmp_path, blessed, variant, f"b_{tag}", evaluated_registry)]},
                   {"pushed_model": [out]}, {"settings": PushSettings(destination=str(dest), model_name="digits").to_json()})
     return out
 
@@ -57,6 +59,18 @@ def test_blessed_pushes_version_1_then_2_with_manifests(tmp_path, digits_quantiz
     assert manifest["lineage"]["quantized_models_id"] == 11 and manifest["lineage"]["float_model_id"] == 7
     assert "tensorflow" in manifest["library_versions"] and manifest["created_at"]
     assert registry.verify(1) == [] and registry.verify(2) == []
+
+
+def test_a_pusher_on_another_registry_than_the_evaluators_baseline_is_refused_before_writing(tmp_path,
+                                                                                             digits_quantized):
+    dest = tmp_path / "registry"
+    with pytest.raises(ValueError, match=r"the evaluator compared against the deployed model of .*/elsewhere/digits, "
+                                         r"but this pusher pushes to .*/registry/digits: give TFLiteEvaluator"):
+        _push(tmp_path, digits_quantized, True, "integer_only", dest, "x", str(tmp_path / "elsewhere" / "digits"))
+    assert not dest.exists()
+    # The same registry (what create_pipeline wires) pushes.
+    same = _push(tmp_path, digits_quantized, True, "integer_only", dest, "y", str(dest / "digits"))
+    assert same.get_int_custom_property("pushed") == 1
 
 
 def test_not_blessed_writes_nothing(tmp_path, digits_quantized):

@@ -53,6 +53,7 @@ class Executor(base_executor.BaseExecutor):
             settings=settings,
             evaluation=contracts.read_evaluation(evaluation.uri) if evaluation is not None else None,
             lineage=self._lineage(input_dict),
+            evaluated_registry=get_property(single(input_dict, "blessing"), contracts.EVALUATED_REGISTRY, ""),
         )
         self._Mark(pushed_model, result)
 

@@ -33,12 +33,24 @@ def push_selected(
     settings: PushSettings,
     evaluation: Optional[Evaluation] = None,
     lineage: Optional[Dict] = None,
+    evaluated_registry: str = "",
 ) -> PushResult:
     """Publishes the selected variant to the registry (and each target's selection to the
     target's registry) when blessed. evaluation: the evaluator's record, whose figures,
-    verdicts and gate settings each version's manifest keeps (None: none recorded)."""
+    verdicts and gate settings each version's manifest keeps (None: none recorded).
+    evaluated_registry: the registry whose deployed model the gate compared against ('':
+    none given to the evaluator).
+
+    Raises ValueError, before anything is written, when the evaluator read its baseline from
+    another registry than this push's (the no-regression check would have judged against a
+    model this registry does not serve)."""
     settings.check_complete()
     registry = Registry(settings.destination, settings.model_name)
+    if evaluated_registry and evaluated_registry != registry.root:
+        raise ValueError(
+            f"the evaluator compared against the deployed model of {evaluated_registry}, but this pusher pushes to "
+            f"{registry.root}: give TFLiteEvaluator(registry=...) and the pusher the same PushSettings (destination "
+            "and model_name)")
     latest = registry.latest()
     deployed = str(registry.version_dir(latest)) if latest is not None else ""
     if not blessed:

@@ -18,13 +18,20 @@ from tfx_quantization.tfx_utils import begin_executor, resolve_contract, set_pro
 log = logging.getLogger(__name__)
 
 
-def registry_history(registry_json: Optional[str]) -> List[dict]:
-    """The registry's versions, oldest first, with the figures their manifests recorded."""
+def open_registry(registry_json: Optional[str]) -> Tuple[Optional[Registry], Optional[PushSettings]]:
+    """The registry the evaluator's `registry` parameter names, and its settings ((None,
+    None) without one). Raises SettingsError when it lacks a destination or model name."""
     if not registry_json:
-        return []
+        return None, None
     push = PushSettings.from_json(registry_json)
     push.check_complete()
-    return Registry(push.destination, push.model_name).list()
+    return Registry(push.destination, push.model_name), push
+
+
+def registry_history(registry_json: Optional[str]) -> List[dict]:
+    """The registry's versions, oldest first, with the figures their manifests recorded."""
+    registry, _ = open_registry(registry_json)
+    return registry.list() if registry else []
 
 
 def deployed_model(registry_json: Optional[str]) -> Tuple[Optional[str], dict]:
@@ -34,11 +41,9 @@ def deployed_model(registry_json: Optional[str]) -> Tuple[Optional[str], dict]:
     verify (bytes changed since the push) is refused with the reason: the no-regression
     check never compares against a model nobody can vouch for.
     """
-    if not registry_json:
+    registry, push = open_registry(registry_json)
+    if registry is None:
         return None, {}
-    push = PushSettings.from_json(registry_json)
-    push.check_complete()
-    registry = Registry(push.destination, push.model_name)
     version = registry.latest()
     if version is None:
         log.info("No model deployed yet in %s: no-regression check skipped", registry.root)
@@ -71,6 +76,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         evaluation_artifact = single(output_dict, "evaluation")
         blessing = single(output_dict, "blessing")
         eval_split_dir = split_uri(examples, settings.eval_split)
+        registry, _ = open_registry(exec_properties.get("registry"))
         baseline_path, baseline_info = deployed_model(exec_properties.get("registry"))
 
         result = evaluate.evaluate_models(
@@ -110,7 +116,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         # (and a stock Pusher behind it) resolves the artifact holding the blessed TFLite model.
         set_properties(blessing, {contracts.CURRENT_MODEL_ID: quantized.id, contracts.FLOAT_MODEL_ID: model.id,
                                   contracts.QUANTIZED_MODELS_ID: quantized.id,
-                                  contracts.QUANTIZED_MODELS_URI: quantized.uri})
+                                  contracts.QUANTIZED_MODELS_URI: quantized.uri,
+                                  contracts.EVALUATED_REGISTRY: registry.root if registry else ""})
         fsutil.write_bytes_atomic(fsutil.join(
             blessing.uri, contracts.BLESSED_FILE if result.blessed else contracts.NOT_BLESSED_FILE), b"")
         if selected:
