@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -17,8 +18,11 @@ import tf_keras as keras
 
 from tfx_quantization import contracts, fsutil
 from tfx_quantization.models import get_builder
-from tfx_quantization.quantization import data
-from tfx_quantization.quantization.qat import check_copy, initialize_quantization_ranges, quantization_aware_copy
+from tfx_quantization.contracts import FLOAT32
+from tfx_quantization.quantization import convert, data
+from tfx_quantization.quantization.qat import (
+    check_copy, initialize_quantization_ranges, nested_model_reason, quantization_aware_copy,
+)
 from tfx_quantization.model_contract import LOGITS, PROBABILITIES, ModelContract
 from tfx_quantization.quantization.model_spec import ModelSpec, write_contract_file
 from tfx_quantization.quantization.stats import is_finite
@@ -285,6 +289,33 @@ def adapt_normalization(model: keras.Model, train_files: List[str], spec: ModelS
         log.info("Normalization layer %s adapted to the train split", layer.name)
 
 
+def qat_blocked_before_training(model: keras.Model, qat_out: Optional[str]) -> str:
+    """What stops quantization-aware training that the untrained model already shows (it
+    nests a model as a layer: qat.nested_model_reason), recorded in `qat_out` before any
+    epoch is spent (contracts.write_qat_failure; the quantizer records the QAT variants as
+    failed with it and warns) and returned; '' when nothing does or no QAT is asked for."""
+    reason = nested_model_reason(model) if qat_out else ""
+    if reason:
+        log.warning("QAT cannot run, so the QAT variants will be recorded as failed; the float model goes on: %s",
+                    reason)
+        contracts.write_qat_failure(qat_out, reason)
+    return reason
+
+
+def check_converts(model: keras.Model, spec: ModelSpec, source: str) -> None:
+    """Converts the freshly built model (untrained: a second or two) with the float32 recipe,
+    as the quantizer will convert the trained one, so a model TFLite cannot take stops
+    before any epoch is spent: a ValueError with the converter's reason in one line and the
+    fix (convert.failure_reason)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_serving_model(model, tmp, spec)
+        try:
+            convert.convert(FLOAT32, tmp, signature=spec.signature)
+        except Exception as e:  # noqa: BLE001 - any converter failure means the same here
+            raise ValueError(f"the model of {source} does not convert to TFLite (checked before training, untrained): "
+                             f"{convert.failure_reason(e)}") from None
+
+
 def checked_spec(train_files: List[str], eval_files: List[str], spec: ModelSpec) -> ModelSpec:
     """Checks every example of both splits, before any training (a bad value fails here,
     named), and returns the spec with the features' storage dtypes."""
@@ -330,6 +361,8 @@ def train(
 
     adapt_normalization(model, train_files, spec, cfg)
     check_output_kind(model, first_batch(model, train_files, spec, cfg), spec, source)
+    qat_blocked = qat_blocked_before_training(model, qat_out)
+    check_converts(model, spec, source)
 
     warnings: List[str] = []
     float_acc = fit_phase(model, "float", cfg.learning_rate, cfg.epochs, cfg.steps_per_epoch, train_files, eval_files,
@@ -337,8 +370,8 @@ def train(
     save_serving_model(model, float_out, spec)
     contracts.write_training_warnings(float_out, warnings)
     log.info("Float model: eval accuracy %.4f, saved to %s", float_acc, float_out)
-    if not qat_out:
-        return TrainResult(spec, float_acc, None, [], warnings=warnings)
+    if not qat_out or qat_blocked:
+        return TrainResult(spec, float_acc, None, [], qat_failure=qat_blocked, warnings=warnings)
 
     qat_acc, left_float, failure = quantization_aware_phase(model, qat_out, train_files, eval_files, spec, cfg,
                                                             log_dir)

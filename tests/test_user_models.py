@@ -350,3 +350,67 @@ def test_the_selective_search_converts_an_lstm_through_the_same_batch_1_retry(tm
     assert entry.status == "ok", entry.reason
     assert entry.inputs[0].shape == [1, 8, 8] and "UNIDIRECTIONAL_SEQUENCE_LSTM" in entry.op_counts
     assert entry.selective.layer_errors and entry.selective.steps[0].num_float_layers == 0
+
+
+# ---- what the untrained model already shows: checked before any epoch is spent ------------------
+NESTED_MODEL = """
+def build_model(input_shape, num_classes, input_name, output_name, **kwargs):
+    inner = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(32, activation="relu")], name="features")
+    inputs = keras.Input(shape=tuple(input_shape), name=input_name)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", name=output_name)(inner(inputs)))
+"""
+
+
+def test_a_nested_model_records_qat_failed_before_float_training_starts(tmp_path, digits_examples, caplog):
+    import logging
+
+    qat_dir = tmp_path / "qat_model"
+    with caplog.at_level(logging.INFO, logger="tfx_quantization"):
+        result = training.train(_split(digits_examples, "train"), _split(digits_examples, "eval"),
+                                str(tmp_path / "model"), str(qat_dir), str(tmp_path / "logs"),
+                                TrainSettings(module_file=_module(tmp_path, NESTED_MODEL), epochs=1, seed=0),
+                                DIGITS_CONTRACT)
+    reason = ("the model nests model(s) ['features'] as layers; tfmot cannot quantize nested models: build the inner "
+              "model's layers directly on the outer input (see components/models)")
+    assert result.qat_failure == reason and result.qat_accuracy is None  # the float model was trained and saved
+    assert os.path.exists(tmp_path / "model" / "saved_model.pb")
+    assert contracts.read_qat_failure(str(qat_dir)) == reason
+    said = [r.getMessage() for r in caplog.records]
+    warned = next(i for i, m in enumerate(said) if reason in m and m.startswith("QAT cannot run"))
+    trained = next(i for i, m in enumerate(said) if m.startswith("float training of"))
+    assert warned < trained, said  # said and recorded before the first epoch, not after training
+    assert not any(m.startswith("qat training of") for m in said)  # no QAT epoch spent
+    manifest = build.quantize_all(str(tmp_path / "model"), str(tmp_path / "q"),
+                                  QuantizeSettings(variants=["float32", "qat_int8"]), qat_model_dir=str(qat_dir))
+    assert manifest.built() == ["float32"] and reason in manifest.variants["qat_int8"].reason
+    assert manifest.warnings == [f"quantization-aware training failed, so qat_int8 was not built: {reason}"]
+
+
+UNCONVERTIBLE_MODEL = """
+import tensorflow as tf
+
+
+def build_model(input_shape, num_classes, input_name, output_name, **kwargs):
+    inputs = keras.Input(shape=tuple(input_shape), name=input_name)
+    # A string round trip: no TFLite builtin, and the pipeline never enables TensorFlow ops.
+    x = keras.layers.Lambda(lambda t: tf.strings.to_number(tf.strings.as_string(t)))(inputs)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", name=output_name)(x))
+"""
+
+
+def test_a_model_tflite_cannot_convert_stops_before_training_with_the_op_and_the_fix(tmp_path, digits_examples,
+                                                                                   caplog):
+    import logging
+
+    module = _module(tmp_path, UNCONVERTIBLE_MODEL)
+    with pytest.raises(ValueError) as raised, caplog.at_level(logging.INFO, logger="tfx_quantization"):
+        training.train(_split(digits_examples, "train"), _split(digits_examples, "eval"), str(tmp_path / "model"),
+                       None, str(tmp_path / "logs"), TrainSettings(module_file=module, epochs=1, seed=0),
+                       DIGITS_CONTRACT)
+    assert str(raised.value) == (
+        f"the model of module_file {module} does not convert to TFLite (checked before training, untrained): op(s) "
+        "tf.AsString, tf.StringToNumber have no TFLite builtin kernel (TensorFlow ops are not enabled): replace them "
+        "with ops TFLite supports (https://www.tensorflow.org/lite/guide/ops_compatibility)")
+    assert not any(r.getMessage().startswith("float training of") for r in caplog.records)
+    assert not os.path.exists(tmp_path / "model" / "saved_model.pb")

@@ -7,6 +7,7 @@ describe and convert models through this module.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
@@ -114,6 +115,23 @@ def with_fixed_batch_retry(attempt: Callable[[int], T], what: str) -> Tuple[T, i
                 return attempt(1), 1
         except Exception:  # noqa: BLE001
             raise first from None
+
+
+_UNSUPPORTED_OP = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex op")
+OPS_GUIDE = "https://www.tensorflow.org/lite/guide/ops_compatibility"
+
+
+def failure_reason(error: BaseException) -> str:
+    """The converter's reason in one line, with the fix when it is known: the TensorFlow ops
+    TFLite has no builtin kernel for (the pipeline never enables SELECT_TF_OPS), named;
+    otherwise `ErrorType: first line of the message`."""
+    text = str(error)
+    ops = sorted(set(_UNSUPPORTED_OP.findall(text)))
+    if ops:
+        return (f"op(s) {', '.join(ops)} have no TFLite builtin kernel (TensorFlow ops are not enabled): replace them "
+                f"with ops TFLite supports ({OPS_GUIDE})")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first[:300]}" if first else type(error).__name__
 
 
 def _tensor_info(detail: dict) -> dict:

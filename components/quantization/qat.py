@@ -54,6 +54,17 @@ def _keep_float_inputs(qat: keras.Model, float_input_layers) -> None:
             layer.quantizer = None
 
 
+def nested_model_reason(model: keras.Model) -> str:
+    """Why tfmot cannot make `model` quantization-aware, as its layers alone tell (so known
+    before any training): it uses another model as a layer, and tfmot quantizes no model
+    inside a model. '' when it does not."""
+    nested = [l.name for l in model.layers if isinstance(l, keras.Model)]
+    if not nested:
+        return ""
+    return (f"the model nests model(s) {nested[:MAX_SHOWN]} as layers; tfmot cannot quantize nested models: build the "
+            "inner model's layers directly on the outer input (see components/models)")
+
+
 def quantization_aware_copy(model: keras.Model) -> Tuple[keras.Model, List[str]]:
     """A quantization-aware copy of `model` carrying its weights, and the layers left float.
 
@@ -66,11 +77,9 @@ def quantization_aware_copy(model: keras.Model) -> Tuple[keras.Model, List[str]]
     starts after it. Raises ValueError when no layer can be quantized.
     """
     layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
-    if any(isinstance(l, keras.Model) for l in layers):
-        raise ValueError(
-            "the model nests another model as a layer; tfmot cannot quantize nested models: "
-            "build the inner model's layers directly on the outer input (see components/models)"
-        )
+    nested = nested_model_reason(model)
+    if nested:
+        raise ValueError(nested)
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
     if not any(registry.supports(l) for l in layers):
         raise ValueError(
