@@ -47,6 +47,9 @@ CALIBRATION_SPLIT = "calibration"
 
 # ---- statuses of a variant in the quantizer's manifest --------------------------------
 OK, FAILED = "ok", "failed"
+# Not built by design, not an error: an input it needs is absent (selective_integer with no
+# validation split). The evaluator neither judges nor counts it as a failure; its reason is shown.
+SKIPPED = "skipped"
 
 # ---- variants ------------------------------------------------------------------------
 FLOAT32, DYNAMIC_RANGE, FLOAT16 = "float32", "dynamic_range", "float16"
@@ -221,8 +224,8 @@ class SelectiveSearch(Record):
 class VariantFile(Record):
     """Whether a variant was built, and its file (relative to the quantizer's output)."""
 
-    status: Literal["ok", "failed"]
-    reason: str = ""  # why it failed; "" when built
+    status: Literal["ok", "failed", "skipped"]
+    reason: str = ""  # why it failed or was skipped; "" when built
     file: Optional[str] = None  # "<variant>/model.tflite" when built
     size_bytes: Optional[int] = None
     sha256: Optional[str] = None  # of the file's bytes, 64 hex digits
@@ -278,6 +281,10 @@ class Manifest(Record):
     def built(self) -> List[str]:
         """The names of the variants built (status ok), in manifest order."""
         return [n for n, v in self.variants.items() if v.status == OK]
+
+    def with_status(self, status: str) -> Dict[str, str]:
+        """{name: reason} of the variants with `status` (FAILED or SKIPPED), in manifest order."""
+        return {n: v.reason for n, v in self.variants.items() if v.status == status}
 
 
 def write_manifest(models_dir, manifest: Manifest) -> None:
@@ -413,6 +420,7 @@ class Decision(Record):
     selected_variant: Optional[str] = None
     why: List[str] = []  # the selection's reason, or each variant's reasons for failing
     warnings: List[str] = []
+    skipped: Dict[str, str] = {}  # variants not built by design (status skipped) -> why: neither failed nor judged
     deployed_shift: Optional[DeployedShift] = None
     metric: str = "accuracy"
     targets: Dict[str, Optional[str]] = {}  # target -> selected variant (None: none)

@@ -108,6 +108,8 @@ def summarize(metadata_path: str) -> Optional[str]:
         lines.append(f"Target {target:<10}: {shown}")
     if selected and decision and decision.why:
         lines.append(f"Why              : {decision.why[0]}")
+    for name, reason in (decision.skipped if decision else {}).items():  # not built by design: not a failure
+        lines.append(f"Skipped          : {name}: {reason}")
     for warning in decision.warnings if decision else []:
         lines.append(f"WARNING          : {warning}")
     lines.append(f"Report           : {fsutil.join(evaluation.uri, contracts.REPORT_FILE)}")

@@ -44,3 +44,24 @@ def artifact(cls, uri: Path):
     a.uri = str(uri)
     os.makedirs(uri, exist_ok=True)
     return a
+
+
+def run_summary(metadata_path: Path, evaluation_dir: Path, properties: dict) -> List[str]:
+    """The end-of-run summary (pipeline/summary.py) of a real ML Metadata store holding one
+    ModelEvaluation artifact at `evaluation_dir` (where the evaluator's outcome.json is)
+    with custom `properties` (floats, ints or strings, as the evaluator records them): its lines."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    from tfx_quantization.pipeline import summary
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(metadata_path)
+    store = metadata_store.MetadataStore(config)
+    kind = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="ModelEvaluation"))
+    evaluation = metadata_store_pb2.Artifact(type_id=kind, uri=str(evaluation_dir))
+    for key, value in properties.items():
+        kind = "double_value" if isinstance(value, float) else "int_value" if isinstance(value, int) else "string_value"
+        setattr(evaluation.custom_properties[key], kind, value)
+    store.put_artifacts([evaluation])
+    return summary.summarize(str(metadata_path)).splitlines()

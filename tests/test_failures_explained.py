@@ -339,11 +339,8 @@ def test_a_target_budget_no_variant_meets_is_named_in_the_decision(tmp_path):
 
 def test_the_summary_names_the_target_budget_that_decided(tmp_path):
     """The end of `make run` reads ML Metadata and the evaluator's outcome.json."""
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
     from tfx_quantization import contracts
-    from tfx_quantization.pipeline import summary
+    from tests.helpers import run_summary
 
     evaluation_dir = tmp_path / "evaluation"
     evaluation_dir.mkdir()
@@ -351,16 +348,9 @@ def test_the_summary_names_the_target_budget_that_decided(tmp_path):
     contracts.write_decision(evaluation_dir, contracts.Decision(
         blessed=False, why=[TARGET_SHORTFALL, "integer_only: tensor arena 5232 bytes > max_arena_bytes 1024"],
         targets={"mcu": None}))
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(tmp_path / "metadata.sqlite")
-    store = metadata_store.MetadataStore(config)
-    kind = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="ModelEvaluation"))
-    artifact = metadata_store_pb2.Artifact(type_id=kind, uri=str(evaluation_dir))
-    artifact.custom_properties[contracts.SELECTED_VARIANT].string_value = ""
-    artifact.custom_properties[contracts.VERDICTS].string_value = json.dumps(verdicts)
-    artifact.custom_properties[contracts.TARGET_SELECTIONS].string_value = json.dumps({"mcu": None})
-    store.put_artifacts([artifact])
-    lines = summary.summarize(str(tmp_path / "metadata.sqlite")).splitlines()
+    lines = run_summary(tmp_path / "metadata.sqlite", evaluation_dir, {
+        contracts.SELECTED_VARIANT: "", contracts.VERDICTS: json.dumps(verdicts),
+        contracts.TARGET_SELECTIONS: json.dumps({"mcu": None})})
     assert lines[:3] == ["Selected variant : none passed the gate and target mcu's checks, so nothing was pushed",
                          f"  {TARGET_SHORTFALL}", "  integer_only: tensor arena 5232 bytes > max_arena_bytes 1024"]
     assert not any("all bounds hold" in line for line in lines)

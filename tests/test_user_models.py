@@ -414,3 +414,51 @@ def test_a_model_tflite_cannot_convert_stops_before_training_with_the_op_and_the
         "with ops TFLite supports (https://www.tensorflow.org/lite/guide/ops_compatibility)")
     assert not any(r.getMessage().startswith("float training of") for r in caplog.records)
     assert not os.path.exists(tmp_path / "model" / "saved_model.pb")
+
+
+# ---- a variant the inputs rule out is skipped: not built, not an error ---------------------------
+def _summary_of(tmp_path, ev):
+    """The end-of-run summary of evaluation `ev` (written in tmp_path / 'ev'), as `make run` prints it."""
+    from tests.helpers import run_summary
+
+    fig = ev.selected_figures()
+    return run_summary(tmp_path / "metadata.sqlite", tmp_path / "ev", {
+        contracts.SELECTED_VARIANT: ev.selected_variant, contracts.FLOAT_ACCURACY: ev.float_model["accuracy"],
+        contracts.SELECTED_ACCURACY: fig["accuracy"], contracts.SELECTED_ACCURACY_DROP: fig["accuracy_drop"],
+        contracts.SELECTED_SIZE_BYTES: fig["size_bytes"], contracts.SELECTED_LATENCY_MS: fig["latency_ms_median"]})
+
+
+def test_a_search_without_a_validation_split_is_skipped_not_failed_through_gate_report_and_summary(
+        tmp_path, trained_digits, digits_calibration, digits_examples):
+    from tfx.types import standard_artifacts
+
+    from tfx_quantization.post_training_quantizer.executor import Executor
+    from tests.helpers import artifact
+
+    calibration = artifact(standard_artifacts.Examples, digits_calibration)
+    calibration.split_names = '["calibration"]'
+    # A stock ExampleGen's train/eval output as the validation examples, the search asked for by name.
+    Executor().Do({"model": [artifact(standard_artifacts.Model, trained_digits["model_uri"])],
+                   "representative_dataset": [calibration], "validation_examples": [digits_examples]},
+                  {"quantized_models": [artifact(standard_artifacts.Model, tmp_path / "q")]},
+                  {"settings": json.dumps({"variants": ["integer_only", "selective_integer"]})})
+    manifest = contracts.read_manifest(str(tmp_path / "q"))
+    reason = ("the validation examples have no 'validation' split (they have ['train', 'eval']); give ExampleGen a "
+              "held-out 'validation' split (its output_config) or set the quantizer's validation_split to a split "
+              "training never saw")
+    selective = manifest.variants["selective_integer"]
+    assert (selective.status, selective.reason) == ("skipped", reason)
+    assert manifest.built() == ["integer_only"] and manifest.warnings == []  # not a failure: nothing to warn about
+
+    ev = evaluate.evaluate_models(_split(digits_examples, "eval"), trained_digits["float"], str(tmp_path / "q"),
+                                  str(tmp_path / "ev"), GATE)
+    assert "selective_integer" not in ev.variants and "selective_integer" not in ev.verdicts  # never judged
+    assert ev.manifest["selective_integer"].status == "skipped" and ev.selected_variant == "integer_only"
+    decision = contracts.read_decision(str(tmp_path / "ev"))
+    assert decision.skipped == {"selective_integer": reason} and not any("selective_integer" in w for w in decision.why)
+    report = (tmp_path / "ev" / "report.html").read_text()
+    assert ('<tr class="skipped"><td class="name">selective_integer</td>' in report
+            and f"<td>skipped</td><td class=\"text\">not built, not an error: {reason}" in report.replace("&#39;", "'"))
+    lines = _summary_of(tmp_path, ev)
+    assert f"Skipped          : selective_integer: {reason}" in lines
+    assert not any("selective_integer" in line for line in lines if not line.startswith("Skipped"))

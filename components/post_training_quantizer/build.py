@@ -19,7 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_quantization import contracts, fsutil
-from tfx_quantization.contracts import FAILED, MANIFEST_FILE, MODEL_FILE, OK, DataFiles, Manifest, VariantEntry
+from tfx_quantization.contracts import (
+    FAILED, MANIFEST_FILE, MODEL_FILE, OK, SKIPPED, DataFiles, Manifest, VariantEntry,
+)
 from tfx_quantization.quantization import convert, data, selective, variants
 from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.settings import ModelContract, QuantizeSettings
@@ -77,8 +79,9 @@ def quantize_all(
     validation_files: examples for the selective_integer search (never the gate's eval split).
     contract: how the model meets the examples; None: the one recorded next to the model.
     no_validation_reason: why validation examples were given but hold no usable split (a
-    stock ExampleGen's train/eval output): selective_integer is then recorded as failed with
-    this reason, even when requested by name, and the other variants are built as usual.
+    stock ExampleGen's train/eval output): selective_integer is then recorded as skipped
+    (contracts.SKIPPED: not built, not an error) with this reason, even when requested by
+    name, and the other variants are built as usual.
     Raises QuantizationError when nothing could be built; a variant that failed (requested
     or not) is recorded with its reason, and a requested one is also a manifest warning.
     """
@@ -115,7 +118,7 @@ def quantize_all(
         spec = data.check_examples(validation_files, spec)
         validation = _validation_arrays(validation_files, spec, settings.validation_samples, float_serving)
     if no_validation_reason and convert.SELECTIVE_INTEGER not in names:
-        names.append(convert.SELECTIVE_INTEGER)  # recorded as off, with the reason, in the manifest
+        names.append(convert.SELECTIVE_INTEGER)  # recorded as skipped, with the reason, in the manifest
     search = dict(settings=settings, validation=validation, io_type=io_type if settings.selective_integer_io else None,
                   spec=spec, no_validation_reason=no_validation_reason, qat_failure=qat_failure)
 
@@ -140,17 +143,16 @@ def quantize_all(
             validation=DataFiles(files=list(validation_files or []), max_samples=settings.validation_samples),
             settings=settings.model_dump(),
         )
-        built = manifest.built()
-        failed = {n: e.reason for n, e in entries.items() if e.status != OK}
+        built, failed = manifest.built(), manifest.with_status(FAILED)
         if not built:
-            raise QuantizationError(f"no variant could be built: {failed}")
-        refused = {n: r for n, r in failed.items() if not (no_validation_reason and n == convert.SELECTIVE_INTEGER)
-                   and not (qat_failure and variants.recipe(n).needs_qat_model)}  # already warned about
+            raise QuantizationError(f"no variant could be built: {failed or manifest.with_status(SKIPPED)}")
+        refused = {n: r for n, r in failed.items()
+                   if not (qat_failure and variants.recipe(n).needs_qat_model)}  # already warned about
         if explicit and refused:  # recorded, and the run goes on with what was built
             warnings += [f"requested variant {n} failed: {r}" for n, r in refused.items()]
         manifest.warnings = warnings
         contracts.write_manifest(staging, manifest)
-    log.info("Built %s; failed %s", built, sorted(failed))
+    log.info("Built %s; failed %s; skipped %s", built, sorted(failed), sorted(manifest.with_status(SKIPPED)))
     return manifest
 
 
@@ -172,8 +174,9 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
     if recipe.needs_calibration and calibration is None:
         return failed("no calibration data: pass the representative_dataset input")
     if searched and search["validation"] is None:
-        return failed(search["no_validation_reason"]
-                      or "no validation data: pass validation_examples (a split other than the gate's eval)")
+        if search["no_validation_reason"]:
+            return VariantEntry(**common, status=SKIPPED, reason=search["no_validation_reason"])
+        return failed("no validation data: pass validation_examples (a split other than the gate's eval)")
     extra: Dict[str, object] = {}
     try:
         if searched:

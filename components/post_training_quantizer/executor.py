@@ -48,10 +48,10 @@ class Executor(base_executor.BaseExecutor):
                 validation_files = data.split_files(split_uri(validation, settings.validation_split))
             else:  # e.g. a stock ExampleGen's train/eval: the search is off, the rest of the run goes on
                 no_validation_reason = (
-                    f"off: the validation examples have no {settings.validation_split!r} split (they have {splits}); "
+                    f"the validation examples have no {settings.validation_split!r} split (they have {splits}); "
                     f"give ExampleGen a held-out {contracts.VALIDATION_SPLIT!r} split (its output_config) or set the "
                     "quantizer's validation_split to a split training never saw")
-                log.warning("selective_integer %s", no_validation_reason)
+                log.warning("selective_integer is skipped: %s", no_validation_reason)
         sources = {"model_uri": model.uri, "model_id": str(model.id)}
         if qat_model is not None:
             sources.update(qat_model_uri=qat_model.uri, qat_model_id=str(qat_model.id))
@@ -79,7 +79,8 @@ class Executor(base_executor.BaseExecutor):
         built = manifest.built()
         set_properties(output, {
             "variants_built": built,
-            "variants_failed": {n: v.reason for n, v in variants.items() if n not in built},
+            "variants_failed": manifest.with_status(contracts.FAILED),
+            "variants_skipped": manifest.with_status(contracts.SKIPPED) or None,
             **{f"size_bytes_{n}": variants[n].size_bytes for n in built},
         })
         log.info("PostTrainingQuantizer: built %s", built)

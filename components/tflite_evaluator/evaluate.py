@@ -100,6 +100,8 @@ def evaluate_models(
     figures: Dict[str, dict] = {}
     tflite: Dict[str, str] = {}
     for name, entry in manifest.variants.items():
+        if entry.status == contracts.SKIPPED:  # not built by design: no figures, no verdict (its reason is in `manifest`)
+            continue
         if entry.status != contracts.OK:
             figures[name] = {"error": f"not built: {entry.reason}"}
             continue
@@ -258,6 +260,7 @@ def decision(evaluation: Evaluation) -> Decision:
            if primary else [f"{n}: {'; '.join(v.reasons)}" for n, v in evaluation.verdicts.items()])
     return Decision(
         blessed=evaluation.blessed, selected_variant=selected, why=why, warnings=evaluation.warnings,
+        skipped={n: e.reason for n, e in evaluation.manifest.items() if e.status == contracts.SKIPPED},
         deployed_shift=evaluation.deployed_shift, metric=evaluation.metric,
         targets={name: t.selected for name, t in evaluation.targets.items()},
         selected_metrics={k: figures.get(k) for k in (evaluation.metric, "accuracy_drop", "vs_float", "size_bytes",
