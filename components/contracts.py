@@ -35,6 +35,7 @@ QAT_FLOAT_LAYERS_FILE = "qat_float_layers.json"  # layers selective QAT left flo
 QAT_FAILED_FILE = "qat_failed.json"  # in the QAT model's folder instead of a model: {"reason": why QAT failed}
 TRAINING_WARNINGS_FILE = "training_warnings.json"  # next to a trained SavedModel: what training warned about
 SAMPLING_STATS_FILE = "sampling_stats.json"  # RepresentativeDatasetGen's counts
+CALIBRATION_WARNINGS_FILE = "calibration_warnings.json"  # beside them: what the sample falls short of
 CALIBRATION_FILE = "data_tfrecord-00000-of-00001.gz"  # the calibration sample
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"  # as TFX's Evaluator writes them
 LATEST_FILE = "LATEST"  # the registry's current version number
@@ -319,16 +320,35 @@ def read_qat_failure(qat_dir: str) -> str:
     return str(fsutil.read_json(path).get("reason") or "failed") if fsutil.exists(path) else ""
 
 
-def write_training_warnings(model_dir: str, warnings: List[str]) -> None:
-    """Records training's warnings next to its SavedModel (TRAINING_WARNINGS_FILE): the
-    quantizer carries them into its manifest, the evaluator into the summary and report."""
+def write_warnings(folder: str, name: str, warnings: List[str]) -> None:
+    """Records a stage's warnings in `folder`/`name` (a JSON list; nothing when there are
+    none): the quantizer carries them into its manifest's `warnings`, the evaluator into
+    the summary, the report and outcome.json."""
     if warnings:
-        fsutil.write_json_atomic(fsutil.join(model_dir, TRAINING_WARNINGS_FILE), [str(w) for w in warnings])
+        fsutil.write_json_atomic(fsutil.join(folder, name), [str(w) for w in warnings])
+
+
+def read_warnings(folder: str, name: str) -> List[str]:
+    path = fsutil.join(folder, name)
+    return [str(w) for w in fsutil.read_json(path)] if fsutil.exists(path) else []
+
+
+def write_training_warnings(model_dir: str, warnings: List[str]) -> None:
+    """Training's warnings, next to its SavedModel (TRAINING_WARNINGS_FILE)."""
+    write_warnings(model_dir, TRAINING_WARNINGS_FILE, warnings)
 
 
 def read_training_warnings(model_dir: str) -> List[str]:
-    path = fsutil.join(model_dir, TRAINING_WARNINGS_FILE)
-    return [str(w) for w in fsutil.read_json(path)] if fsutil.exists(path) else []
+    return read_warnings(model_dir, TRAINING_WARNINGS_FILE)
+
+
+def read_calibration_warnings(calibration_files: List[str]) -> List[str]:
+    """What RepresentativeDatasetGen warned about the sample these files hold: its
+    CALIBRATION_WARNINGS_FILE, in its output folder, which holds the files' split folder
+    (Split-calibration). [] for files it did not write."""
+    if not calibration_files:
+        return []
+    return read_warnings(calibration_files[0].rstrip("/").rsplit("/", 2)[0], CALIBRATION_WARNINGS_FILE)
 
 
 # ---- the evaluator's evaluation and decision --------------------------------------------

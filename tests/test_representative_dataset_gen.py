@@ -113,7 +113,29 @@ def test_more_samples_than_examples_takes_all_and_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         stats = sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o"), _cal(500))
     assert stats["num_samples_taken"] == 20
-    assert "num_samples=500 is larger than the split (20 usable examples)" in caplog.text
+    # 20 of 500 is far below the size asked for: a warning for the run (the quantizer carries it on).
+    warning = ("the calibration sample holds 20 example(s), far below num_samples=500 (the split has 20 usable "
+               "example(s)): the int8 ranges rest on these few; sample a larger split (source_split) or lower "
+               "num_samples")
+    assert stats["warnings"] == [warning] and warning in caplog.text
+    assert contracts.read_calibration_warnings(data.split_files(tmp_path / "o" / "Split-calibration")) == [warning]
+    # A split a little short of num_samples is a log line only.
+    with caplog.at_level(logging.WARNING):
+        stats = sampling.run_sampling(f"{examples.uri}/Split-train", str(tmp_path / "o2"), _cal(30))
+    assert stats["warnings"] == [] and "num_samples=30 is larger than the split (20 usable examples)" in caplog.text
+    assert contracts.read_calibration_warnings(data.split_files(tmp_path / "o2" / "Split-calibration")) == []
+
+
+@pytest.mark.fast
+def test_stratified_classes_left_out_of_the_sample_are_a_warning():
+    stats = dict(num_samples_requested=5, num_samples_taken=5, num_examples_in_split=50, num_dropped_non_finite=0,
+                 label_key="label", class_counts_in_split={str(c): 5 for c in range(10)},
+                 per_class_samples={"0": 1, "2": 1, "4": 1, "6": 1, "8": 1})
+    assert sampling.sample_warnings(stats) == [
+        "class(es) 1, 3, 5, 7, 9 of 'label' have no example in the stratified calibration sample (5 of 10 classes; "
+        "num_samples=5): the int8 ranges never saw them; raise num_samples to at least the number of classes"]
+    assert sampling.sample_warnings(dict(stats, num_samples_requested=10, num_samples_taken=10,
+                                         per_class_samples={str(c): 1 for c in range(10)})) == []
 
 
 def test_non_finite_examples_are_dropped_and_counted(tmp_path):

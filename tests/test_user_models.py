@@ -462,3 +462,23 @@ def test_a_search_without_a_validation_split_is_skipped_not_failed_through_gate_
     lines = _summary_of(tmp_path, ev)
     assert f"Skipped          : selective_integer: {reason}" in lines
     assert not any("selective_integer" in line for line in lines if not line.startswith("Skipped"))
+
+
+# ---- a calibration sample far below its size is a warning the run hears --------------------------
+def test_a_calibration_sample_far_below_its_size_reaches_the_manifest_report_outcome_and_summary(
+        tmp_path, trained_digits, digits_examples):
+    examples = write_examples(tmp_path / "examples", rows=digits_rows()[:60])  # 40 train examples
+    sampling.run_sampling(_split(examples, "train"), str(tmp_path / "cal"),
+                          CalibrationSettings(num_samples=1000, label_key="label", seed=0))
+    warning = ("the calibration sample holds 40 example(s), far below num_samples=1000 (the split has 40 usable "
+               "example(s)): the int8 ranges rest on these few; sample a larger split (source_split) or lower "
+               "num_samples")
+    manifest = build.quantize_all(trained_digits["float"], str(tmp_path / "q"),
+                                  QuantizeSettings(variants=["integer_only"]),
+                                  calibration_files=data.split_files(tmp_path / "cal" / "Split-calibration"))
+    assert manifest.warnings == [warning]
+    ev = evaluate.evaluate_models(_split(digits_examples, "eval"), trained_digits["float"], str(tmp_path / "q"),
+                                  str(tmp_path / "ev"), GATE)
+    assert warning in ev.warnings and warning in contracts.read_decision(str(tmp_path / "ev")).warnings
+    assert warning in (tmp_path / "ev" / "report.html").read_text().replace("&#39;", "'")
+    assert f"WARNING          : {warning}" in _summary_of(tmp_path, ev)

@@ -90,7 +90,9 @@ def quantize_all(
     explicit = bool(settings.variants)
     io_type, max_calibration_samples = settings.integer_io_type, settings.max_calibration_samples
     spec = ModelSpec.read(float_model_dir, contract)
-    warnings = contracts.read_training_warnings(float_model_dir)
+    # Training's warnings and RepresentativeDatasetGen's (a sample far below its size).
+    warnings = contracts.read_training_warnings(float_model_dir) + contracts.read_calibration_warnings(
+        calibration_files or [])
     qat_failure = contracts.read_qat_failure(qat_model_dir) if qat_model_dir else ""
     if qat_failure:  # the QAT stage recorded why it has no model: its variants fail with that reason
         log.warning("The QAT stage produced no model (%s): the QAT variants are recorded as failed", qat_failure)

@@ -25,6 +25,7 @@ from tfx_quantization.quantization import data
 from tfx_quantization.settings import STRATIFIED, UNIFORM, CalibrationSettings
 
 log = logging.getLogger(__name__)
+MAX_SHOWN = 8
 
 
 def sample_key(seed: int, record: bytes) -> int:
@@ -170,15 +171,52 @@ def precheck_split(split_dir: str, settings: CalibrationSettings) -> str:
     return fsutil.join(split_dir, "*")
 
 
+# A sample under this share of num_samples is a warning in the run's summary and report: the
+# converter sets each tensor's int8 range from the min/max the sample reaches, and a sample
+# that small was not what the job planned its ranges on (1000 asked, 40 taken: the split is
+# the wrong one, or far smaller than the job assumed). Above it, a short split is a log line only.
+SHORT_SAMPLE_SHARE = 0.5
+
+
+def sample_warnings(stats: dict) -> List[str]:
+    """What the run should hear about the sample in `stats` (sampling_stats.json): far fewer
+    examples than num_samples (below SHORT_SAMPLE_SHARE of it), and, stratified, classes of
+    the split that have no example in it. Each one line with the fix."""
+    warnings = []
+    requested, taken, usable = stats["num_samples_requested"], stats["num_samples_taken"], stats["num_examples_in_split"]
+    if taken < SHORT_SAMPLE_SHARE * requested:
+        dropped = stats["num_dropped_non_finite"]
+        warnings.append(
+            f"the calibration sample holds {taken} example(s), far below num_samples={requested} (the split has "
+            f"{usable} usable example(s){f', {dropped} more dropped for NaN or infinite values' if dropped else ''}): "
+            "the int8 ranges rest on these few; sample a larger split (source_split) or lower num_samples")
+    if stats["label_key"]:
+        sampled = stats["per_class_samples"]
+        missing = sorted((c for c in stats["class_counts_in_split"] if not sampled.get(c)), key=int)
+        if missing:
+            warnings.append(
+                f"class(es) {', '.join(missing[:MAX_SHOWN])}{' ...' if len(missing) > MAX_SHOWN else ''} of "
+                f"{stats['label_key']!r} have no example in the stratified calibration sample ({len(missing)} of "
+                f"{len(stats['class_counts_in_split'])} classes; num_samples={requested}): the int8 ranges never saw "
+                "them; raise num_samples to at least the number of classes")
+    return warnings
+
+
 def read_stats(out_dir: str) -> dict:
-    """The sampling statistics; fails if every example was dropped; warns on a short split."""
+    """The sampling statistics, with their `warnings` (sample_warnings), which are logged and
+    recorded in `out_dir` (contracts.CALIBRATION_WARNINGS_FILE) for the quantizer to carry
+    into the run's warnings. Fails if every example was dropped."""
     stats = fsutil.read_json(fsutil.join(out_dir, contracts.SAMPLING_STATS_FILE))
     if stats["num_samples_taken"] == 0:
         raise ValueError(
             f"no example is left to sample: {stats['num_dropped_non_finite']} example(s) were dropped "
             "for NaN or infinite feature values and none remain"
         )
-    if stats["num_samples_requested"] > stats["num_examples_in_split"]:
+    stats["warnings"] = sample_warnings(stats)
+    for warning in stats["warnings"]:
+        log.warning("%s", warning)
+    contracts.write_warnings(out_dir, contracts.CALIBRATION_WARNINGS_FILE, stats["warnings"])
+    if stats["num_samples_requested"] > stats["num_examples_in_split"] and not stats["warnings"]:
         log.warning(
             "num_samples=%d is larger than the split (%d usable examples): took all %d",
             stats["num_samples_requested"], stats["num_examples_in_split"], stats["num_samples_taken"],
