@@ -246,12 +246,6 @@ def fit_phase(m: keras.Model, phase: str, lr: float, epochs: int, steps: int, tr
     return acc
 
 
-def one_line(e: BaseException, limit: int = 400) -> str:
-    """`TypeName: first line of the message`, at most `limit` characters."""
-    text = (str(e).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {text[:limit]}"
-
-
 def quantization_aware_phase(model: keras.Model, qat_out: str, train_files: List[str], eval_files: List[str],
                              spec: ModelSpec, cfg: FineTuneSettings,
                              log_dir: str) -> Tuple[Optional[float], List[str], str]:
@@ -267,7 +261,7 @@ def quantization_aware_phase(model: keras.Model, qat_out: str, train_files: List
         save_serving_model(qat_model, qat_out, spec)
         fsutil.write_json_atomic(fsutil.join(qat_out, contracts.QAT_FLOAT_LAYERS_FILE), left_float)
     except Exception as e:  # noqa: BLE001 - an optional path: recorded, the rest of the run goes on
-        reason = one_line(e)
+        reason = convert.one_line(e)
         log.warning("QAT failed, so the QAT variants will be recorded as failed; the float model goes on: %s", reason)
         contracts.write_qat_failure(qat_out, reason)
         return None, [], reason

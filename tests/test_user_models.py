@@ -482,3 +482,25 @@ def test_a_calibration_sample_far_below_its_size_reaches_the_manifest_report_out
     assert warning in ev.warnings and warning in contracts.read_decision(str(tmp_path / "ev")).warnings
     assert warning in (tmp_path / "ev" / "report.html").read_text().replace("&#39;", "'")
     assert f"WARNING          : {warning}" in _summary_of(tmp_path, ev)
+
+
+# ---- a device check that fails is that variant's failure on that target -------------------------
+def test_a_device_check_that_fails_is_recorded_for_that_target_and_the_run_goes_on(
+        tmp_path, trained_digits, digits_calibration, digits_examples, monkeypatch):
+    from tfx_quantization.quantization import micro
+
+    build.quantize_all(trained_digits["float"], str(tmp_path / "q"), QuantizeSettings(variants=["integer_only"]),
+                       calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"))
+    # The real TFLite Micro child process, given no time: the check itself fails (as a hung or
+    # crashing runtime would), instead of answering whether the model runs.
+    monkeypatch.setattr(micro, "CHILD_TIMEOUT_S", 0.01)
+    gate_settings = GATE.model_copy(update={"targets": [{"name": "cpu", "runtime": "litert"},
+                                                        {"name": "mcu", "runtime": "tflm"}]})
+    ev = evaluate.evaluate_models(_split(digits_examples, "eval"), trained_digits["float"], str(tmp_path / "q"),
+                                  str(tmp_path / "ev"), GateSettings.model_validate(gate_settings.model_dump()))
+    tflm = ev.variants["integer_only"]["tflm"]
+    assert tflm["runs"] is False and tflm["reason"].startswith("the TFLite Micro check failed: TimeoutExpired: ")
+    assert tflm["reason"].endswith("timed out after 0.01 seconds") and "\n" not in tflm["reason"]
+    assert ev.targets["mcu"].selected is None
+    assert ev.targets["mcu"].verdicts["integer_only"].reasons == [f"does not run on TFLite Micro: {tflm['reason']}"]
+    assert ev.targets["cpu"].selected == "integer_only" and ev.blessed  # the primary target and the gate went on

@@ -121,6 +121,12 @@ _UNSUPPORTED_OP = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex 
 OPS_GUIDE = "https://www.tensorflow.org/lite/guide/ops_compatibility"
 
 
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """`TypeName: first non-empty line of the message`, the line at most `limit` characters."""
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {text[:limit]}" if text else type(error).__name__
+
+
 def failure_reason(error: BaseException) -> str:
     """The converter's reason in one line, with the fix when it is known: the TensorFlow ops
     TFLite has no builtin kernel for (the pipeline never enables SELECT_TF_OPS), named;
@@ -130,8 +136,7 @@ def failure_reason(error: BaseException) -> str:
     if ops:
         return (f"op(s) {', '.join(ops)} have no TFLite builtin kernel (TensorFlow ops are not enabled): replace them "
                 f"with ops TFLite supports ({OPS_GUIDE})")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return f"{type(error).__name__}: {first[:300]}" if first else type(error).__name__
+    return one_line(error, 300)
 
 
 def _tensor_info(detail: dict) -> dict:

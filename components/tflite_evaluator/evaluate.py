@@ -63,7 +63,9 @@ def _prepare(name: str, path: str, spec: ModelSpec, example, params: GateSetting
 def device_checks(tflite: Dict[str, str], figures: Dict[str, dict], files, spec: ModelSpec,
                   params: GateSettings) -> None:
     """Runs every variant on the target runtimes other than LiteRT (TFLite Micro) over the
-    first device_check_examples eval examples; records figures[name]['tflm']."""
+    first device_check_examples eval examples; records figures[name]['tflm']. A check that
+    fails (the runtime refuses, crashes or times out) is recorded as that variant not running
+    there, with a one-line reason; the other variants, the gate and the other targets go on."""
     if not any(t.runtime == gate.TFLM for t in params.targets):
         return
     x, _ = data.parse_numpy(list(itertools.islice(data.iter_serialized(files), params.device_check_examples)), spec)
@@ -71,8 +73,12 @@ def device_checks(tflite: Dict[str, str], figures: Dict[str, dict], files, spec:
         if name == beam_pass.BASELINE:
             continue
         content = fsutil.read_bytes(path)
-        figures[name]["tflm"] = micro.check(content, x, TFLiteRunner.for_spec(content, spec).predict(x), spec)
-        outcome = figures[name]["tflm"]
+        try:
+            outcome = micro.check(content, x, TFLiteRunner.for_spec(content, spec).predict(x), spec)
+        except Exception as e:  # noqa: BLE001 - an optional check: recorded as the variant's failure there, the run goes on
+            outcome = {"runs": False, "reason": f"the TFLite Micro check failed: {convert.one_line(e)}",
+                       "arena_bytes": None}
+        figures[name]["tflm"] = outcome
         log.info("%s on TFLite Micro: %s", name, f"runs, arena {outcome['arena_bytes']} bytes, top-1 agreement "
                  f"{outcome['agreement_with_litert']:.4f}" if outcome["runs"] else f"does not run: {outcome['reason']}")
 
