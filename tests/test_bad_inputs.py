@@ -173,8 +173,9 @@ def _rows(change):
     # A late row: row 88 is the train split's 59th example, written as record 29 of the
     # first of its two shards (tests/helpers.py:write_examples, as ExampleGen shards).
     (lambda rows: rows[88].pop("pixel_05"),
-     "input feature 'pixel_05' is missing (an empty cell?): 1 of 60 example(s), first at example 29 of "
-     "data_tfrecord-00000-of-00002.gz"),
+     "input feature 'pixel_05' is missing (an empty cell?): 1 of 60 example(s), first at record 29 of "
+     "Split-train/data_tfrecord-00000-of-00002.gz (positions are records of the split's files as the pipeline wrote "
+     "them from your input, counted from 0: not lines of your input file)"),
     (lambda rows: rows[7].update(pixel_03=b"dark"), "input feature 'pixel_03' holds text, not numbers: 1 of 60"),
     (lambda rows: [r.update(label=10) for r in rows[40:44]], "label 'label' is outside 0..9 (set num_classes, or fix"),
     (lambda rows: [r.update(pixel_09=float(r["pixel_09"])) for r in rows] and rows[4].update(pixel_09=float("nan")),

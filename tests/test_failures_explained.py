@@ -168,8 +168,29 @@ def test_a_corrupt_image_is_named_by_feature_record_and_file(tmp_path):
         data.check_examples(files, ModelSpec.of_contract(contract))
     assert str(e.value) == (
         f"the examples in {tmp_path / 'Split-train'} are not usable: input feature 'img' holds a corrupt or truncated "
-        "image (Invalid PNG. Failed to initialize decoder.): encode it again or drop the example: 1 of 6 example(s), first at example 3 "
-        "of data_tfrecord-00000-of-00001.gz")
+        "image (Invalid PNG. Failed to initialize decoder.): encode it again or drop the example: 1 of 6 example(s), first at record 3 "
+        "of Split-train/data_tfrecord-00000-of-00001.gz (positions are records of the split's files as the pipeline "
+        "wrote them from your input, counted from 0: not lines of your input file)")
+
+
+def test_a_data_error_says_whether_its_position_is_in_your_file_or_in_the_pipelines_split(tmp_path, registry):
+    from tfx_quantization.quantization import data
+    from tfx_quantization.quantization.model_spec import ModelSpec
+    from tests.helpers import DIGITS_CONTRACT
+
+    # The user's file, read before any stage runs: the message names that file and its line.
+    folder = _digits_csv(tmp_path / "data")
+    with pytest.raises(preflight.PreflightError) as e:
+        preflight.check(_config(tmp_path, registry, QP_DATA_ROOT=str(folder), QP_LABEL_KEY="target"))
+    assert f"label key ['target'] is not in {folder / 'digits.csv'} (it has ['pixel_00'" in str(e.value)
+    # ExampleGen's split, read by the stages: a record of the split's file, and not a line of the input.
+    rows = [dict(r) for r in digits_rows()[:10]]
+    rows[4].pop("pixel_05")  # an empty cell in the user's CSV: ExampleGen writes the example without the feature
+    files = data.write_split(tmp_path / "Split-train", [data.to_example(r) for r in rows], shards=1)
+    message = str(pytest.raises(ValueError, data.check_examples, files, ModelSpec.of_contract(DIGITS_CONTRACT)).value)
+    assert "1 of 10 example(s), first at record 4 of Split-train/data_tfrecord-00000-of-00001.gz" in message
+    assert message.endswith(" (positions are records of the split's files as the pipeline wrote them from your input, "
+                            "counted from 0: not lines of your input file)")
 
 
 # ---- 3. a misspelt key in a configuration file --------------------------------------------------

@@ -98,7 +98,7 @@ def test_a_png_that_is_not_an_image_is_named_with_its_count(tmp_path):
     write_split(tmp_path / "Split-train", records)
     spec = ModelSpec.of_contract(PNG_CONTRACT)
     with pytest.raises(ValueError, match=r"input feature 'image_raw' is not one PNG or JPEG image .*: 1 of 20 "
-                                         r"example\(s\), first at example 3 of"):
+                                         r"example\(s\), first at record 3 of Split-train/"):
         data.check_examples(data.split_files(tmp_path / "Split-train"), spec)
 
 

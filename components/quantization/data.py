@@ -114,7 +114,20 @@ class _Problems:
         lines = [f"{what}: {n} of {total} example(s), first at {first}"
                  for what, (n, first) in list(self.found.items())[:MAX_LISTED]]
         more = f"; and {len(self.found) - MAX_LISTED} more" if len(self.found) > MAX_LISTED else ""
-        return f"the examples in {folder} are not usable: " + "; ".join(lines) + more
+        return f"the examples in {folder} are not usable: " + "; ".join(lines) + more + SPLIT_POSITIONS
+
+
+# Where check_examples's positions are: the files it reads are a pipeline stage's output
+# (ExampleGen's split, or a sample of it), never the user's input file, whose rows ExampleGen
+# hash-partitioned into splits. Said once per message, so no one looks for line 29 of data.csv.
+SPLIT_POSITIONS = (" (positions are records of the split's files as the pipeline wrote them from your input, counted "
+                   "from 0: not lines of your input file)")
+
+
+def split_position(path: str, index: int) -> str:
+    """'record 29 of Split-train/data_tfrecord-00000-of-00002.gz': a record of a split's file,
+    named with its split folder."""
+    return f"record {index} of {os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
 
 
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
@@ -150,7 +163,7 @@ def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
     for path in files:
         for index, record in enumerate(iter_serialized([path])):
             total += 1
-            where = f"example {index} of {os.path.basename(path)}"
+            where = split_position(path, index)
             feats = tf.train.Example.FromString(record).features.feature
             for key, inp in inputs:
                 feat = feats.get(key)
