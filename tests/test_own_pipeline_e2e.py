@@ -60,7 +60,7 @@ def test_own_pipeline_outside_the_repository_pushes_a_version(tmp_path):
     quantized = sorted((tmp_path / "out" / "pipeline_root" / "PostTrainingQuantizer" / "quantized_models").iterdir())
     manifest = contracts.read_manifest(str(quantized[-1]))
     selective = manifest.variants["selective_integer"]
-    assert selective.status == "failed" and "no 'validation' split" in selective.reason, selective
+    assert selective.status == "skipped" and "no 'validation' split" in selective.reason, selective
     assert "integer_only" in manifest.built()
     # Our stages' progress lines show in the user's run, at TFX's INFO verbosity.
     assert "tfx_quantization.tflite_evaluator" in output and "Selected variant" in output, output[-3000:]

@@ -202,24 +202,6 @@ def test_mobilenet_v2_style_model_produces_all_variants(tmp_path):
     assert "float32" not in variants["integer_only"].tensor_dtypes
 
 
-def test_validation_examples_without_the_validation_split_turn_the_search_off_and_the_rest_goes_on(
-        tmp_path, trained_digits, digits_calibration, digits_examples):
-    """A stock ExampleGen's train/eval output as validation examples: selective_integer is
-    recorded as off with the reason and the fix, even when asked for by name; the other
-    variants are built (no run-time failure after the upstream stages ran)."""
-    out = artifact(standard_artifacts.Model, tmp_path / "quantized")
-    inputs = {"model": [_model(trained_digits["model_uri"])], "validation_examples": [digits_examples],
-              "representative_dataset": [_calibration_artifact(digits_calibration)]}
-    Executor().Do(inputs, {"quantized_models": [out]},
-                  {"settings": json.dumps({"variants": ["integer_only", "selective_integer"]})})
-    manifest = contracts.read_manifest(str(tmp_path / "quantized"))
-    assert manifest.built() == ["integer_only"]
-    selective = manifest.variants["selective_integer"]
-    assert selective.status == "failed" and selective.reason.startswith(
-        "off: the validation examples have no 'validation' split (they have ['train', 'eval']); give ExampleGen a "
-        "held-out 'validation' split"), selective.reason
-
-
 def test_selective_integer_by_name_without_validation_examples_is_refused_when_built():
     from tfx.types import Channel
 

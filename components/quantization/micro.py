@@ -3,15 +3,17 @@ microcontroller runtime, how much tensor arena does it need, and do its outputs 
 with the LiteRT interpreter's.
 
 The arena figure is the smallest arena in which TFLM allocates the model's tensors (a
-bisection to 16 bytes, TFLM's alignment), measured with TFLM's default recording allocator;
+bisection to 16 bytes, TFLM's alignment, in one child process: about 24 attempts), measured
+with TFLM's default recording allocator;
 on a device add the few hundred bytes its own interpreter bookkeeping takes. What the
 runtime prints when it refuses a model ("Hybrid models are not supported on TFLite Micro.")
 is recorded as the reason.
 
 The host build of TFLM can crash its process (a segmentation fault) while failing to
-allocate in some arena sizes (seen here with MobileNetV2-style models), so every attempt
-runs in a child process (micro_probe.py, which imports only tflite-micro and numpy); a crash
-counts as "does not allocate at this size" and is never the caller's crash.
+allocate in some arena sizes (seen here with MobileNetV2-style models), so the attempts
+run in a child process (micro_probe.py, which imports only tflite-micro and numpy) that says
+which size it tries before trying it: a crash counts as "does not allocate at this size",
+the bisection goes on in a new child from there, and it is never the caller's crash.
 """
 from __future__ import annotations
 
@@ -26,9 +28,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from tfx_quantization.quantization.interpreter import Inputs, TFLiteRunner, dequantize
+from tfx_quantization.quantization.micro_probe import ALIGNMENT as ARENA_ALIGNMENT
 
 MAX_ARENA_BYTES = 256 << 20  # above this, the model is not a microcontroller model
-ARENA_ALIGNMENT = 16
 CHILD_TIMEOUT_S = 600
 
 
@@ -63,10 +65,21 @@ def smallest_arena(model_path: str, ceiling: int = MAX_ARENA_BYTES) -> Tuple[Opt
         return None, reason
     low, high = 0, ceiling  # low does not allocate (or is 0), high does
     while high - low > ARENA_ALIGNMENT:
-        mid = (low + high) // 2 // ARENA_ALIGNMENT * ARENA_ALIGNMENT
-        if mid <= low:
-            break
-        low, high = (low, mid) if allocates(model_path, mid)[0] else (mid, high)
+        done = _child("bisect", model_path, str(low), str(high))
+        tried = None
+        for line in done.stdout.splitlines():
+            record = json.loads(line)
+            if "smallest" in record:
+                return int(record["smallest"]), None
+            if "try" in record:
+                tried = int(record["try"])
+            elif record["allocated"]:
+                high, tried = int(record["size"]), None
+            else:
+                low, tried = int(record["size"]), None
+        if tried is None:  # died before trying a size: nothing to learn from a new child
+            raise RuntimeError(f"the TFLite Micro probe failed (exit status {done.returncode}): {_reason(done.stderr)}")
+        low = tried  # the size that crashed the child does not allocate
     return high, None
 
 
