@@ -7,6 +7,9 @@ VENV ?= $(ROOT)/.venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes for `make test`: each test file runs whole in one of them (module fixtures
+# are built once); one process keeps about one of the two cores busy.
+TEST_WORKERS ?= 2
 
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
@@ -45,7 +48,7 @@ run: $(STAMP)
 	$(PY) -m tfx_quantization.pipeline.outcome
 
 test: $(STAMP)
-	cd $(ROOT) && $(PY) -m pytest $(PYTEST_ARGS)
+	cd $(ROOT) && $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The inner loop (under 2 minutes): settings, contracts, gate, statistics, registry, module
 # boundaries; the tests marked `fast` (no model is trained).

@@ -166,7 +166,10 @@ def test_whole_pipeline_with_root_and_registry_in_a_bucket(s3_server, tmp_path):
         QP_CONFIG=str(REPO_ROOT / "data" / "examples" / "digits.yaml"), QP_DATA_ROOT=str(REPO_ROOT / "data" / "digits"),
         QP_PIPELINE_NAME="s3-digits", QP_OUTPUT_ROOT=str(tmp_path / "out"), QP_PIPELINE_ROOT=f"{bucket}/root",
         QP_PUSH__DESTINATION=f"{bucket}/serving", QP_EPOCHS="3", QP_QAT_EPOCHS="1", QP_LATENCY_RUNS="5",
-        QP_CALIBRATION__NUM_SAMPLES="100", QP_VALIDATION_SAMPLES="200",
+        QP_CALIBRATION__NUM_SAMPLES="100",
+        # The subject is storage: two variants (a float reference and the int8 one that ships)
+        # cross the bucket as the bundled job's nine do (tests/test_pipeline_e2e.py runs those).
+        QP_VARIANTS='["dynamic_range", "integer_only"]',
         QP_BEAM_PIPELINE_ARGS=json.dumps(["--direct_num_workers=1", *s3_server.beam_args]))
     first = _run([str(REPO_ROOT / "pipeline" / "local_runner.py")], env, timeout=1200)
     assert "Pushed           : version 1 at s3://pipeline-e2e/serving/digits/1" in first.stdout, first.stdout[-2000:]
