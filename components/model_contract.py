@@ -3,8 +3,10 @@ with the model.
 
 A SavedModel's signature says the names, shapes and dtypes of its inputs and outputs; the
 contract says what a signature cannot: which example feature(s) feed each input (and how an
-encoded image is decoded), the label key, the class count, which output holds the class
-scores and whether they are probabilities or logits.
+encoded image is decoded), the label key, the class count, which output the gate judges,
+its task (multiclass, binary, multilabel, regression or none: the task table in
+quantization/metrics.py names each task's metrics, intervals and sanity bound) and whether
+its scores are probabilities or logits.
 
 Where a stage gets it (tfx_quantization.tfx_utils.resolve_contract, ModelSpec.read):
   1. the stage's explicit `contract` parameter, when given;
@@ -27,6 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from tfx_quantization.settings_base import StageSettings
 
 PROBABILITIES, LOGITS = "probabilities", "logits"
+# The task of the model's output (the table of each task's metrics, intervals and sanity
+# bounds: tfx_quantization.quantization.metrics.TASKS).
+MULTICLASS, BINARY, MULTILABEL, REGRESSION, NO_LABELS = "multiclass", "binary", "multilabel", "regression", "none"
+TASK_NAMES = (MULTICLASS, BINARY, MULTILABEL, REGRESSION, NO_LABELS)
+CLASSIFIERS = (MULTICLASS, BINARY)  # one class label per example, argmax decisions
 # The output name the built-in trainer gives its model's class scores when contract.output is ''.
 DEFAULT_OUTPUT_NAME = "probabilities"
 
@@ -73,14 +80,27 @@ class ModelContract(StageSettings):
         default_factory=dict, description="signature input -> {features, shape, image}; an input not listed is fed "
                                           "by the feature of the same name; the built-in trainer builds one input "
                                           "from the one entry here (features and shape)")
-    label_key: str = Field("label", min_length=1, description="int64 feature holding the class label (0..classes-1)")
-    num_classes: Optional[int] = Field(None, ge=2, description="None: the output's size (2 for one sigmoid unit); "
-                                                               "the built-in trainer needs it")
-    output: str = Field("", description=f"the signature output holding the class scores; '': its only output (the "
+    task: Literal["multiclass", "binary", "multilabel", "regression", "none"] = Field(
+        MULTICLASS, description="what `output` predicts: multiclass (one class of num_classes, softmax), binary (one "
+                                "sigmoid unit or two classes: judged by ROC AUC), multilabel (num_classes independent "
+                                "sigmoids, a multi-hot int64 label), regression (num_classes real values, an int or "
+                                "float label of that many values), none (no label: judged by fidelity to the float "
+                                "model alone)")
+    label_key: str = Field("label", min_length=1, description="the label feature: an int64 class (0..classes-1), a "
+                                                              "multi-hot int64 list (multilabel) or real value(s) "
+                                                              "(regression); unused with task none")
+    num_classes: Optional[int] = Field(None, ge=1, description="the output's size: classes (>= 2; binary: 2), labels "
+                                                               "(multilabel) or targets (regression); None: read "
+                                                               "from the output (2 for one sigmoid unit); the "
+                                                               "built-in trainer needs it (regression: default 1)")
+    output: str = Field("", description=f"the signature output the task judges; '': its only output (the "
                                         f"built-in trainer names it {DEFAULT_OUTPUT_NAME!r})")
     output_kind: Literal["probabilities", "logits"] = Field(
         PROBABILITIES, description="probabilities (softmax or sigmoid applied) or logits; metrics use the argmax "
-                                   "either way, logits are turned into probabilities where scores are compared")
+                                   "either way, logits are turned into probabilities where scores are compared; "
+                                   "ignored for regression and none (the raw values are compared)")
+    threshold: float = Field(0.5, gt=0, lt=1, description="binary and multilabel: the probability at or above "
+                                                          "which an example is predicted positive")
 
     @classmethod
     def of_spec(cls, spec: Any) -> "ModelContract":
@@ -89,13 +109,30 @@ class ModelContract(StageSettings):
         and shape, the output's name and the class count, as ModelSpec.read found them.
         Reading the model back with it gives `spec` again: what a stage records."""
         return cls(signature=spec.signature, label_key=spec.label_key, num_classes=spec.num_classes,
-                   output=spec.output_name, output_kind=spec.output_kind,
+                   output=spec.output_name, output_kind=spec.output_kind, task=spec.task, threshold=spec.threshold,
                    inputs={i.name: InputFeatures(features=i.features, shape=i.shape, image=i.image)
                            for i in spec.inputs})
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the task reads a label (every task but none)."""
+        return self.task != NO_LABELS
 
     @model_validator(mode="after")
     def _label_not_input(self) -> "ModelContract":
         for name, mapping in self.inputs.items():
-            if self.label_key in mapping.features or (not mapping.features and name == self.label_key):
+            if self.has_labels and (self.label_key in mapping.features
+                                    or (not mapping.features and name == self.label_key)):
                 raise ValueError(f"label_key {self.label_key!r} also feeds input {name!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _classes_fit_the_task(self) -> "ModelContract":
+        n = self.num_classes
+        if n is not None and self.task == MULTICLASS and n < 2:
+            raise ValueError(f"num_classes={n}: a multiclass classifier needs at least 2 classes (one real-valued "
+                             "output: set task: regression; one sigmoid unit: task: binary)")
+        if n is not None and self.task == BINARY and n != 2:
+            raise ValueError(f"num_classes={n}: a binary classifier has 2 classes (one sigmoid unit or two scores); "
+                             "more classes: task: multiclass, independent labels: task: multilabel")
         return self

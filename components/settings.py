@@ -26,7 +26,9 @@ DEFAULT_MAX_ACCURACY_DROP = 0.01
 SMALLEST, FASTEST = "smallest", "fastest"
 UPPER_BOUND, POINT, LOWER_BOUND = "upper_bound", "point", "lower_bound"  # the gate's drop decision
 UNIFORM, STRATIFIED = "uniform", "stratified"  # calibration sampling strategies
-METRICS = ("accuracy", "top_k_accuracy")
+# The gate's metrics by name; quantization/metrics.py holds their table (direction, interval,
+# tasks) and checks it lists these.
+METRICS = ("accuracy", "top_k_accuracy", "auc", "mae", "rmse", "micro_f1", "macro_f1")
 
 
 def _check_variants(names: List[str]) -> List[str]:
@@ -76,8 +78,11 @@ class CalibrationSettings(StageSettings):
     source_split: str = Field(contracts.TRAIN_SPLIT, min_length=1, description="the split to sample from")
     num_samples: int = Field(200, ge=1, description="examples in the calibration sample")
     strategy: Optional[Literal["uniform", "stratified"]] = Field(
-        None, description="uniform, or stratified by label (per-class quotas); None: stratified when a label key is "
-                          "known (label_key, or the model's contract), else uniform")
+        None, description="uniform, or stratified by label (per-class quotas; a real-valued label, the regression "
+                          "target: per quantile bin); None: stratified when a label key is known (label_key, or the "
+                          "model's contract), else uniform")
+    quantile_bins: int = Field(10, ge=2, description="strata of a real-valued label: this many bins between its "
+                                                     "approximate quantiles (Beam's ApproximateQuantiles)")
     label_key: str = Field("", description="label feature for stratified sampling; '': the label_key of the model's "
                                            "contract (in the pipeline: contract.label_key)")
     seed: Optional[int] = Field(None, description="None in the pipeline: the trainer's seed; standalone: 0")
@@ -173,20 +178,34 @@ class GateSettings(StageSettings):
     """
 
     max_accuracy_drop: Optional[float] = Field(
-        DEFAULT_MAX_ACCURACY_DROP, ge=0, description="bound on float - variant (0.01 = 1 pp); None: off")
+        DEFAULT_MAX_ACCURACY_DROP, ge=0, description="bound on the gate metric's degradation in its own units: "
+                                                     "float - variant for accuracy, AUC, F1 (0.01 = 1 pp), "
+                                                     "variant - float for MAE, RMSE (label units); None: off")
     drop_decision: Literal["upper_bound", "point", "lower_bound"] = Field(
         UPPER_BOUND, description="upper_bound: pass only when the drop's upper confidence bound is within the "
                                  "bound; lower_bound: fail only when its lower bound exceeds it; point: the "
                                  "observed drop")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of the drop's bounds "
                                                               "(0.95: the two-sided 90% paired interval)")
-    max_relative_drop: Optional[float] = Field(None, ge=0, le=1, description="bound on (float - variant) / float")
+    max_relative_drop: Optional[float] = Field(None, ge=0, le=1, description="bound on the degradation / the float "
+                                                                             "model's metric (MAE: 0.05 = 5 % more "
+                                                                             "error)")
     max_model_bytes: Optional[int] = Field(None, ge=1, description="bound on the .tflite file size")
     max_latency_ms: Optional[float] = Field(None, gt=0, description="bound on the median single-example latency")
-    min_accuracy: Optional[float] = Field(None, ge=0, le=1, description="floor on the variant's metric")
+    min_accuracy: Optional[float] = Field(None, ge=0, le=1, description="floor on the variant's metric (metrics "
+                                                                        "where higher is better)")
     min_margin_over_majority: Optional[float] = Field(
-        0.02, ge=0, le=1, description="the float model and a variant must beat the majority-class rate of the eval "
-                                      "labels (top-k: the k largest classes) by this much; None: off")
+        0.02, ge=0, le=1, description="the task's sanity bound: the float model and a variant must beat the trivial "
+                                      "predictor by this much: the majority-class rate of the eval labels (top-k: "
+                                      "the k largest classes), AUC 0.5, or (error metrics, as a share of its error) "
+                                      "the training mean predicted for every example; None: off")
+    min_sqnr_db: Optional[float] = Field(
+        None, description="fidelity floor: a variant's output SQNR against the float model's on the eval split, in "
+                          "dB (10 log10 of signal over quantization-noise power); None: off. With min_cosine_"
+                          "similarity, what gates a model without labels (contract.task none)")
+    min_cosine_similarity: Optional[float] = Field(
+        None, ge=-1, le=1, description="fidelity floor: the mean per-example cosine similarity of a variant's "
+                                       "output to the float model's; None: off")
     allow_float32: bool = Field(False, description="whether the unquantized float32 variant may be selected")
     min_integer_compute_fraction: float = Field(
         0.8, ge=0, le=1, description="a mixed variant (selective_integer, qat_mixed) doing a smaller share of its "
@@ -194,7 +213,10 @@ class GateSettings(StageSettings):
                                      "ops counts as float32 for the gate")
     selection: Union[Literal["smallest", "fastest"], List[str]] = Field(
         SMALLEST, description="smallest, fastest, or a list of variant names in order of preference")
-    metric: Literal["accuracy", "top_k_accuracy"] = Field("accuracy", description="the metric the gate judges")
+    metric: Optional[Literal[METRICS]] = Field(
+        None, description="the metric the gate judges on the contract's output; None: its task's default "
+                          "(multiclass: accuracy, binary: auc, regression: mae, multilabel: micro_f1; task none: "
+                          "only the fidelity floors)")
     top_k: int = Field(5, ge=1, description="k of top_k_accuracy")
     latency_tie_tolerance: float = Field(
         0.05, ge=0, le=1, description="fastest: variants within this share of the fastest median, or within the "

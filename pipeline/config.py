@@ -47,7 +47,7 @@ from tfx_quantization.settings import (
     DEFAULT_MAX_ACCURACY_DROP, CalibrationSettings, GateSettings, PushSettings, QuantizeSettings, SettingsError,
     TrainSettings, describe_errors,
 )
-from tfx_quantization.settings_base import models_in
+from tfx_quantization.settings_base import StageSettings, models_in
 
 ENV_PREFIX = "QP_"
 CONFIG_FILE_VAR = "QP_CONFIG"
@@ -58,6 +58,87 @@ NON_SETTING_VARS = {"QP_PYTHON", CONFIG_FILE_VAR, VERBOSE_VAR}
 NESTED = "__"
 
 __all__ = ["PipelineConfig", "SettingsError"]
+
+
+ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # a Kubernetes object name (DNS-1123 subdomain)
+
+
+class StepResources(StageSettings):
+    """CPU (cores) and memory (GB) of one step's container: the request is what the scheduler
+    reserves, the limit what the container may use."""
+
+    cpu_request: float = Field(gt=0)
+    cpu_limit: float = Field(gt=0)
+    memory_request: float = Field(gt=0, description="GB")
+    memory_limit: float = Field(gt=0, description="GB")
+
+    @model_validator(mode="after")
+    def _request_within_limit(self) -> "StepResources":
+        for what in ("cpu", "memory"):
+            if getattr(self, f"{what}_request") > getattr(self, f"{what}_limit"):
+                raise ValueError(f"{what}_request {getattr(self, f'{what}_request')} exceeds {what}_limit "
+                                 f"{getattr(self, f'{what}_limit')}: raise the limit or lower the request")
+        return self
+
+
+class SecretEnv(StageSettings):
+    """A Kubernetes secret whose keys every step gets as environment variables."""
+
+    secret_name: str = Field(pattern=K8S_NAME, description="the secret in the run's namespace")
+    key_to_env: Dict[str, str] = Field(min_length=1, description="{secret key: environment variable}, e.g. "
+                                                                 "{\"access_key\": \"AWS_ACCESS_KEY_ID\"}")
+
+    @model_validator(mode="after")
+    def _env_names(self) -> "SecretEnv":
+        import re
+
+        bad = [v for v in self.key_to_env.values() if not re.match(ENV_VAR_NAME, v)]
+        if bad:
+            raise ValueError(f"{bad} are not environment variable names (letters, digits, '_', not first a digit)")
+        return self
+
+
+class KubeflowSettings(StageSettings):
+    """Kubeflow: the compiled spec's pods (environment, secrets, resources, retries)."""
+
+    env: Dict[str, str] = Field(default_factory=dict, description="environment variables of every step, e.g. "
+                                                                 "{\"S3_ENDPOINT\": \"http://minio:9000\"}")
+    secrets: List[SecretEnv] = Field(default_factory=list, description="Kubernetes secrets exposed to every step "
+                                                                       "as environment variables (object-store "
+                                                                       "credentials)")
+    resources: StepResources = Field(
+        default_factory=lambda: StepResources(cpu_request=1, cpu_limit=1, memory_request=2, memory_limit=2),
+        description="every step's CPU and memory unless step_resources names the step")
+    # Requests = limits: the scheduler reserves what these steps use. The trainer trains, the
+    # quantizer converts every variant and runs the selective search, the evaluator runs
+    # every variant over the eval split.
+    step_resources: Dict[str, StepResources] = Field(
+        default_factory=lambda: {
+            "QATTrainer": StepResources(cpu_request=2, cpu_limit=2, memory_request=8, memory_limit=8),
+            "PostTrainingQuantizer": StepResources(cpu_request=2, cpu_limit=2, memory_request=4, memory_limit=4),
+            "TFLiteEvaluator": StepResources(cpu_request=2, cpu_limit=2, memory_request=4, memory_limit=4)},
+        description="CPU and memory by step (component id), over `resources`")
+    max_retries: int = Field(2, ge=0, description="retries of a failed step (KFP retryPolicy); 0: none")
+    retry_backoff_seconds: int = Field(60, ge=0, description="wait before the first retry")
+    retry_backoff_factor: float = Field(2.0, ge=1, description="each later wait is this many times the one before")
+    retry_backoff_max_seconds: int = Field(600, ge=0, description="the longest wait between retries")
+
+    @model_validator(mode="after")
+    def _env_once(self) -> "KubeflowSettings":
+        import re
+
+        bad = [v for v in self.env if not re.match(ENV_VAR_NAME, v)]
+        if bad:
+            raise ValueError(f"env names {bad}, which are not environment variable names")
+        from_secrets = [v for s in self.secrets for v in s.key_to_env.values()]
+        twice = sorted({v for v in from_secrets if from_secrets.count(v) > 1} | (set(self.env) & set(from_secrets)))
+        if twice:
+            raise ValueError(f"{twice} would be set twice (env and secrets, or two secrets): set each variable once")
+        return self
+
+    def resources_of(self, step: str) -> StepResources:
+        return self.step_resources.get(step, self.resources)
 
 
 class PipelineConfig(BaseModel):
@@ -101,6 +182,7 @@ class PipelineConfig(BaseModel):
     gate: GateSettings = Field(default_factory=GateSettings)
     push: PushSettings = Field(default_factory=PushSettings)
     contract: ModelContract = Field(default_factory=ModelContract)
+    kubeflow: KubeflowSettings = Field(default_factory=KubeflowSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -132,7 +214,7 @@ class PipelineConfig(BaseModel):
             self.push.destination = fsutil.join(self.output_root, "serving")
         if not self.push.model_name:
             self.push.model_name = self.pipeline_name
-        if not self.calibration.label_key:  # the contract is the one home of the label
+        if not self.calibration.label_key and self.contract.has_labels:  # the contract is the one home of the label
             self.calibration.label_key = self.contract.label_key
         if self.calibration.seed is None:
             self.calibration.seed = self.train.seed
@@ -144,6 +226,8 @@ class PipelineConfig(BaseModel):
                 ModelSpec.of_contract(self.contract)
             except ValueError as e:
                 raise ValueError(f"{e} (QP_CONTRACT__INPUTS, QP_CONTRACT__NUM_CLASSES)") from None
+        from tfx_quantization.quantization.metrics import gate_metric_of
+        gate_metric_of(self.contract.task, self.gate)  # the gate's metric is one of the task's (or floors, without labels)
         if self.quantize.validation_split == self.gate.eval_split:
             raise ValueError(
                 f"quantize.validation_split and gate.eval_split are both {self.gate.eval_split!r}: the selective search "

@@ -27,14 +27,16 @@ NON_DEFAULT = {
         model="mobilenet_v2", module_file="/somewhere/model.py", model_kwargs={"alpha": 0.5}, epochs=3,
         steps_per_epoch=7, qat_epochs=4, qat_steps_per_epoch=5, batch_size=16, learning_rate=0.002,
         qat_learning_rate=0.0003, qat_range_batches=3, seed=5),
-    "calibration": dict(source_split="validation", num_samples=50, strategy="uniform", label_key="lbl", seed=9),
+    "calibration": dict(source_split="validation", num_samples=50, strategy="uniform", label_key="lbl", seed=9,
+                        quantile_bins=4),
     "quantize": dict(
         variants=["float32", "integer_only", "qat_int8"], integer_io_type="uint8", max_calibration_samples=40,
         validation_split="holdout", validation_samples=300, search_max_drop=0.03, max_float_layers=3,
         max_search_steps=4, selective_integer_io=True),
     "gate": dict(
         max_accuracy_drop=0.02, max_relative_drop=0.05, max_model_bytes=90000, max_latency_ms=2.5, min_accuracy=0.5,
-        allow_float32=True, selection=["qat_int8", "integer_only"], metric="top_k_accuracy", top_k=3,
+        allow_float32=True, selection=["qat_int8", "integer_only"], metric="rmse", top_k=3,
+        min_sqnr_db=20.0, min_cosine_similarity=0.9,
         latency_runs=7, latency_warmup=2, num_threads=2, eval_batch_size=64, eval_split="test",
         drop_decision="lower_bound", confidence=0.9, min_margin_over_majority=0.1, min_integer_compute_fraction=0.5,
         latency_tie_tolerance=0.1, size_tie_tolerance=0.1, max_deployed_shift=0.2, device_check_examples=50,
@@ -43,7 +45,8 @@ NON_DEFAULT = {
     "push": dict(destination="/tmp/somewhere/registry", model_name="m1", signing_key="/keys/sign.pem",
                  public_key="/keys/sign.pub.pem"),
     "contract": dict(signature="dense", inputs={"x": {"features": ["a", "b"], "shape": [2], "image": None}},
-                     label_key="digit", num_classes=3, output="logits", output_kind="logits"),
+                     label_key="digit", num_classes=3, output="logits", output_kind="logits", task="regression",
+                     threshold=0.3),
 }
 SECTION_OF_COMPONENT = {
     "QATTrainer": ("train", TrainSettings), "RepresentativeDatasetGen": ("calibration", CalibrationSettings),

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_quantization import fsutil
+from tfx_quantization.model_contract import MULTILABEL
 from tfx_quantization.quantization.model_spec import ModelSpec
 
 
@@ -158,7 +159,7 @@ def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
     problems = _Problems()
     inputs = [(key, i) for i in spec.inputs for key in i.features]
     kinds: Dict[str, set] = {k: set() for k, _ in inputs}
-    label_key, num_classes = spec.label_key, spec.num_classes
+    label_key, label_kinds = spec.label_key, set()
     total = 0
     for path in files:
         for index, record in enumerate(iter_serialized([path])):
@@ -198,25 +199,49 @@ def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
                                  "features)", where)
                 elif kind == "float_list" and not all(math.isfinite(v) for v in values):
                     problems.add(f"input feature {key!r} holds NaN or infinite values", where)
-            label = feats.get(label_key)
-            lkind = label.WhichOneof("kind") if label is not None else None
-            lvalues = getattr(label, lkind).value if lkind else []
-            if not len(lvalues):
-                problems.add(f"label {label_key!r} is missing", where)
-            elif lkind != "int64_list" or len(lvalues) != 1:
-                problems.add(f"label {label_key!r} is not one integer (it is {KINDS.get(lkind, lkind)} "
-                             f"x{len(lvalues)})", where)
-            elif num_classes is not None and not 0 <= lvalues[0] < num_classes:
-                problems.add(f"label {label_key!r} is outside 0..{num_classes - 1} (set num_classes, or fix the "
-                             "labels)", where)
+            if spec.has_labels:
+                label_kinds.add(_check_label(feats.get(label_key), spec, problems, where))
     if total == 0:
         raise ValueError(f"the split in {folder} is empty: it holds no examples")
     for key, seen in kinds.items():
         if len(seen) > 1:
             problems.add(f"input feature {key!r} is int64 in some examples and float in others", "(several)")
+    label_kinds.discard(None)
+    if len(label_kinds) > 1:
+        problems.add(f"label {label_key!r} is int64 in some examples and float in others", "(several)")
     if problems.found:
         raise ValueError(problems.message(folder, total))
-    return with_storage_dtypes(spec, {k: KINDS[next(iter(seen))] for k, seen in kinds.items() if seen})
+    spec = with_storage_dtypes(spec, {k: KINDS[next(iter(seen))] for k, seen in kinds.items() if seen})
+    return dataclasses.replace(spec, label_dtype=KINDS[next(iter(label_kinds))]) if label_kinds else spec
+
+
+def _check_label(label, spec: ModelSpec, problems: _Problems, where: str) -> Optional[str]:
+    """Checks one example's label against the task (class: one int64 in 0..num_classes-1;
+    multilabel: num_classes int64 values, each 0 or 1; regression: num_classes finite int or
+    float values) and returns its storage kind (None when it is missing)."""
+    key, n, task = spec.label_key, spec.num_classes, spec.task
+    kind = label.WhichOneof("kind") if label is not None else None
+    values = getattr(label, kind).value if kind else []
+    if not len(values):
+        problems.add(f"label {key!r} is missing", where)
+        return None
+    shown = f"{KINDS.get(kind, kind)} x{len(values)}"
+    if spec.is_classifier:
+        if kind != "int64_list" or len(values) != 1:
+            problems.add(f"label {key!r} is not one integer (it is {shown})", where)
+        elif not 0 <= values[0] < n:
+            problems.add(f"label {key!r} is outside 0..{n - 1} (set num_classes, or fix the labels)", where)
+    elif task == MULTILABEL:
+        if kind != "int64_list" or len(values) != n:
+            problems.add(f"label {key!r} is not {n} integers, one 0/1 per label (it is {shown}; multilabel)", where)
+        elif any(v not in (0, 1) for v in values):
+            problems.add(f"label {key!r} holds values other than 0 and 1 (multilabel labels are multi-hot)", where)
+    elif kind == "bytes_list" or len(values) != n:
+        problems.add(f"label {key!r} is not {n} number(s) (it is {shown}; regression with num_classes={n} "
+                     "target(s))", where)
+    elif kind == "float_list" and not all(math.isfinite(v) for v in values):
+        problems.add(f"label {key!r} holds NaN or infinite values", where)
+    return kind
 
 
 def spec_for(model_dir: str, files: List[str], contract=None) -> ModelSpec:
@@ -243,8 +268,10 @@ def feature_spec(spec: ModelSpec, with_label: bool = True) -> dict:
                 fs[k] = tf.io.FixedLenFeature([], tf.string)
             else:
                 fs[k] = tf.io.FixedLenFeature([inp.values_per_key], _TF_DTYPES[inp.feature_dtypes.get(k, "float32")])
-    if with_label:
-        fs[spec.label_key] = tf.io.FixedLenFeature([1], tf.int64)
+    if with_label and spec.has_labels:
+        width = 1 if spec.is_classifier else spec.num_classes
+        dtype = spec.label_dtype or ("int64" if spec.is_classifier or spec.task == MULTILABEL else "float32")
+        fs[spec.label_key] = tf.io.FixedLenFeature([width], _TF_DTYPES[dtype])
     return fs
 
 
@@ -263,7 +290,9 @@ def decode_images(encoded, inp):
 
 
 def parse_batch(serialized, spec: ModelSpec, with_label: bool = True):
-    """Serialized tf.Examples [B] -> ({input name: [B, *shape] in the input's dtype}, int64 labels [B]).
+    """Serialized tf.Examples [B] -> ({input name: [B, *shape] in the input's dtype}, labels):
+    classifiers: int64 class labels [B]; multilabel: int64 multi-hot [B, labels];
+    regression: float32 targets [B, targets]; none: an empty float32 [B, 0].
 
     A feature whose size does not match the declared shape fails inside parse_example
     with an error naming the key (check_examples finds it first, with a count).
@@ -279,7 +308,12 @@ def parse_batch(serialized, spec: ModelSpec, with_label: bool = True):
         x[inp.name] = tf.cast(value, _TF_DTYPES[inp.dtype])
     if not with_label:
         return x
-    return x, tf.reshape(parsed[spec.label_key], [-1])
+    if not spec.has_labels:
+        return x, tf.zeros([tf.shape(serialized)[0], 0], tf.float32)
+    label = parsed[spec.label_key]
+    if spec.is_classifier:
+        return x, tf.reshape(label, [-1])
+    return x, label if spec.task == MULTILABEL else tf.cast(label, tf.float32)
 
 
 def parse_numpy(serialized: List[bytes], spec: ModelSpec) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
@@ -303,6 +337,32 @@ def make_dataset(
         ds = ds.repeat()
     ds = ds.batch(batch_size).map(lambda s: parse_batch(s, spec))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def label_mean(files: List[str], spec: ModelSpec, batch_size: int = 1024) -> List[float]:
+    """The mean of a regression label over every example of `files`, per target
+    ([num_classes] floats): one streaming pass (sums only)."""
+    total, count = np.zeros(spec.num_classes, np.float64), 0
+    for serialized in iter_batches(files, batch_size):
+        y = tf.io.parse_example(tf.constant(serialized), {spec.label_key: feature_spec(spec)[spec.label_key]})
+        values = tf.cast(y[spec.label_key], tf.float64).numpy()
+        total += values.sum(0)
+        count += len(values)
+    if not count:
+        raise ValueError(f"the split of {files[:1]} is empty: no label mean to compare a regressor with")
+    return (total / count).tolist()
+
+
+def iter_batches(files: List[str], batch_size: int) -> Iterator[List[bytes]]:
+    """The serialized records of `files` in lists of at most `batch_size`."""
+    batch: List[bytes] = []
+    for record in iter_serialized(files):
+        batch.append(record)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def representative_dataset(files: List[str], spec: ModelSpec, max_samples: Optional[int] = None):

@@ -21,7 +21,10 @@ from typing import Any, Dict, List, Optional
 
 from tfx_quantization import fsutil
 from tfx_quantization.contracts import MODEL_CONTRACT_FILE
-from tfx_quantization.model_contract import DEFAULT_OUTPUT_NAME, LOGITS, PROBABILITIES, ImageDecoding, ModelContract
+from tfx_quantization.model_contract import (
+    BINARY, CLASSIFIERS, DEFAULT_OUTPUT_NAME, LOGITS, MULTICLASS, MULTILABEL, NO_LABELS, PROBABILITIES, REGRESSION,
+    ImageDecoding, ModelContract,
+)
 
 STORAGE_DTYPES = ("int64", "float32", "bytes")  # how a feature is stored in a tf.Example
 INPUT_DTYPES = ("float32", "int64", "int32")  # what a signature input may take
@@ -85,6 +88,9 @@ class ModelSpec:
     output_name: str = DEFAULT_OUTPUT_NAME
     output_kind: str = PROBABILITIES  # probabilities (softmax/sigmoid applied) or logits
     output_units: int = 0  # the output's last dimension; 1: a binary classifier's one score
+    task: str = MULTICLASS  # model_contract.TASK_NAMES
+    threshold: float = 0.5  # binary and multilabel: predicted positive at or above this probability
+    label_dtype: str = ""  # the label's storage dtype (data.check_examples fills it); '': the task's default
 
     def __post_init__(self):
         self.inputs = [i if isinstance(i, InputSpec) else InputSpec(**i) for i in self.inputs]
@@ -116,35 +122,62 @@ class ModelSpec:
         if not mapping.shape:
             raise ValueError(f"contract.inputs.{name}.shape is not set: the built-in trainer needs the input's shape "
                              f"without the batch dimension, e.g. {example}")
-        if contract.num_classes is None:
-            raise ValueError("contract.num_classes is not set: the built-in trainer needs the number of classes "
-                             "(labels are 0..num_classes-1)")
-        return cls.single(mapping.features or [name], mapping.shape, contract.label_key, contract.num_classes,
+        num_classes = contract.num_classes or (1 if contract.task == REGRESSION else None)
+        if num_classes is None:
+            raise ValueError("contract.num_classes is not set: the built-in trainer needs the output's size (the "
+                             "number of classes, labels 0..num_classes-1; multilabel: the number of labels)")
+        if contract.task == NO_LABELS:
+            raise ValueError("contract.task is 'none': the built-in trainer needs labels to train on; train the model "
+                             "yourself (a stock TFX Trainer) and give its contract to QATFineTuner or the evaluator")
+        return cls.single(mapping.features or [name], mapping.shape, contract.label_key, num_classes,
                           feature_dtypes=feature_dtypes, input_name=name,
                           output_name=contract.output or DEFAULT_OUTPUT_NAME, image=mapping.image,
-                          signature=contract.signature, output_kind=contract.output_kind)
+                          signature=contract.signature, output_kind=contract.output_kind, task=contract.task,
+                          threshold=contract.threshold)
 
     def validate(self) -> None:
         if not self.inputs:
             raise ValueError("the model has no inputs")
         for i in self.inputs:
             i.validate()
-            if self.label_key in i.features:
+            if self.has_labels and self.label_key in i.features:
                 raise ValueError(f"label_key {self.label_key!r} also feeds input {i.name!r}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes={self.num_classes}: a classifier needs at least 2 classes")
+        if self.task in CLASSIFIERS and self.num_classes < 2:
+            raise ValueError(f"num_classes={self.num_classes}: a classifier needs at least 2 classes (one real "
+                             "value: set contract.task to regression)")
+        if self.task == BINARY and self.num_classes != 2:
+            raise ValueError(f"task binary with num_classes={self.num_classes}: a binary classifier has 2 classes")
         if self.output_kind not in (PROBABILITIES, LOGITS):
             raise ValueError(f"output_kind {self.output_kind!r}: use {PROBABILITIES!r} or {LOGITS!r}")
-        if self.output_units not in (1, self.num_classes):
-            raise ValueError(f"output {self.output_name!r} has {self.output_units} units for {self.num_classes} "
-                             "classes: set num_classes to the output's size (or 2 for one sigmoid unit)")
+        allowed = (1, self.num_classes) if self.task in CLASSIFIERS else (self.num_classes,)
+        if self.task != NO_LABELS and self.output_units not in allowed:
+            what = "classes" if self.task in CLASSIFIERS else ("labels" if self.task == MULTILABEL else "targets")
+            raise ValueError(f"output {self.output_name!r} has {self.output_units} units for {self.num_classes} {what}: "
+                             "set num_classes to the output's size"
+                             + (" (or 2 for one sigmoid unit)" if self.task in CLASSIFIERS else ""))
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the task reads a label from the examples (every task but none)."""
+        return self.task != NO_LABELS
+
+    @property
+    def is_classifier(self) -> bool:
+        """multiclass or binary: one class label, argmax (or threshold) decisions."""
+        return self.task in CLASSIFIERS
 
     def scores(self, outputs):
-        """Class probabilities [B, num_classes] from the model's raw outputs: softmax of
-        logits; one sigmoid unit (or its logit) p becomes [1 - p, p]."""
+        """What the task's metrics compare, from the model's raw outputs [B, units] (float32):
+        classifiers: class probabilities [B, num_classes] (softmax of logits; one sigmoid unit
+        (or its logit) p becomes [1 - p, p]); multilabel: per-label probabilities [B, labels]
+        (sigmoid of logits); regression and none: the raw values."""
         import numpy as np
 
         y = np.asarray(outputs, dtype=np.float32)
+        if self.task in (REGRESSION, NO_LABELS):
+            return y
+        if self.task == MULTILABEL:
+            return 1.0 / (1.0 + np.exp(-y)) if self.output_kind == LOGITS else y
         if self.output_units == 1:
             p = y[:, :1]
             if self.output_kind == LOGITS:
@@ -281,12 +314,16 @@ def from_signature(signature: Dict[str, Any], contract: ModelContract) -> ModelS
         raise ValueError(f"{where} has {len(outputs)} outputs {sorted(outputs)}: set contract.output to the "
                          "class scores")
     dtype, shape = outputs[output]
-    if dtype != "float32" or shape is None or len(shape) != 2:
-        raise ValueError(f"{where} output {output!r} is {dtype} {shape}: a classifier's scores must be float32 "
-                         "[batch, classes]")
-    units = shape[1]
-    num_classes = contract.num_classes or (2 if units == 1 else units)
+    label_free = contract.task == NO_LABELS  # fidelity compares any shape, flattened per example
+    if dtype != "float32" or shape is None or len(shape) < 2 or (len(shape) != 2 and not label_free):
+        raise ValueError(f"{where} output {output!r} is {dtype} {shape}: task {contract.task} needs float32 "
+                         "[batch, units] (classes, labels or targets)"
+                         + ("" if label_free else "; other shapes are judged by fidelity alone (task: none)"))
+    units = shape[1] if len(shape) == 2 else 0
+    sized = (2 if units == 1 and contract.task in CLASSIFIERS else units) if units > 0 else None
+    num_classes = contract.num_classes or sized or (1 if label_free else None)
     if num_classes is None or num_classes <= 0:
         raise ValueError(f"{where} output {output!r} has no fixed size: set contract.num_classes")
     return ModelSpec(inputs, contract.label_key, num_classes, signature=contract.signature, output_name=output,
-                     output_kind=contract.output_kind, output_units=units if units > 0 else num_classes)
+                     output_kind=contract.output_kind, output_units=units if units > 0 else num_classes,
+                     task=contract.task, threshold=contract.threshold)
