@@ -400,9 +400,13 @@ class Evaluation(Record):
     blessed: bool
     selected_variant: Optional[str] = None
     selection: Selection  # how it was selected, or why nothing was
-    metric: str = "accuracy"
+    metric: str = "accuracy"  # the gate's metric (a label-free model: sqnr_db, shown, not bounded)
+    task: str = "multiclass"  # the contract's task of the judged output
     float_model: Dict[str, Any] = {}  # the float model's metrics on the eval split
+    # The task's sanity reference in the gate's metric: the majority-class rate, AUC 0.5,
+    # or the training mean's error (regression); None when there is none.
     majority_class_rate: Optional[float] = None
+    trivial_predictor: Optional[Dict[str, Any]] = None  # regression: the training mean's figures and its value(s)
     variants: Dict[str, Dict[str, Any]] = {}
     verdicts: Dict[str, Verdict] = {}
     targets: Dict[str, TargetDecision] = {}

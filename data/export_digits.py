@@ -29,16 +29,25 @@ def digits_csv_bytes() -> bytes:
     return buf.getvalue().encode("ascii")
 
 
-def export(out: Path = DEFAULT_OUT) -> Path:
+def write_atomically(out: Path, content: bytes) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(digits_csv_bytes())
+    tmp.write_bytes(content)
     tmp.replace(out)  # never leave a half-written CSV where ExampleGen would read it
     return out
 
 
+def export(out: Path = DEFAULT_OUT) -> Path:
+    return write_atomically(out, digits_csv_bytes())
+
+
+def main(doc: str, default_out: Path, content) -> None:
+    """The export scripts' command line: --out PATH (default `default_out`), then write."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=default_out)
+    print(write_atomically(parser.parse_args().out, content()))
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    print(export(parser.parse_args().out))
+    main(__doc__, DEFAULT_OUT, digits_csv_bytes)

@@ -57,6 +57,20 @@ def latest_artifact(store, type_name: str):
     return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
+def _figure_line(metric: str, ev: dict) -> str:
+    """'accuracy 0.9777 (float 0.9777, drop +0.00 pp)', or for an error metric its increase in
+    label units; a label-free model's fidelity figure alone."""
+    from tfx_quantization.quantization import metrics
+
+    value, reference = ev.get(contracts.SELECTED_ACCURACY), ev.get(contracts.FLOAT_ACCURACY)
+    degradation = ev.get(contracts.SELECTED_ACCURACY_DROP)
+    if value is None or reference is None or degradation is None:
+        return f"{metric} {value:.4f}" if isinstance(value, float) else "(no labelled metric: judged by fidelity)"
+    if metrics.METRICS[metric].higher_is_better:
+        return f"{metric} {value:.4f} (float {reference:.4f}, drop {100 * degradation:+.2f} pp)"
+    return f"{metric} {value:.4f} (float {reference:.4f}, increase {degradation:+.4f} in label units)"
+
+
 def summarize(metadata_path: str) -> Optional[str]:
     """A few lines: selected variant, accuracy and drop, size, latency, pushed version and
     path, report path. None when the store has no evaluation yet."""
@@ -74,10 +88,7 @@ def summarize(metadata_path: str) -> Optional[str]:
     selected = ev.get(contracts.SELECTED_VARIANT)
     float_acc = ev.get(contracts.FLOAT_ACCURACY)
     if selected:
-        lines.append(
-            f"Selected variant : {selected}  accuracy {ev[contracts.SELECTED_ACCURACY]:.4f} "
-            f"(float {float_acc:.4f}, drop {100 * ev[contracts.SELECTED_ACCURACY_DROP]:+.2f} pp)"
-        )
+        lines.append(f"Selected variant : {selected}  {_figure_line(decision.metric if decision else 'accuracy', ev)}")
         lines.append(
             f"Size, latency    : {ev[contracts.SELECTED_SIZE_BYTES]} bytes, {ev[contracts.SELECTED_LATENCY_MS]:.4f} ms "
             f"median per example (host CPU, XNNPACK, {ev.get(contracts.NUM_THREADS, 1)} thread(s))"

@@ -90,6 +90,11 @@ def quantize_all(
     explicit = bool(settings.variants)
     io_type, max_calibration_samples = settings.integer_io_type, settings.max_calibration_samples
     spec = ModelSpec.read(float_model_dir, contract)
+    if not spec.is_classifier and validation_files and not no_validation_reason:
+        # The search ranks conversions by validation accuracy: a class label's (#30).
+        no_validation_reason = (f"the selective search judges conversions by validation accuracy, which task "
+                                f"{spec.task!r} does not have: it runs for multiclass and binary models only")
+        validation_files = None
     # Training's warnings and RepresentativeDatasetGen's (a sample far below its size).
     warnings = contracts.read_training_warnings(float_model_dir) + contracts.read_calibration_warnings(
         calibration_files or [])

@@ -1,7 +1,7 @@
 """One Beam pass over the eval split: every TFLite variant, the float SavedModel and the
-deployed baseline, evaluated batch by batch; metrics are sums of integer counts combined
-with a CombineFn, so memory does not grow with the eval set and any number of workers
-gives identical figures."""
+deployed baseline, evaluated batch by batch; metrics are sums of counts combined with a
+CombineFn (the task's accumulators: quantization/metrics.py), so memory does not grow with
+the eval set and any number of workers gives the same figures."""
 from __future__ import annotations
 
 import json
@@ -17,16 +17,20 @@ PROGRESS_EVERY = 5000  # examples between progress lines
 FLOAT_MODEL = "float_model"  # the float SavedModel (the reference)
 BASELINE = "deployed_baseline"  # the currently deployed TFLite model, re-evaluated here
 LABELS = "__labels__"
+TRAINING_MEAN = "training_mean"  # regression's sanity reference: predicts the training labels' mean
 
 
 MAX_CONFUSION_CLASSES = 100  # a confusion matrix is counted up to this many classes
 METRIC_COUNTS = {"accuracy": "top1", "top_k_accuracy": "topk"}  # metric -> its correctness counts
 
 
-def outcomes(probs: np.ndarray, labels: np.ndarray, k: int) -> Dict[str, np.ndarray]:
-    """Per-example outcomes of one model on one batch (non-finite rows count as wrong)."""
+def outcomes(probs: np.ndarray, labels: np.ndarray, k: int, threshold: Optional[float] = None) -> Dict[str, np.ndarray]:
+    """Per-example outcomes of one model on one batch (non-finite rows count as wrong);
+    with `threshold` (binary task) class 1 is predicted when its probability reaches it."""
     finite = np.all(np.isfinite(probs), axis=-1)
     top1 = np.argmax(np.where(np.isfinite(probs), probs, -np.inf), axis=-1)
+    if threshold is not None:
+        top1 = (np.nan_to_num(probs[:, 1], nan=-np.inf) >= threshold).astype(top1.dtype)
     k = min(k, probs.shape[-1])
     topk = np.argsort(-np.nan_to_num(probs, nan=-np.inf), axis=-1, kind="stable")[:, :k]
     return {"finite": finite, "pred": top1, "top1": (top1 == labels) & finite,
@@ -62,11 +66,15 @@ def batch_counts(out: Dict[str, np.ndarray], labels: np.ndarray, references: Dic
 
 
 class SumCounts(beam.CombineFn):
+    """Adds count dicts key by key; keys starting with `max_` take the maximum."""
+
     def create_accumulator(self):
         return None
 
     def add_input(self, acc, counts):
-        return counts if acc is None else {k: acc[k] + counts[k] for k in acc}
+        if acc is None:
+            return counts
+        return {k: np.maximum(acc[k], counts[k]) if k.startswith("max_") else acc[k] + counts[k] for k in acc}
 
     def merge_accumulators(self, accs):
         out = None
@@ -83,9 +91,9 @@ class Predict(beam.DoFn):
     """One interpreter per TFLite model and the float SavedModel, created once in setup."""
 
     def __init__(self, tflite_models: Dict[str, str], float_model_dir: str, spec_json: str,
-                 num_threads: int, top_k: int):
+                 num_threads: int, top_k: int, constant_prediction: Optional[List[float]] = None):
         self._paths, self._float_dir, self._spec_json = tflite_models, float_model_dir, spec_json
-        self._threads, self._k = num_threads, top_k
+        self._threads, self._k, self._constant = num_threads, top_k, constant_prediction
 
     def setup(self):
         import tensorflow as tf
@@ -115,7 +123,7 @@ class Predict(beam.DoFn):
             self._next_report += PROGRESS_EVERY
         spec, c = self._spec, self._spec.num_classes
         x, y = self._data.parse_numpy(batch, spec)
-        valid = (y >= 0) & (y < c)
+        valid = (y >= 0) & (y < c) if spec.is_classifier else np.ones(len(y), bool)
         yield LABELS, {"n": np.int64(len(y)), "invalid": np.int64((~valid).sum())}
         x, y = self._take(x, valid), y[valid]
         if not len(y):
@@ -125,10 +133,36 @@ class Predict(beam.DoFn):
             outputs[FLOAT_MODEL] = spec.scores(self._float(x))
         for name, runner in self._runners.items():
             outputs[name] = spec.scores(runner.predict(x))
-        results = {name: outcomes(probs, y, self._k) for name, probs in outputs.items()}
+        if self._constant is not None:
+            outputs[TRAINING_MEAN] = np.broadcast_to(np.asarray(self._constant, np.float32), y.shape)
+        for name, counts in task_counts(outputs, y, spec, self._k).items():
+            yield name, counts
+
+
+def task_counts(outputs: Dict[str, np.ndarray], y: np.ndarray, spec, k: int) -> Dict[str, dict]:
+    """Each model's counts on one batch: the task's (metrics.TASKS), paired with the float
+    and deployed models where the task's interval needs it, and fidelity to the float
+    model for every output (labels or not)."""
+    from tfx_quantization.quantization import metrics
+
+    refs = lambda name: [r for r in (FLOAT_MODEL, BASELINE) if r in outputs and r != name]  # noqa: E731
+    counts = {name: {"n": np.int64(len(y)), "non_finite": np.int64(
+        (~np.all(np.isfinite(out.reshape(len(out), -1)), axis=1)).sum())} for name, out in outputs.items()}
+    if spec.is_classifier:
+        threshold = spec.threshold if spec.task == metrics.BINARY else None
+        results = {name: outcomes(probs, y, k, threshold) for name, probs in outputs.items()}
         for name, out in results.items():
-            references = {r: results[r] for r in (FLOAT_MODEL, BASELINE) if r in results and r != name}
-            yield name, batch_counts(out, y, references, c)
+            counts[name].update(batch_counts(out, y, {r: results[r] for r in refs(name)}, spec.num_classes))
+    for name, out in outputs.items():
+        if spec.task == metrics.BINARY:
+            counts[name].update(metrics.auc_counts(out[:, 1], y, {r: outputs[r][:, 1] for r in refs(name)}))
+        elif spec.task == metrics.REGRESSION:
+            counts[name].update(metrics.regression_counts(out, y, {r: outputs[r] for r in refs(name)}))
+        elif spec.task == metrics.MULTILABEL:
+            counts[name].update(metrics.multilabel_counts(out, y, spec.threshold))
+        if FLOAT_MODEL in outputs and name not in (FLOAT_MODEL, TRAINING_MEAN):
+            counts[name].update(metrics.fidelity_counts(outputs[FLOAT_MODEL], out))
+    return counts
 
 
 def build_evaluation(
@@ -141,14 +175,18 @@ def build_evaluation(
     num_threads: int = 1,
     top_k: int = 5,
     batch_size: int = 256,
+    constant_prediction: Optional[List[float]] = None,
 ) -> None:
-    """Adds the evaluation to `pipeline`; on run, the summed counts land in output_path."""
+    """Adds the evaluation to `pipeline`; on run, the summed counts land in output_path.
+    `constant_prediction` (regression): the values a trivial model predicting the training
+    mean returns, evaluated as TRAINING_MEAN beside the others."""
     _ = (
         pipeline
         | "Read" >> beam.io.ReadFromTFRecord(eval_pattern, coder=beam.coders.BytesCoder(),
                                              compression_type=beam.io.filesystem.CompressionTypes.AUTO)
         | "Batch" >> beam.BatchElements(min_batch_size=min(32, batch_size), max_batch_size=batch_size)
-        | "Predict" >> beam.ParDo(Predict(tflite_models, float_model_dir, spec_json, num_threads, top_k))
+        | "Predict" >> beam.ParDo(Predict(tflite_models, float_model_dir, spec_json, num_threads, top_k,
+                                            constant_prediction))
         | "Sum" >> beam.CombinePerKey(SumCounts())
         | "Gather" >> beam.combiners.ToDict()
         | "Write" >> beam.Map(_write_counts, output_path)
@@ -164,24 +202,39 @@ def _write_counts(counts: Dict[str, dict], path: str) -> None:
 
 
 def metrics_from_counts(counts: Dict[str, dict], top_k: int) -> Dict[str, dict]:
-    """Accuracy, top-k accuracy, agreement with the float model and per-class accuracy."""
+    """Each model's figures: its task's metrics (classifiers: accuracy, top-k accuracy,
+    agreement with the float model, per-class accuracy, confusion; binary: + ROC AUC;
+    regression: MAE, RMSE; multilabel: micro and macro F1) and, against the float model,
+    fidelity (SQNR dB, cosine similarity, mean and max absolute error)."""
+    from tfx_quantization.quantization import metrics
+
     out = {}
     for name, c in counts.items():
         if name == LABELS:
             continue
         n = c["n"]
+        figures = {"num_examples": n, "non_finite_outputs": c["non_finite"]}
+        if "fid_n" in c:
+            figures.update(metrics.fidelity_figures(c))
+        if "auc_hist" in c:
+            figures["auc"] = metrics.auc_from_histogram(c["auc_hist"])
+        if "reg_n" in c:
+            figures.update(metrics.regression_figures(c))
+        if "ml_counts" in c:
+            figures.update(metrics.multilabel_figures(c))
+        out[name] = figures
+        if "top1" not in c:
+            continue
         div = lambda a: a / n if n else math.nan  # noqa: E731
         per_class = [cc / ct if ct else None for cc, ct in zip(c["class_correct"], c["class_total"])]
-        out[name] = {
-            "num_examples": n,
+        figures.update({
             "accuracy": div(c["top1"]),
             "top_k_accuracy": div(c["topk"]),
             "top_k": top_k,
             "agreement_with_float": div(c["agree"]) if "agree" in c else None,
-            "non_finite_outputs": c["non_finite"],
             "per_class_accuracy": per_class,
             "class_total": list(c["class_total"]),
-        }
+        })
         if "confusion" in c:
             k = len(c["class_total"])
             out[name]["confusion"] = np.asarray(c["confusion"]).reshape(k, k).tolist()

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfx_quantization import contracts, fsutil
 from tfx_quantization.contracts import Decision, Evaluation, VariantFile
-from tfx_quantization.quantization import convert, data, host, micro
+from tfx_quantization.quantization import convert, data, host, metrics, micro
 from tfx_quantization.quantization.interpreter import TFLiteRunner
 from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.quantization.stats import is_finite
@@ -94,14 +94,29 @@ def evaluate_models(
     baseline_info: Optional[dict] = None,
     history: Optional[List[dict]] = None,
     contract: Optional[ModelContract] = None,
+    train_split_dir: Optional[str] = None,
 ) -> Evaluation:
     """Measures every built variant of `quantized_dir` (and the deployed baseline, when
     given) on the eval split, applies the gate, selects; writes metrics.json, outcome.json
-    and the report into out_dir. Returns the evaluation metrics.json holds."""
+    and the report into out_dir. Returns the evaluation metrics.json holds.
+
+    The contract's task decides what is measured and judged (quantization/metrics.py's
+    table); `train_split_dir` gives a regression's sanity reference, the training labels'
+    mean predicted for every example (without it the check is off, and said so)."""
     manifest = contracts.read_manifest(quantized_dir)
     spec = ModelSpec.read(float_model_dir, contract)
+    metric = metrics.gate_metric_of(spec.task, params)
+    params = params.model_copy(update={"metric": metric})
     files = data.split_files(eval_split_dir)
     spec, example = _checked(files, spec, eval_split_dir)
+    training_mean, no_mean = None, ""
+    if spec.task == metrics.REGRESSION:
+        if train_split_dir and fsutil.isdir(train_split_dir):
+            training_mean = data.label_mean(data.split_files(train_split_dir), spec)
+            log.info("Regression sanity reference: the training labels' mean %s", training_mean)
+        else:
+            no_mean = ("no train split was given, so the regression sanity bound (beat predicting the training mean) "
+                       "is off")
 
     figures: Dict[str, dict] = {}
     tflite: Dict[str, str] = {}
@@ -132,7 +147,7 @@ def evaluate_models(
             pipeline_factory, eval_pattern=fsutil.join(eval_split_dir, "*"), tflite_models=tflite,
             float_model_dir=float_model_dir, spec_json=spec.to_json(),
             output_path=str(staging / "counts.json"), num_threads=params.num_threads, top_k=params.top_k,
-            batch_size=params.eval_batch_size,
+            batch_size=params.eval_batch_size, constant_prediction=training_mean,
         )
         labels = counts.get(beam_pass.LABELS, {"n": 0, "invalid": 0})
         if labels["invalid"]:
@@ -140,29 +155,33 @@ def evaluate_models(
                 f"{labels['invalid']} of {labels['n']} eval examples have a label outside 0..{spec.num_classes - 1}: "
                 f"fix the data or num_classes; nothing is blessed on bad labels"
             )
-        metrics = beam_pass.metrics_from_counts(counts, params.top_k)
-        float_metrics = metrics.pop(beam_pass.FLOAT_MODEL)
-        for name, m in metrics.items():
+        measured = beam_pass.metrics_from_counts(counts, params.top_k)
+        float_metrics = measured.pop(beam_pass.FLOAT_MODEL)
+        trivial = measured.pop(beam_pass.TRAINING_MEAN, None)
+        for name, m in measured.items():
             target = baseline_fig if name == beam_pass.BASELINE else figures[name]
             target.update(m)
             if m["non_finite_outputs"]:
                 target["error"] = f"non-finite outputs on {m['non_finite_outputs']} example(s)"
-        metric = params.metric
-        float_value = float_metrics[metric]
+        float_value = float_metrics.get(metric) if metric else None
+        sign = 1 if not metric or metrics.higher_is_better(metric) else -1  # degradation = sign * (float - variant)
         for fig in figures.values():
             if is_finite(fig.get(metric)) and is_finite(float_value):
-                fig["accuracy_drop"] = float_value - fig[metric]
-                fig["relative_drop"] = (float_value - fig[metric]) / float_value if float_value else math.nan
-        for fig in list(figures.values()) + ([baseline_fig] if baseline_fig else []):
-            for key, reference in (("vs_float", beam_pass.FLOAT_MODEL), ("vs_deployed", beam_pass.BASELINE)):
-                table = fig.get(f"paired_vs_{reference}", {}).get(metric)
-                if table:
-                    fig[key] = gate.comparison(table, params)
+                fig["accuracy_drop"] = sign * (float_value - fig[metric])
+                fig["relative_drop"] = fig["accuracy_drop"] / float_value if float_value else math.nan
+        if metric:
+            for name in list(figures) + ([beam_pass.BASELINE] if baseline_fig else []):
+                fig = baseline_fig if name == beam_pass.BASELINE else figures[name]
+                for key, reference in (("vs_float", beam_pass.FLOAT_MODEL), ("vs_deployed", beam_pass.BASELINE)):
+                    compared = metrics.comparison(metric, counts.get(name, {}), reference, 2 * params.confidence - 1)
+                    if compared and reference != name:
+                        fig[key] = compared
         baseline_value = None
-        if baseline_fig and "error" not in baseline_fig:
-            baseline_value = baseline_fig[metric]
-        chance = gate.chance_rate(float_metrics["class_total"], metric, params.top_k)
-        verdicts = gate.judge(figures, float_value, params, baseline_value, chance)
+        if baseline_fig and "error" not in baseline_fig and metric:
+            baseline_value = baseline_fig.get(metric)
+        chance = gate.sanity_reference(metric, float_metrics.get("class_total"), params.top_k, trivial) if metric \
+            else None
+        verdicts = gate.judge(figures, float_value, params, baseline_value, chance, label_free=metric is None)
         device_checks(tflite, figures, files, spec, params)
         targets = gate.judge_targets(figures, verdicts, params)
         if targets:  # the first target is the primary one: the blessing and the main registry follow it
@@ -172,7 +191,7 @@ def evaluate_models(
             selected, selection = gate.select(figures, verdicts, params)
         warnings = list(manifest.warnings)  # training's and the quantizer's (QAT or a requested variant failed)
         warnings += [w for w in (gate.resolution_warning(labels["n"], float_value, params),
-                                 gate.float_not_learned(float_value, chance, params)) if w]
+                                 gate.float_not_learned(float_value, chance, params) if metric else None, no_mean) if w]
         cpu = host.cpu_info()
         slow_int8 = latency_warning(figures, params, cpu)
         if slow_int8:
@@ -186,9 +205,11 @@ def evaluate_models(
             "blessed": selected is not None,
             "selected_variant": selected,
             "selection": selection,
-            "metric": metric,
+            "metric": metric or LABEL_FREE_METRIC,
+            "task": spec.task,
             "float_model": float_metrics,
             "majority_class_rate": chance,
+            "trivial_predictor": dict(trivial, prediction=training_mean) if trivial else None,
             "variants": figures,
             "verdicts": verdicts,
             "targets": targets,
@@ -217,6 +238,9 @@ def evaluate_models(
     return evaluation
 
 
+LABEL_FREE_METRIC = "sqnr_db"  # what a label-free evaluation records as its headline figure
+
+
 def latency_warning(figures: Dict[str, dict], params: GateSettings, cpu: dict) -> Optional[str]:
     """A warning when latency decides (fastest, or a latency budget) on a host whose int8
     kernels run slower than float: such figures say little about a device that has int8
@@ -242,11 +266,13 @@ def deployed_shift(baseline_fig: Optional[dict], baseline_info: Optional[dict], 
     manifest recorded when it was pushed; flagged when it fell by more than max_deployed_shift."""
     if not baseline_fig or "error" in baseline_fig or not baseline_info:
         return None
+    if not params.metric or not metrics.higher_is_better(params.metric):
+        return None  # max_deployed_shift is a rate (pp): an error metric's unit is the label's
     recorded = (baseline_info.get("recorded_metrics") or {}).get(params.metric)
     now = baseline_fig.get(params.metric)
     if not (is_finite(recorded) and is_finite(now)):
         return None
-    fall = recorded - now
+    fall = gate.better(params, recorded) - gate.better(params, now)
     flagged = params.max_deployed_shift is not None and fall > params.max_deployed_shift + gate.TOLERANCE
     message = (f"shift: the deployed version {baseline_info.get('version')} scores {params.metric} {now:.4f} on this "
                f"run's eval data, {100 * fall:.2f} pp below the {recorded:.4f} its manifest recorded at push time "

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from tfx_quantization import contracts, fsutil
@@ -60,6 +61,12 @@ def deployed_model(registry_json: Optional[str]) -> Tuple[Optional[str], dict]:
         "recorded_metrics": manifest.get("metrics", {})}
 
 
+def train_split(examples) -> Optional[str]:
+    """The examples' train split folder, or None when they have none."""
+    names = artifact_utils.decode_split_names(examples.split_names)
+    return artifact_utils.get_split_uri([examples], contracts.TRAIN_SPLIT) if contracts.TRAIN_SPLIT in names else None
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(
         self,
@@ -92,12 +99,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             # The parameter, else the contract the quantizer recorded, else the float model's
             # (artifact, else the file next to it).
             contract=resolve_contract(exec_properties.get("contract"), quantized, model),
+            # A regression's sanity reference is the training labels' mean.
+            train_split_dir=train_split(examples),
         )
         selected = result.selected_variant
         summary = {
             contracts.BLESSED: int(result.blessed),
             contracts.SELECTED_VARIANT: selected or "",
-            contracts.FLOAT_ACCURACY: result.float_model[result.metric],
+            contracts.FLOAT_ACCURACY: result.float_model.get(result.metric),
             contracts.VERDICTS: {n: v.model_dump() for n, v in result.verdicts.items()},
             contracts.NUM_THREADS: settings.num_threads,
             contracts.TARGET_SELECTIONS: {n: t.selected for n, t in result.targets.items()},
@@ -105,8 +114,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         fig = result.selected_figures()
         if fig:
             summary.update({
-                contracts.SELECTED_ACCURACY: fig[result.metric],
-                contracts.SELECTED_ACCURACY_DROP: fig["accuracy_drop"],
+                contracts.SELECTED_ACCURACY: fig.get(result.metric),
+                contracts.SELECTED_ACCURACY_DROP: fig.get("accuracy_drop"),
                 contracts.SELECTED_SIZE_BYTES: fig["size_bytes"],
                 contracts.SELECTED_LATENCY_MS: fig["latency_ms_median"],
             })

@@ -1,21 +1,35 @@
-"""The accuracy-drop gate and the selection policy: pure functions over metrics.
+"""The degradation gate and the selection policy: pure functions over figures.
+
+The gate judges one metric of the contract's output (settings.metric, else its task's
+default: quantization/metrics.py's task table), whatever the task; the evaluator computes
+every figure and interval, the gate only compares them with the bounds.
 
 Semantics (all bounds inclusive; a bound left as None is not checked):
-  drop            = reference - variant on the same eval examples, a paired comparison
-                    with a two-sided (2 * confidence - 1) interval [low, high]
-                    (components/quantization/stats.py: Newcombe's paired interval)
+  drop            = the metric's degradation against a reference on the same eval examples:
+                    reference - variant where higher is better (accuracy, AUC, F1),
+                    variant - reference for errors (MAE, RMSE); a paired comparison with a
+                    two-sided (2 * confidence - 1) interval [low, high] by the metric's
+                    method (accuracy: Newcombe's paired interval, quantization/stats.py;
+                    AUC: DeLong's; MAE: the paired t interval; RMSE: the delta method;
+                    F1: none, the observed value decides)
   decisive drop   = high (drop_decision upper_bound, the default: pass only when the
                     data show the drop is within the bound), low (lower_bound: fail only
                     when the data show it exceeds the bound) or the observed drop (point)
   absolute        = decisive drop                          passes when <= max_accuracy_drop
   relative        = decisive drop / reference metric       passes when <= max_relative_drop
   reference       = the float model, and the deployed model when there is one
-  majority        = the float model and the variant must score at least the majority-class
-                    rate of the eval labels (top-k: the k largest classes) + min_margin_over_majority;
-                    when the float model does not, nothing passes
+  sanity          = the float model and the variant must beat the task's trivial predictor:
+                    the majority-class rate of the eval labels (top-k: the k largest
+                    classes) + min_margin_over_majority, AUC 0.5 + the margin, or for an
+                    error metric the training mean's error * (1 - the margin); when the
+                    float model does not, nothing passes
+  fidelity        = sqnr_db >= min_sqnr_db and cosine_similarity >= min_cosine_similarity
+                    (against the float model's outputs; identical outputs pass). A model
+                    without labels (task none) is judged by these, size and latency alone
   size            = size_bytes                             passes when <= max_model_bytes
   latency         = median single-example latency (ms)     passes when <= max_latency_ms
   minimum         = variant_metric                         passes when >= min_accuracy
+                    (metrics where higher is better)
 float32 is eligible only with allow_float32; so is a mixed variant (selective_integer)
 whose integer-compute fraction is below min_integer_compute_fraction, since it is mostly float.
 Missing or non-finite figures never pass. Comparisons allow TOLERANCE (1e-9) for
@@ -31,7 +45,7 @@ size_tie_tolerance of the smallest file are tied) or fastest (latency medians wi
 measurement's noise are tied: within latency_tie_tolerance of the fastest median or within
 the larger IQR of the two); tied variants are ranked by integer-compute fraction (an
 integer model runs on integer hardware and TFLite Micro, a dynamic-range one computes in
-float), then by the gate's metric, where differences within max_accuracy_drop are ties too
+float), then by the gate's metric (its better direction), where differences within max_accuracy_drop are ties too
 (the gate's own measure of "no loss": a variant a few examples better does not buy a larger
 file), then by size, then latency, then name. Or a list of names in order of preference.
 """
@@ -41,13 +55,24 @@ import math
 from typing import Dict, List, Optional, Tuple
 
 from tfx_quantization.contracts import FLOAT32, MIXED_VARIANTS
-from tfx_quantization.quantization import stats
+from tfx_quantization.quantization import metrics, stats
 from tfx_quantization.quantization.stats import is_finite
 from tfx_quantization.settings import FASTEST, LOWER_BOUND, POINT, SMALLEST, DeploymentTarget, GateSettings  # noqa: F401
 
 TOLERANCE = 1e-9
 FLOAT_REFERENCE, DEPLOYED_REFERENCE = "float model", "deployed model"
 TFLM = "tflm"
+DEFAULT_METRIC = "accuracy"  # settings.metric None without a task resolving it (multiclass)
+
+
+def gate_metric(cfg: GateSettings) -> str:
+    """The metric the gate judges: cfg.metric, which the evaluator resolves from the task."""
+    return cfg.metric or DEFAULT_METRIC
+
+
+def better(cfg: GateSettings, value: float) -> float:
+    """`value` of the gate's metric signed so that larger is better (errors negated)."""
+    return value if metrics.higher_is_better(gate_metric(cfg)) else -value
 
 
 def chance_rate(class_total: List[int], metric: str, top_k: int) -> Optional[float]:
@@ -59,7 +84,20 @@ def chance_rate(class_total: List[int], metric: str, top_k: int) -> Optional[flo
     return sum(sorted(class_total, reverse=True)[:k]) / n
 
 
-def comparison(table: Optional[List[int]], cfg: GateSettings) -> Optional[dict]:
+def sanity_reference(metric: str, class_total: Optional[List[int]], top_k: int,
+                     trivial: Optional[dict] = None) -> Optional[float]:
+    """The figure the task's trivial predictor scores in `metric` (metrics.TASKS' sanity):
+    the majority-class rate (accuracy, top-k), 0.5 (AUC: a random ranking), the training
+    mean's error (`trivial`: its figures, MAE or RMSE); None when there is none (F1)."""
+    if metric == "auc":
+        return 0.5
+    if metric in ("accuracy", "top_k_accuracy"):
+        return chance_rate(class_total or [], metric, top_k)
+    value = (trivial or {}).get(metric)
+    return value if is_finite(value) else None
+
+
+def comparison(table: Optional[List[int]], cfg: GateSettings) -> Optional[dict]:  # accuracy's 2x2 table
     """The paired drop against a reference from its 2x2 table, as recorded in metrics.json."""
     if not table or not sum(table):
         return None
@@ -80,31 +118,64 @@ def _drop_reasons(what: str, reference: float, drop: Optional[dict], cfg: GateSe
         return [f"no paired counts against the {what}: the drop cannot be judged"]
     reasons = []
     value = decisive(drop, cfg)
+    metric = gate_metric(cfg)
+    word = "drop" if metrics.higher_is_better(metric) else "increase"
+    if not is_finite(value):
+        return [f"{metric} {word} vs {what}: its {cfg.drop_decision} is not finite ({value})"]
     if cfg.max_accuracy_drop is not None and not value <= cfg.max_accuracy_drop + TOLERANCE:
-        reasons.append(f"{cfg.metric} drop vs {what} {_describe(drop, cfg)} > max_accuracy_drop "
+        reasons.append(f"{metric} {word} vs {what} {_describe(drop, cfg)} > max_accuracy_drop "
                        f"{cfg.max_accuracy_drop:.4f}")
     if cfg.max_relative_drop is not None:
         relative = value / reference if reference > 0 else (0.0 if value <= 0 else math.inf)
         if not relative <= cfg.max_relative_drop + TOLERANCE:
-            reasons.append(f"relative {cfg.metric} drop vs {what} {relative:.4f} (drop {_describe(drop, cfg)} / "
+            reasons.append(f"relative {metric} {word} vs {what} {relative:.4f} ({word} {_describe(drop, cfg)} / "
                            f"{reference:.4f}) > max_relative_drop {cfg.max_relative_drop:.4f}")
     return reasons
 
 
 def majority_floor(chance: Optional[float], cfg: GateSettings) -> Optional[float]:
+    """The sanity bound on the gate's metric: the trivial predictor's figure `chance` plus
+    the margin (an error metric: times 1 - the margin); None when off or unknown."""
     if cfg.min_margin_over_majority is None or chance is None:
         return None
-    return chance + cfg.min_margin_over_majority
+    if metrics.higher_is_better(gate_metric(cfg)):
+        return chance + cfg.min_margin_over_majority
+    return chance * (1 - cfg.min_margin_over_majority)
+
+
+def _sanity_name(cfg: GateSettings) -> str:
+    metric = gate_metric(cfg)
+    return {"auc": "a random ranking's AUC", "mae": "the training mean's MAE",
+            "rmse": "the training mean's RMSE"}.get(metric, "the majority-class rate")
+
+
+def beats_sanity(value: float, floor: float, cfg: GateSettings) -> bool:
+    return better(cfg, value) >= better(cfg, floor) - TOLERANCE
 
 
 def float_not_learned(float_metric: Optional[float], chance: Optional[float], cfg: GateSettings) -> Optional[str]:
-    """Why the float model fails the majority-class sanity bound, or None when it passes."""
+    """Why the float model fails the task's sanity bound, or None when it passes."""
     floor = majority_floor(chance, cfg)
-    if floor is None or not is_finite(float_metric) or float_metric >= floor - TOLERANCE:
+    if floor is None or not is_finite(float_metric) or beats_sanity(float_metric, floor, cfg):
         return None
-    return (f"the float model's {cfg.metric} {float_metric:.4f} does not beat the majority-class rate {chance:.4f} "
+    return (f"the float model's {gate_metric(cfg)} {float_metric:.4f} does not beat {_sanity_name(cfg)} {chance:.4f} "
             f"by min_margin_over_majority {cfg.min_margin_over_majority:g}: it has not learned the task, so no "
             "variant of it is blessed")
+
+
+def fidelity_reasons(fig: dict, cfg: GateSettings) -> List[str]:
+    """Why a variant's outputs are not faithful enough to the float model's (the floors
+    min_sqnr_db and min_cosine_similarity); identical outputs pass."""
+    reasons = []
+    for key, floor, unit in (("sqnr_db", cfg.min_sqnr_db, " dB"), ("cosine_similarity", cfg.min_cosine_similarity, "")):
+        if floor is None or fig.get("output_identical"):
+            continue
+        value = fig.get(key)
+        if not is_finite(value) or not value >= floor - TOLERANCE:
+            shown = f"{value:.4f}{unit}" if is_finite(value) else f"missing or not finite ({value})"
+            reasons.append(f"{key} {shown} < min_{'sqnr_db' if key == 'sqnr_db' else key} {floor:g}{unit} "
+                           "(fidelity to the float model's outputs)")
+    return reasons
 
 
 def counts_as_float(name: str, fig: dict, cfg: GateSettings) -> bool:
@@ -122,40 +193,48 @@ def judge(
     cfg: GateSettings,
     baseline_metric: Optional[float] = None,
     chance: Optional[float] = None,
+    label_free: bool = False,
 ) -> Dict[str, dict]:
     """For each variant {name: figures}, {name: {'passed': bool, 'reasons': [...]}}.
 
-    `figures` holds the metric under cfg.metric, 'size_bytes', 'latency_ms_median',
-    'vs_float' (and 'vs_deployed' when there is a deployed model: `comparison` dicts),
-    'integer_compute_fraction', and 'error' when the variant could not be evaluated at all.
-    `chance` is the majority-class rate of the eval labels (`chance_rate`).
+    `figures` holds the metric under its name (gate_metric(cfg)), 'size_bytes',
+    'latency_ms_median', 'vs_float' (and 'vs_deployed' when there is a deployed model:
+    degradation dicts {drop, low, high, confidence}), 'integer_compute_fraction', the
+    fidelity figures ('sqnr_db', 'cosine_similarity', 'output_identical'), and 'error' when
+    the variant could not be evaluated at all. `chance` is the task's trivial predictor's
+    figure (`sanity_reference`). `label_free` (task none): no metric is judged, only the
+    fidelity floors, size and latency.
     """
+    metric = gate_metric(cfg)
     floor = majority_floor(chance, cfg)
-    not_learned = float_not_learned(float_metric, chance, cfg)
+    not_learned = None if label_free else float_not_learned(float_metric, chance, cfg)
     verdicts = {}
     for name, fig in variants.items():
         reasons: List[str] = []
-        value = fig.get(cfg.metric)
+        value = fig.get(metric)
         if fig.get("error"):
             reasons.append(fig["error"])
-        elif not is_finite(value):
-            reasons.append(f"{cfg.metric} is missing or not finite ({value})")
-        elif not is_finite(float_metric):
-            reasons.append(f"the float model's {cfg.metric} is missing or not finite ({float_metric})")
-        else:
+        elif not label_free and not is_finite(value):
+            reasons.append(f"{metric} is missing or not finite ({value})")
+        elif not label_free and not is_finite(float_metric):
+            reasons.append(f"the float model's {metric} is missing or not finite ({float_metric})")
+        elif not label_free:
             if not_learned:
                 reasons.append(not_learned)
-            elif floor is not None and not value >= floor - TOLERANCE:
-                reasons.append(f"{cfg.metric} {value:.4f} does not beat the majority-class rate {chance:.4f} by "
+            elif floor is not None and not beats_sanity(value, floor, cfg):
+                reasons.append(f"{metric} {value:.4f} does not beat {_sanity_name(cfg)} {chance:.4f} by "
                                f"min_margin_over_majority {cfg.min_margin_over_majority:g}")
             reasons += _drop_reasons(FLOAT_REFERENCE, float_metric, fig.get("vs_float"), cfg)
-            if cfg.min_accuracy is not None and not value >= cfg.min_accuracy - TOLERANCE:
-                reasons.append(f"{cfg.metric} {value:.4f} < min_accuracy {cfg.min_accuracy:.4f}")
+            if (cfg.min_accuracy is not None and metrics.higher_is_better(metric)
+                    and not value >= cfg.min_accuracy - TOLERANCE):
+                reasons.append(f"{metric} {value:.4f} < min_accuracy {cfg.min_accuracy:.4f}")
             if baseline_metric is not None:
                 if not is_finite(baseline_metric):
-                    reasons.append(f"the deployed model's {cfg.metric} is not finite ({baseline_metric})")
+                    reasons.append(f"the deployed model's {metric} is not finite ({baseline_metric})")
                 else:
                     reasons += _drop_reasons(DEPLOYED_REFERENCE, baseline_metric, fig.get("vs_deployed"), cfg)
+        if not fig.get("error") and (label_free or (is_finite(value) and is_finite(float_metric))):
+            reasons += fidelity_reasons(fig, cfg)
             if cfg.max_model_bytes is not None:
                 size = fig.get("size_bytes")
                 if not is_finite(size) or not size <= cfg.max_model_bytes:
@@ -181,7 +260,8 @@ def judge(
 def resolution_warning(n: int, float_metric: Optional[float], cfg: GateSettings) -> Optional[str]:
     """Why this eval split is too small to resolve max_accuracy_drop, or None."""
     bound = cfg.max_accuracy_drop
-    if bound is None or not n or not is_finite(float_metric):
+    if bound is None or not n or not is_finite(float_metric) or metrics.METRICS[gate_metric(cfg)].interval != \
+            metrics.NEWCOMBE:  # a proportion: what one example is worth, and Newcombe's best case, are known
         return None
     if cfg.drop_decision == POINT:
         if 1 / n > bound + TOLERANCE:
@@ -222,9 +302,11 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
         why = (f"first passing variant of the preference list {cfg.selection}" if chosen
                else f"none of the preferred variants {cfg.selection} passed")
         return chosen, {"policy": policy, "why": why}
-    def figure(n, key):
+    def figure(n, key):  # larger is better: the gate's metric signed by its direction
         value = variants[n].get(key)
-        return value if is_finite(value) else -inf
+        return (better(cfg, value) if key == metric else value) if is_finite(value) else -inf
+
+    metric = gate_metric(cfg)
 
     metric_margin = cfg.max_accuracy_drop or 0.0
 
@@ -234,19 +316,19 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
         tie too; then the smaller file, the lower latency, the name."""
         top = max(figure(n, "integer_compute_fraction") for n in tied)
         best = [n for n in tied if figure(n, "integer_compute_fraction") >= top - TOLERANCE]
-        top = max(figure(n, cfg.metric) for n in best)
-        best = [n for n in best if figure(n, cfg.metric) >= top - metric_margin - TOLERANCE]
+        top = max(figure(n, metric) for n in best)
+        best = [n for n in best if figure(n, metric) >= top - metric_margin - TOLERANCE]
         return min(best, key=lambda n: (size(n), latency(n), n))
 
     def tie_break(chosen: str, tied: List[str], other: str) -> str:
         if len(tied) == 1:
             return ""
         fig = variants[chosen]
-        fraction, value = fig.get("integer_compute_fraction"), fig.get(cfg.metric)
+        fraction, value = fig.get("integer_compute_fraction"), fig.get(metric)
         shown = (f"integer-compute fraction {fraction:.4f}" if is_finite(fraction) else "no integer-compute fraction")
-        shown += f", {cfg.metric} {value:.4f}" if is_finite(value) else ""
+        shown += f", {metric} {value:.4f}" if is_finite(value) else ""
         return (f"; tied with {', '.join(n for n in sorted(tied) if n != chosen)}, {chosen} wins by the larger "
-                f"integer-compute fraction, then the better {cfg.metric} (differences within max_accuracy_drop "
+                f"integer-compute fraction, then the better {metric} (differences within max_accuracy_drop "
                 f"{metric_margin:g} are ties), then the {other} ({shown})")
 
     if cfg.selection == SMALLEST:

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfx_quantization.contracts import REPORT_FILE, Evaluation  # noqa: E402
+from tfx_quantization.quantization import metrics  # noqa: E402
 
 SELECTED, PASSED, FAILED = "tab:green", "tab:blue", "tab:red"
 _ENV = jinja2.Environment(
@@ -27,6 +28,30 @@ _ENV = jinja2.Environment(
     autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
     trim_blocks=True, lstrip_blocks=True,
 )
+
+
+PAIRED_WHAT = {  # what the paired interval is computed from, by method
+    metrics.NEWCOMBE: "examples the float model gets right and the variant wrong, and the reverse",
+    metrics.DELONG: "each example's rank among the other class's, for both models: DeLong's structural components",
+    metrics.PAIRED_T: "each example's absolute error under the variant minus under the float model",
+    metrics.DELTA_T: "each example's squared errors under both models",
+    metrics.POINT_ONLY: "none: the observed figures decide",
+}
+
+
+def task_view(result: Evaluation) -> dict:
+    """How the report shows the gate's metric: its degradation's name, unit and scale (a
+    rate in pp, an error in the label's units), the interval method and the sanity reference."""
+    row = metrics.METRICS.get(result.metric)
+    rate = row is None or not row.unit
+    higher = row is None or row.higher_is_better
+    sanity = {"auc": "a random ranking's AUC", "mae": "the training mean's MAE", "rmse": "the training mean's RMSE",
+              "micro_f1": "no sanity reference", "macro_f1": "no sanity reference"}.get(result.metric,
+                                                                                        "majority-class rate")
+    method = row.interval if row else metrics.POINT_ONLY
+    return {"scale": 100 if rate else 1, "unit": "pp" if rate else row.unit, "method": method,
+            "degradation": "drop" if higher else "increase", "paired_what": PAIRED_WHAT[method],
+            "sanity_name": sanity}
 
 
 def _evaluated(result: Evaluation) -> Dict[str, dict]:
@@ -65,7 +90,9 @@ def _trade_off(result, out_dir: str, key: str, scale: float, xlabel: str, name: 
     ev, metric = _evaluated(result), result.metric
     points = {n: (f[key] * scale, f[metric]) for n, f in ev.items() if isinstance(f.get(key), (int, float))}
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
-    front = pareto_front(points)
+    row = metrics.METRICS.get(metric)
+    sign = -1 if row and not row.higher_is_better else 1  # an error metric: lower is better
+    front = pareto_front({n: (x, sign * y) for n, (x, y) in points.items()})
     if len(front) > 1:
         ax.step([points[n][0] for n in front], [points[n][1] for n in front], where="post", color="grey", lw=1,
                 ls=":", label="Pareto front")
@@ -86,7 +113,8 @@ def _trade_off(result, out_dir: str, key: str, scale: float, xlabel: str, name: 
         placed.append((x, y))
         ax.annotate(n + (" (selected)" if status == "selected" else ""), (x, y), textcoords="offset points",
                     xytext=(8, 4 - 11 * stacked), fontsize=8, fontweight="bold" if status == "selected" else None)
-    ax.axhline(result.float_model[metric], color="grey", ls="--", lw=1, label="float model")
+    if isinstance(result.float_model.get(metric), (int, float)):
+        ax.axhline(result.float_model[metric], color="grey", ls="--", lw=1, label="float model")
     ax.scatter([], [], marker="*", s=120, color=SELECTED, edgecolor="black", label="selected")
     ax.scatter([], [], marker="o", color=PASSED, label="passed the gate")
     ax.scatter([], [], marker="X", color=FAILED, label="failed the gate")
@@ -102,21 +130,24 @@ def _intervals(result, out_dir: str) -> Optional[str]:
     if not ev:
         return None
     names = list(ev)
+    view = task_view(result)
+    scale, unit = view["scale"], view["unit"]
     fig, ax = plt.subplots(figsize=(6.8, 0.45 * len(names) + 1.5))
     for i, n in enumerate(names):
         c = ev[n]["vs_float"]
         colour = {"selected": SELECTED, "pass": PASSED, "fail": FAILED}[_status(result, n)]
-        ax.plot([100 * c["low"], 100 * c["high"]], [i, i], color=colour, lw=3)
-        ax.scatter(100 * c["drop"], i, color="black", zorder=3, s=18)
+        ax.plot([scale * c["low"], scale * c["high"]], [i, i], color=colour, lw=3)
+        ax.scatter(scale * c["drop"], i, color="black", zorder=3, s=18)
     limit = result.settings.get("max_accuracy_drop")
     if limit is not None:
-        ax.axvline(100 * limit, color=FAILED, ls="--", lw=1, label=f"max_accuracy_drop {100 * limit:g} pp")
+        ax.axvline(scale * limit, color=FAILED, ls="--", lw=1, label=f"max_accuracy_drop {scale * limit:g} {unit}")
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     confidence = next(iter(ev.values()))["vs_float"]["confidence"]
-    ax.set_xlabel(f"{result.metric} drop vs float (pp): observed (dot) and {100 * confidence:.0f}% paired interval")
-    ax.set_title(f"paired drops ({result.settings['drop_decision']} decides)")
+    ax.set_xlabel(f"{result.metric} {view['degradation']} vs float ({unit}): observed (dot) and "
+                  f"{100 * confidence:.0f}% paired interval")
+    ax.set_title(f"paired {view['degradation']}s, {view['method']} ({result.settings['drop_decision']} decides)")
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, out_dir, "paired_intervals.png")
 
@@ -269,6 +300,7 @@ def write_report(out_dir: str, result: Evaluation) -> str:
     images["history"] = _history(result, out_dir)
     page = _ENV.get_template("report.html.j2").render(
         r=result, images=images, fmt=fmt, status=lambda n: _status(result, n), selective=_selective(result, out_dir),
+        task=task_view(result),
         deployed_rows=_comparison_rows(result),
         settings={k: v for k, v in result.settings.items() if v is not None},
     )
