@@ -23,7 +23,7 @@ from tfx_quantization.quantization import convert, data
 from tfx_quantization.quantization.qat import (
     check_copy, initialize_quantization_ranges, nested_model_reason, quantization_aware_copy,
 )
-from tfx_quantization.model_contract import LOGITS, PROBABILITIES, ModelContract
+from tfx_quantization.model_contract import LOGITS, MULTICLASS, MULTILABEL, PROBABILITIES, REGRESSION, ModelContract
 from tfx_quantization.quantization.model_spec import ModelSpec, write_contract_file
 from tfx_quantization.quantization.stats import is_finite
 from tfx_quantization.settings import FineTuneSettings, TrainSettings
@@ -72,11 +72,22 @@ def save_serving_model(model: keras.Model, out_dir: str, spec: ModelSpec) -> Non
     write_contract_file(str(out_dir), ModelContract.of_spec(spec))
 
 
+def metric_name(spec: Optional[ModelSpec]) -> str:
+    """The Keras metric training reports for the task: 'mae' for regression, else 'accuracy'."""
+    return "mae" if spec is not None and spec.task == REGRESSION else "accuracy"
+
+
 def _compile(model: keras.Model, lr: float, spec: Optional[ModelSpec] = None) -> None:
-    """Adam with the loss the model's output calls for: cross-entropy over softmax
-    probabilities or logits, or binary cross-entropy for one sigmoid unit."""
+    """Adam with the loss the task calls for: mean squared error (regression), binary
+    cross-entropy for independent sigmoids (multilabel) or one sigmoid unit, else
+    cross-entropy over softmax probabilities or logits."""
     logits = spec is not None and spec.output_kind == LOGITS
-    if spec is not None and spec.output_units == 1:
+    if spec is not None and spec.task == REGRESSION:
+        loss, metric = keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError(name="mae")
+    elif spec is not None and spec.task == MULTILABEL:
+        loss = keras.losses.BinaryCrossentropy(from_logits=logits)
+        metric = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else spec.threshold)
+    elif spec is not None and spec.output_units == 1:
         loss = keras.losses.BinaryCrossentropy(from_logits=logits)
         metric = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)
     else:
@@ -112,9 +123,13 @@ def check_output_kind(model: keras.Model, x, spec: ModelSpec, source: str) -> st
     log-probabilities seen (training would use a probabilities loss on them and learn little,
     silently); logits declared, probabilities seen (a softmax applied twice)."""
     y = model(x, training=False).numpy()
-    seen = output_kind_of(y, spec.output_units)
+    if not spec.is_classifier:  # regression's values are any real; multilabel's are judged per unit
+        if spec.task != MULTILABEL:
+            return LOGITS
+        y = y.reshape(-1, 1)
+    seen = output_kind_of(y, 1 if spec.task == MULTILABEL else spec.output_units)
     shown = f"values in [{float(np.min(y)):.3g}, {float(np.max(y)):.3g}]"
-    if spec.output_units > 1:
+    if spec.output_units > 1 and spec.is_classifier:
         sums = y.sum(-1)
         shown += f", rows summing to {float(np.min(sums)):.3g}..{float(np.max(sums)):.3g}"
     where = f"output {spec.output_name!r} of {source}"
@@ -176,24 +191,26 @@ def loss_stalled(running_means: List[float], phase: str) -> Optional[str]:
 
 
 class _ProgressLog(keras.callbacks.Callback):
-    def __init__(self, phase: str, epochs: int):
+    def __init__(self, phase: str, epochs: int, metric: str = "accuracy"):
         super().__init__()
-        self.phase, self.epochs = phase, epochs
+        self.phase, self.epochs, self.metric = phase, epochs, metric
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         log.info(
-            "%s epoch %d/%d: loss %.4f accuracy %.4f val_accuracy %.4f", self.phase, epoch + 1,
-            self.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
-            logs.get("val_accuracy", float("nan")),
+            "%s epoch %d/%d: loss %.4f %s %.4f val_%s %.4f", self.phase, epoch + 1,
+            self.epochs, logs.get("loss", float("nan")), self.metric, logs.get(self.metric, float("nan")),
+            self.metric, logs.get(f"val_{self.metric}", float("nan")),
         )
 
 
 def training_datasets(model: keras.Model, train_files: List[str], eval_files: List[str], spec: ModelSpec,
                       cfg: FineTuneSettings, repeat: bool):
     """(shuffled train, eval) datasets feeding `model` its inputs."""
-    def label(y):  # one sigmoid unit: float labels [B, 1]
-        return tf.cast(tf.reshape(y, [-1, 1]), tf.float32) if spec.output_units == 1 else y
+    def label(y):  # one sigmoid unit: float labels [B, 1]; multilabel: float multi-hot; regression: as parsed
+        if spec.task == MULTILABEL:
+            return tf.cast(y, tf.float32)
+        return tf.cast(tf.reshape(y, [-1, 1]), tf.float32) if spec.is_classifier and spec.output_units == 1 else y
 
     def feed(ds):
         return ds.map(lambda x, y: (model_inputs(model, x, spec), label(y)))
@@ -226,23 +243,25 @@ def start_quantization_aware(model: keras.Model, train_files: List[str], spec: M
 def fit_phase(m: keras.Model, phase: str, lr: float, epochs: int, steps: int, train_files: List[str],
               eval_files: List[str], spec: ModelSpec, cfg: FineTuneSettings, log_dir: str,
               warnings: Optional[List[str]] = None) -> float:
-    """Compiles, trains and evaluates one phase; returns its eval accuracy. With `warnings`
+    """Compiles, trains and evaluates one phase; returns its eval figure (metric_name: the
+    accuracy, or a regression's MAE). With `warnings`
     (training from scratch; a fine-tuning may rightly start converged), a first epoch whose
     loss did not move is logged and appended to it."""
     _compile(m, lr, spec)
     train_ds, eval_ds = training_datasets(m, train_files, eval_files, spec, cfg, repeat=bool(steps))
     log.info("%s training of %s for %d epochs", phase, m.name, epochs)
     first_epoch = _FirstEpochLoss()
-    callbacks = [keras.callbacks.TensorBoard(os.path.join(log_dir, phase)), _ProgressLog(phase, epochs)]
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(log_dir, phase)),
+                 _ProgressLog(phase, epochs, metric_name(spec))]
     m.fit(train_ds, validation_data=eval_ds, epochs=epochs, steps_per_epoch=steps or None, verbose=0,
           callbacks=callbacks + ([first_epoch] if warnings is not None else []))
     stalled = loss_stalled(first_epoch.means, phase) if warnings is not None else None
     if stalled:
         log.warning("%s", stalled)
         warnings.append(stalled)
-    acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+    acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)[metric_name(spec)])
     if not is_finite(acc):
-        raise ValueError(f"{phase} training produced a non-finite accuracy ({acc}): lower the learning rate")
+        raise ValueError(f"{phase} training produced a non-finite {metric_name(spec)} ({acc}): lower the learning rate")
     return acc
 
 
@@ -281,6 +300,19 @@ def adapt_normalization(model: keras.Model, train_files: List[str], spec: ModelS
         name = spec.inputs[0].name if len(model.inputs) == 1 else model.inputs[position].name.split(":")[0]
         layer.adapt(data.make_dataset(train_files, spec, cfg.batch_size).map(lambda x, y: x[name]))
         log.info("Normalization layer %s adapted to the train split", layer.name)
+
+
+def start_at_the_label_mean(model: keras.Model, train_files: List[str], spec: ModelSpec) -> None:
+    """A regression head that is a linear Dense layer starts with its bias at the training
+    labels' mean (the usual initialisation: the model starts as the trivial predictor instead
+    of at 0, so a target around 150 does not cost the first epochs)."""
+    head = model.layers[-1]
+    if spec.task != REGRESSION or not isinstance(head, keras.layers.Dense) or not head.use_bias \
+            or head.activation is not keras.activations.linear:
+        return
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel, np.asarray(data.label_mean(train_files, spec), bias.dtype).reshape(bias.shape)])
+    log.info("Regression head %s starts at the training labels' mean %s", head.name, head.get_weights()[1])
 
 
 def qat_blocked_before_training(model: keras.Model, qat_out: Optional[str]) -> str:
@@ -346,7 +378,10 @@ def train(
     tf.config.experimental.enable_op_determinism()
     source = f"module_file {cfg.module_file}" if cfg.module_file else f"built-in model {cfg.model!r}"
     try:
-        model = builder(spec.input_shape, spec.num_classes, spec.input_name, spec.output_name, **cfg.model_kwargs)
+        # A task other than multiclass is passed on (the built-in models pick their head by it).
+        task = {} if spec.task == MULTICLASS else {"task": spec.task}
+        model = builder(spec.input_shape, spec.num_classes, spec.input_name, spec.output_name, **task,
+                        **cfg.model_kwargs)
     except Exception as e:  # noqa: BLE001 - the user's builder: say where it failed
         raise ValueError(f"build_model of {source} raised {type(e).__name__}: {str(e)[:300]}") from e
     if not isinstance(model, keras.Model):
@@ -354,6 +389,8 @@ def train(
                          "a functional tf_keras model (tfmot needs Keras 2, `import tf_keras as keras`)")
 
     adapt_normalization(model, train_files, spec, cfg)
+    if not cfg.module_file:  # the built-in models' regression head
+        start_at_the_label_mean(model, train_files, spec)
     check_output_kind(model, first_batch(model, train_files, spec, cfg), spec, source)
     qat_blocked = qat_blocked_before_training(model, qat_out)
     check_converts(model, spec, source)
@@ -363,14 +400,14 @@ def train(
                           spec, cfg, log_dir, warnings)
     save_serving_model(model, float_out, spec)
     contracts.write_training_warnings(float_out, warnings)
-    log.info("Float model: eval accuracy %.4f, saved to %s", float_acc, float_out)
+    log.info("Float model: eval %s %.4f, saved to %s", metric_name(spec), float_acc, float_out)
     if not qat_out or qat_blocked:
         return TrainResult(spec, float_acc, None, [], qat_failure=qat_blocked, warnings=warnings)
 
     qat_acc, left_float, failure = quantization_aware_phase(model, qat_out, train_files, eval_files, spec, cfg,
                                                             log_dir)
     if not failure:
-        log.info("QAT model: eval accuracy %.4f, saved to %s", qat_acc, qat_out)
+        log.info("QAT model: eval %s %.4f, saved to %s", metric_name(spec), qat_acc, qat_out)
     return TrainResult(spec, float_acc, qat_acc, left_float, qat_failure=failure, warnings=warnings)
 
 
@@ -423,7 +460,7 @@ def fine_tune(
     _compile(model, cfg.qat_learning_rate, spec)
     check_output_kind(model, first_batch(model, train_files, spec, cfg), spec, f"the model in {model_dir}")
     _, eval_ds = training_datasets(model, train_files, eval_files, spec, cfg, repeat=False)
-    float_acc = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+    float_acc = float(model.evaluate(eval_ds, verbose=0, return_dict=True)[metric_name(spec)])
     qat_acc, left_float, failure = quantization_aware_phase(model, qat_out, train_files, eval_files, spec, cfg,
                                                             log_dir)
     if not failure:

@@ -2,6 +2,9 @@
 
 A builder is `build(input_shape, num_classes, input_name, output_name, **kwargs) -> tf_keras.Model`
 returning an *uncompiled* functional model with softmax outputs. The trainer compiles it.
+For a contract task other than multiclass the trainer also passes `task=` (binary,
+multilabel, regression): the built-in models then end in sigmoid units or linear ones
+(`head_activation`), num_classes being the output's size.
 """
 from __future__ import annotations
 
@@ -16,9 +19,19 @@ from tfx_quantization import fsutil
 from tfx_quantization.contracts import BUILTIN_MODELS
 
 BUILDER_FN = "build_model"
+HEADS = {"multiclass": "softmax", "binary": "softmax", "multilabel": "sigmoid", "regression": None}
 
 
-def small_cnn(input_shape, num_classes, input_name="image", output_name="probabilities", filters=16):
+def head_activation(task: str) -> str:
+    """The output activation of a built-in model for a contract task (binary keeps the
+    two-class softmax; None: linear, for regression)."""
+    if task not in HEADS:
+        raise ValueError(f"the built-in models cannot be trained for task {task!r}: use one of {sorted(HEADS)}")
+    return HEADS[task]
+
+
+def small_cnn(input_shape, num_classes, input_name="image", output_name="probabilities", filters=16,
+              task="multiclass"):
     """A small CNN for small images ([height, width, channels], e.g. 8x8x1): two 3x3
     convolutions, pooling, a dense softmax head."""
     inputs = keras.Input(shape=tuple(input_shape), name=input_name)
@@ -27,7 +40,7 @@ def small_cnn(input_shape, num_classes, input_name="image", output_name="probabi
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(64, activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name=output_name)(x)
+    outputs = keras.layers.Dense(num_classes, activation=head_activation(task), name=output_name)(x)
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
@@ -39,6 +52,7 @@ def mobilenet_v2(
     alpha=0.35,
     image_size=32,
     bn_momentum=0.9,
+    task="multiclass",
 ):
     """MobileNetV2 (tf_keras.applications, random weights) with a configurable width.
 
@@ -62,11 +76,12 @@ def mobilenet_v2(
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = bn_momentum
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name=output_name)(backbone.output)
+    outputs = keras.layers.Dense(num_classes, activation=head_activation(task), name=output_name)(backbone.output)
     return keras.Model(inputs, outputs, name=f"mobilenet_v2_{alpha}")
 
 
-def tabular_mlp(input_shape, num_classes, input_name="features", output_name="probabilities", units=64):
+def tabular_mlp(input_shape, num_classes, input_name="features", output_name="probabilities", units=64,
+                task="multiclass"):
     """A multilayer perceptron for tabular features that normalizes its input inside the
     graph: Normalization (adapted on the train split by the trainer), two ReLU layers, a
     softmax head. Raw features of very different scales go in, as users feed them."""
@@ -74,7 +89,7 @@ def tabular_mlp(input_shape, num_classes, input_name="features", output_name="pr
     x = keras.layers.Normalization(name="normalize")(inputs)
     x = keras.layers.Dense(units, activation="relu")(x)
     x = keras.layers.Dense(units, activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name=output_name)(x)
+    outputs = keras.layers.Dense(num_classes, activation=head_activation(task), name=output_name)(x)
     return keras.Model(inputs, outputs, name="tabular_mlp")
 
 

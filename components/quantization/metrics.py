@@ -99,9 +99,9 @@ def task_metric(task: str, metric: Optional[str]) -> Optional[str]:
     if metric is None:
         return row.default_metric
     if metric not in row.metrics:
+        floors = "; a label-free model is gated by min_sqnr_db / min_cosine_similarity" if not row.metrics else ""
         raise ValueError(f"gate metric {metric!r} is not a metric of task {task!r} (it reports {list(row.metrics)}"
-                         f"{'; a label-free model is gated by min_sqnr_db / min_cosine_similarity' if not row.metrics else ''}): "
-                         "set gate.metric to one of them, or leave it unset for the task's default")
+                         f"{floors}): set gate.metric to one of them, or leave it unset for the task's default")
     return metric
 
 

@@ -152,8 +152,8 @@ class ModelSpec:
         allowed = (1, self.num_classes) if self.task in CLASSIFIERS else (self.num_classes,)
         if self.task != NO_LABELS and self.output_units not in allowed:
             what = "classes" if self.task in CLASSIFIERS else ("labels" if self.task == MULTILABEL else "targets")
-            raise ValueError(f"output {self.output_name!r} has {self.output_units} units for {self.num_classes} {what}: "
-                             "set num_classes to the output's size"
+            raise ValueError(f"output {self.output_name!r} has {self.output_units} units for {self.num_classes} "
+                             f"{what}: set num_classes to the output's size"
                              + (" (or 2 for one sigmoid unit)" if self.task in CLASSIFIERS else ""))
 
     @property

@@ -28,14 +28,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         begin_executor("RepresentativeDatasetGen")
         self._log_startup(input_dict, output_dict, exec_properties)
         settings = CalibrationSettings.from_json(exec_properties["settings"])
-        settings = settings.resolved(self._model_label_key(single(input_dict, "model", optional=True), settings))
+        contract = self._model_contract(single(input_dict, "model", optional=True), settings)
+        settings = settings.resolved(contract.label_key if contract and contract.has_labels else "")
         examples = single(input_dict, "examples")
         output = single(output_dict, "representative_dataset")
         pattern = sampling.precheck_split(split_uri(examples, settings.source_split), settings)
         log.info("Sampling %d examples from split %r (%s, seed %s)", settings.num_samples, settings.source_split,
                  settings.strategy, settings.seed)
         with self._make_beam_pipeline() as pipeline:
-            sampling.build_sampling(pipeline, pattern, output.uri, settings)
+            # A regression target is stratified by its quantile bins, even when stored as integers.
+            sampling.build_sampling(pipeline, pattern, output.uri, settings,
+                                    real_label=True if contract and contract.task == "regression" else None)
         stats = sampling.read_stats(output.uri)
 
         output.split_names = artifact_utils.encode_split_names([contracts.CALIBRATION_SPLIT])
@@ -52,13 +55,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         log.info("Calibration sample: %d examples, per class %s", stats["num_samples_taken"], stats["per_class_samples"])
 
     @staticmethod
-    def _model_label_key(model, settings: CalibrationSettings) -> str:
-        """The label key of `model`'s contract (recorded on the artifact, else next to the
-        SavedModel) when the settings name none; '' when there is no model or no contract."""
+    def _model_contract(model, settings: CalibrationSettings):
+        """`model`'s contract (recorded on the artifact, else next to the SavedModel), whose
+        label key and task calibration follows when the settings name no label key; None
+        when they do, or there is no model or no contract."""
         if settings.label_key or model is None:
-            return ""
+            return None
         contract = read_contract(model) or read_contract_file(path_utils.serving_model_path(model.uri))
         if contract is None:
             log.warning("the model at %s records no contract: no label key for calibration", model.uri)
-            return ""
-        return contract.label_key
+        return contract

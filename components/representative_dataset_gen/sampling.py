@@ -12,6 +12,7 @@ key into one gzipped TFRecord file, so the same input and seed give the same byt
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -65,11 +66,29 @@ def canonical(example: tf.train.Example) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
+def label_value(feats, label_key: str, real: bool):
+    """One example's label: its one int64 class, or (`real`: a regression target) its one
+    int or float value as a float; a ValueError when it has no such label."""
+    feat = feats[label_key] if label_key in feats else None
+    kind = feat.WhichOneof("kind") if feat is not None else None
+    values = getattr(feat, kind).value if kind else []
+    if len(values) != 1 or kind not in (("int64_list", "float_list") if real else ("int64_list",)):
+        raise ValueError(f"an example has no single {'number' if real else 'int64 label'} in {label_key!r}; "
+                         "stratified sampling needs one")
+    return float(values[0]) if real else int(values[0])
+
+
+def quantile_bin(value: float, edges: Sequence[float]) -> int:
+    """The stratum of a real label: the index of the bin between consecutive quantile
+    `edges` ([min, q1, ..., max], as beam.ApproximateQuantiles gives them) holding it."""
+    return bisect.bisect_right(list(edges[1:-1]), value)
+
+
 class _Inspect(beam.DoFn):
     """Keys each record; routes records with NaN/infinite float values to 'dropped'."""
 
-    def __init__(self, seed: int, label_key: Optional[str]):
-        self._seed, self._label_key = seed, label_key
+    def __init__(self, seed: int, label_key: Optional[str], real: bool = False):
+        self._seed, self._label_key, self._real = seed, label_key, real
 
     def process(self, record: bytes):
         example = tf.train.Example.FromString(record)
@@ -79,17 +98,12 @@ class _Inspect(beam.DoFn):
             if feat.WhichOneof("kind") == "float_list" and not all(math.isfinite(v) for v in feat.float_list.value):
                 yield beam.pvalue.TaggedOutput("dropped", name)
                 return
-        label = -1
-        if self._label_key:
-            if self._label_key not in feats or len(feats[self._label_key].int64_list.value) != 1:
-                raise ValueError(
-                    f"an example has no single int64 label in {self._label_key!r}; stratified sampling needs one"
-                )
-            label = int(feats[self._label_key].int64_list.value[0])
+        label = label_value(feats, self._label_key, self._real) if self._label_key else -1
         yield label, (sample_key(self._seed, record), record)
 
 
-def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped: int, params: dict) -> None:
+def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped: int, params: dict,
+           edges: Optional[Sequence[float]] = None) -> None:
     chosen = sorted(chosen)
     split_dir = fsutil.join(out_dir, f"Split-{contracts.CALIBRATION_SPLIT}")
     fsutil.makedirs(split_dir)
@@ -102,7 +116,9 @@ def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped:
     per_class: Dict[int, int] = {}
     if params["label_key"]:
         for _, record in chosen:
-            label = tf.train.Example.FromString(record).features.feature[params["label_key"]].int64_list.value[0]
+            label = label_value(tf.train.Example.FromString(record).features.feature, params["label_key"],
+                                edges is not None)
+            label = quantile_bin(label, edges) if edges is not None else label
             per_class[int(label)] = per_class.get(int(label), 0) + 1
     stats = dict(
         params,
@@ -112,23 +128,39 @@ def _write(chosen: List[Tuple[int, bytes]], out_dir: str, class_counts, dropped:
         class_counts_in_split={str(k): int(v) for k, v in sorted(class_counts.items())} if params["label_key"] else {},
         per_class_samples={str(k): v for k, v in sorted(per_class.items())},
     )
+    if edges is not None:  # a real label's strata: bins between these quantiles
+        stats["quantile_edges"] = [float(e) for e in edges]
     fsutil.write_json_atomic(fsutil.join(out_dir, contracts.SAMPLING_STATS_FILE), stats)
 
 
-def build_sampling(pipeline: beam.Pipeline, files_pattern: str, out_dir: str, settings: CalibrationSettings) -> None:
+def build_sampling(pipeline: beam.Pipeline, files_pattern: str, out_dir: str, settings: CalibrationSettings,
+                   real_label: Optional[bool] = None) -> None:
     """Adds the sampling transforms to `pipeline`; the result appears in out_dir on run.
-    settings.strategy None: stratified when settings.label_key is set, else uniform."""
+    settings.strategy None: stratified when settings.label_key is set, else uniform.
+    Stratified on a real-valued label (`real_label`, e.g. a regression target; None: when
+    the first record's label is a float), the strata are settings.quantile_bins bins between
+    the label's approximate quantiles (beam.ApproximateQuantiles, a bounded-memory sketch),
+    each sampled in proportion to its count as classes are."""
     settings = settings.resolved()
     num_samples, strategy, seed = settings.num_samples, settings.strategy, settings.seed or 0
     label_key = settings.label_key if strategy == STRATIFIED else None
+    if label_key and real_label is None:
+        real_label = first_label_is_float(files_pattern, label_key)
+    real_label = bool(label_key and real_label)
     params = dict(num_samples_requested=num_samples, strategy=strategy, seed=seed, label_key=label_key or "")
     inspected = (
         pipeline
         | "Read" >> beam.io.ReadFromTFRecord(files_pattern, coder=beam.coders.BytesCoder(),
                                              compression_type=beam.io.filesystem.CompressionTypes.AUTO)
-        | "Inspect" >> beam.ParDo(_Inspect(seed, label_key)).with_outputs("dropped", main="kept")
+        | "Inspect" >> beam.ParDo(_Inspect(seed, label_key, real_label)).with_outputs("dropped", main="kept")
     )
     kept, dropped = inspected.kept, inspected.dropped
+    strata = {}
+    if real_label:
+        edges = (kept | "Targets" >> beam.Keys()
+                 | "Quantiles" >> beam.ApproximateQuantiles.Globally(settings.quantile_bins + 1))
+        strata = {"edges": beam.pvalue.AsSingleton(edges)}
+        kept = kept | "Bin" >> beam.Map(lambda kv, edges: (quantile_bin(kv[0], edges), kv[1]), **strata)
     class_counts = (
         kept
         | "Labels" >> beam.Keys()
@@ -150,8 +182,15 @@ def build_sampling(pipeline: beam.Pipeline, files_pattern: str, out_dir: str, se
         )
     _ = chosen | "Write" >> beam.Map(
         _write, out_dir=out_dir, class_counts=beam.pvalue.AsSingleton(class_counts),
-        dropped=beam.pvalue.AsSingleton(dropped_count), params=params,
+        dropped=beam.pvalue.AsSingleton(dropped_count), params=params, **strata,
     )
+
+
+def first_label_is_float(files_pattern: str, label_key: str) -> bool:
+    """Whether the first record matching `files_pattern` stores `label_key` as floats."""
+    first = next(data.iter_serialized(sorted(tf.io.gfile.glob(files_pattern))[:1]), None)
+    feats = tf.train.Example.FromString(first).features.feature if first else {}
+    return label_key in feats and feats[label_key].WhichOneof("kind") == "float_list"
 
 
 def precheck_split(split_dir: str, settings: CalibrationSettings) -> str:
