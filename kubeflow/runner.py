@@ -10,9 +10,15 @@ The same create_pipeline() as the local runner, with:
 - the pipeline root in the spec (`defaultPipelineRoot`) and the push destination, both on
   object storage, so every step's pod and the next run see them;
 - runtime parameters (see pipeline/dag.py:RuntimeParameters) with the compiled values as
-  defaults: `gate_overrides`, `push_settings`, `input_config`;
-- CPU/memory requests and limits for the trainer and the evaluator, no caching for the
-  pusher, and every step started through kubeflow/entrypoint.py.
+  defaults: `data_root`, `input_config`, `gate_overrides`, `push_settings`;
+- from the `kubeflow` settings (pipeline/config.py:KubeflowSettings): every step's CPU and
+  memory requests and limits, environment variables (the container's `env`), Kubernetes
+  secrets as environment variables (a second YAML document: the PlatformSpec's
+  `platforms.kubernetes`, as kfp-kubernetes' use_secret_as_env writes it), and a retry
+  policy on every task;
+- the evaluator's report and gate figures as outputs the KFP UI renders
+  (kubeflow/ui_outputs.py), no caching for the evaluator and the pusher, and every step
+  started through kubeflow/entrypoint.py.
 Settings come from QP_CONFIG (make kubeflow: the bundled digits job by default) and QP_*
 variables, as for the local runner; a relative data_root names a folder of the project in
 the image (data/digits: /src/data/digits, baked in).
@@ -20,19 +26,23 @@ the image (data/digits: /src/data/digits, baked in).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import yaml
+from google.protobuf import json_format
 
+from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from tfx_quantization import fsutil
 from tfx_quantization.settings import SettingsError
-from tfx_quantization.pipeline.config import CONFIG_FILE_VAR, PipelineConfig, read_config_file
+from tfx_quantization.kubeflow import ui_outputs
+from tfx_quantization.pipeline.config import CONFIG_FILE_VAR, KubeflowSettings, PipelineConfig, read_config_file
 from tfx_quantization.pipeline.dag import RuntimeParameters, create_pipeline
 
 HERE = Path(__file__).resolve().parent
@@ -40,11 +50,6 @@ BUILD_DIR = HERE / "build"
 OUTPUT_FILE = "pipeline.yaml"
 IMAGE_PROJECT_ROOT = "/src"  # where kubeflow/Dockerfile puts this project
 ENTRYPOINT = ["python", "-m", "tfx_quantization.kubeflow.entrypoint"]
-# Requests = limits, so the scheduler reserves what the step uses (cores, GB of memory).
-RESOURCES: Dict[str, Dict[str, float]] = {
-    "QATTrainer": {"cpu_request": 2, "cpu_limit": 2, "memory_request": 8, "memory_limit": 8},
-    "TFLiteEvaluator": {"cpu_request": 2, "cpu_limit": 2, "memory_request": 4, "memory_limit": 4},
-}
 # Both read the registry, which changes between runs outside any task's inputs.
 UNCACHED = ("TFLiteEvaluator", "QuantizedModelPusher")
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
@@ -79,7 +84,29 @@ def kubeflow_config(pipeline_root: str, push_destination: str, environ=None) -> 
     return PipelineConfig.from_env(environ, **overrides)
 
 
-def finalize_spec(spec: dict, pipeline_root: str, params: RuntimeParameters) -> dict:
+def retry_policy(kf: KubeflowSettings) -> dict:
+    """A task's retryPolicy (PipelineTaskSpec.RetryPolicy, as kfp's set_retry writes it)."""
+    return {"maxRetryCount": kf.max_retries, "backoffDuration": f"{kf.retry_backoff_seconds}s",
+            "backoffFactor": kf.retry_backoff_factor, "backoffMaxDuration": f"{kf.retry_backoff_max_seconds}s"}
+
+
+def platform_spec(spec: dict, kf: KubeflowSettings) -> Optional[dict]:
+    """The Kubernetes PlatformSpec exposing kf.secrets to every executor as environment
+    variables, in kfp-kubernetes' own message (KubernetesExecutorConfig.secret_as_env);
+    None without secrets."""
+    if not kf.secrets:
+        return None
+    config = json_format.MessageToDict(k8s_pb.KubernetesExecutorConfig(secret_as_env=[
+        k8s_pb.SecretAsEnv(secret_name=s.secret_name, key_to_env=[
+            k8s_pb.SecretAsEnv.SecretKeyToEnvMap(secret_key=k, env_var=v) for k, v in s.key_to_env.items()])
+        for s in kf.secrets]))
+    platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {  # a copy each: no YAML aliases
+        label: copy.deepcopy(config) for label in spec["deploymentSpec"]["executors"]}}}}}
+    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())  # the shape KFP reads
+    return platform
+
+
+def finalize_spec(spec: dict, pipeline_root: str, params: RuntimeParameters, kf: KubeflowSettings) -> dict:
     """What the TFX compiler leaves out, added to the PipelineSpec dict."""
     spec["defaultPipelineRoot"] = pipeline_root
     inputs = spec["root"].setdefault("inputDefinitions", {}).setdefault("parameters", {})
@@ -88,12 +115,35 @@ def finalize_spec(spec: dict, pipeline_root: str, params: RuntimeParameters) -> 
     tasks = spec["root"]["dag"]["tasks"]
     for task in UNCACHED:
         tasks[task]["cachingOptions"] = {"enableCache": False}
+    executors = spec["deploymentSpec"]["executors"]
+    for name, task in tasks.items():
+        task["retryPolicy"] = retry_policy(kf)
+        # Here, not through TFX's platform_config, which its compiler drops for ExampleGen.
+        label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        executors[label]["container"]["resources"] = container_resources(kf.resources_of(name))
     for name, executor in spec["deploymentSpec"]["executors"].items():
         container = executor.get("container")
         if container is None:
             continue
         container["command"] = list(ENTRYPOINT)
+        if kf.env:
+            container["env"] = [{"name": k, "value": v} for k, v in sorted(kf.env.items())]
+    ui_outputs.declare(spec)
     return spec
+
+
+def check_step_names(pipeline, kf: KubeflowSettings) -> None:
+    """A kubeflow.step_resources name that is no step of the pipeline is refused."""
+    ids = [c.id for c in pipeline.components]
+    unknown = sorted(set(kf.step_resources) - set(ids))
+    if unknown:
+        raise ValueError(f"kubeflow.step_resources (QP_KUBEFLOW__STEP_RESOURCES) names {unknown}, which are not steps "
+                         f"of this pipeline: use the steps' names, {ids}")
+
+
+def container_resources(resources) -> dict:
+    """A container's ResourceSpec (cores, GB) as the spec's JSON."""
+    return json_format.MessageToDict(ResourceSpec(**resources.model_dump()))
 
 
 def compile_pipeline(
@@ -110,17 +160,17 @@ def compile_pipeline(
     params = RuntimeParameters.for_config(config)
     # Kubeflow keeps ML Metadata itself: no sqlite store in the spec.
     pipeline = create_pipeline(config, local_metadata=False, params=params)
-    for component in pipeline.components:
-        if component.id in RESOURCES:  # TFX's compiler writes it as the container's resources
-            component.with_platform_config(ResourceSpec(**RESOURCES[component.id]))
+    check_step_names(pipeline, config.kubeflow)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),
         output_dir=str(output_dir), output_filename=OUTPUT_FILE)
     job = runner.run(pipeline, write_out=False)
-    spec = finalize_spec(job["pipelineSpec"], pipeline_root, params)
+    spec = finalize_spec(job["pipelineSpec"], pipeline_root, params, config.kubeflow)
+    platform = platform_spec(spec, config.kubeflow)
     os.makedirs(output_dir, exist_ok=True)
     path = Path(output_dir) / OUTPUT_FILE
-    path.write_text(yaml.safe_dump(spec, sort_keys=True))
+    # kfp's layout: the PipelineSpec, then the PlatformSpec as a second document.
+    path.write_text(yaml.safe_dump_all([spec] + ([platform] if platform else []), sort_keys=True))
     return path
 
 

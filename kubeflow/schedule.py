@@ -134,14 +134,21 @@ class DryRunClient:
         return SimpleNamespace(recurring_run_id="<recurring-run-id>")
 
 
+def read_documents(package_path: str) -> Tuple[dict, Optional[dict]]:
+    """A compiled file's PipelineSpec and its PlatformSpec (the second YAML document, as kfp
+    writes it; None when there is none)."""
+    with open(package_path) as f:
+        docs = list(yaml.safe_load_all(f))
+    return (docs[0] if docs else None), (docs[1] if len(docs) > 1 else None)
+
+
 def read_package(package_path: str) -> dict:
     """The compiled PipelineSpec (YAML), checked to be one this project's compiler wrote."""
     if not package_path.endswith((".yaml", ".yml")):
         raise ValueError(f"{package_path}: the kfp client uploads a YAML PipelineSpec; compile with tfx_quantization.kubeflow.runner")
     if not os.path.exists(package_path):
         raise ValueError(f"{package_path} does not exist: run `make kubeflow` (tfx-quantization-kubeflow-compile) first")
-    with open(package_path) as f:
-        spec = yaml.safe_load(f)
+    spec, _ = read_documents(package_path)
     if not isinstance(spec, dict) or "root" not in spec:
         raise ValueError(f"{package_path} is not a compiled PipelineSpec: compile with tfx_quantization.kubeflow.runner")
     return spec

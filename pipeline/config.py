@@ -99,6 +99,16 @@ class SecretEnv(StageSettings):
         return self
 
 
+# Requests = limits: the scheduler reserves what these steps use. The trainer trains, the
+# quantizer converts every variant and runs the selective search, the evaluator runs every
+# variant over the eval split.
+HEAVY_STEP_RESOURCES = {
+    "QATTrainer": StepResources(cpu_request=2, cpu_limit=2, memory_request=8, memory_limit=8),
+    "PostTrainingQuantizer": StepResources(cpu_request=2, cpu_limit=2, memory_request=4, memory_limit=4),
+    "TFLiteEvaluator": StepResources(cpu_request=2, cpu_limit=2, memory_request=4, memory_limit=4),
+}
+
+
 class KubeflowSettings(StageSettings):
     """Kubeflow: the compiled spec's pods (environment, secrets, resources, retries)."""
 
@@ -110,15 +120,10 @@ class KubeflowSettings(StageSettings):
     resources: StepResources = Field(
         default_factory=lambda: StepResources(cpu_request=1, cpu_limit=1, memory_request=2, memory_limit=2),
         description="every step's CPU and memory unless step_resources names the step")
-    # Requests = limits: the scheduler reserves what these steps use. The trainer trains, the
-    # quantizer converts every variant and runs the selective search, the evaluator runs
-    # every variant over the eval split.
     step_resources: Dict[str, StepResources] = Field(
-        default_factory=lambda: {
-            "QATTrainer": StepResources(cpu_request=2, cpu_limit=2, memory_request=8, memory_limit=8),
-            "PostTrainingQuantizer": StepResources(cpu_request=2, cpu_limit=2, memory_request=4, memory_limit=4),
-            "TFLiteEvaluator": StepResources(cpu_request=2, cpu_limit=2, memory_request=4, memory_limit=4)},
-        description="CPU and memory by step (component id), over `resources`")
+        default_factory=dict, description="CPU and memory by step (component id), over the heavy steps' defaults "
+                                          "(QATTrainer 2 CPU/8 GB, PostTrainingQuantizer and TFLiteEvaluator "
+                                          "2 CPU/4 GB) and `resources`")
     max_retries: int = Field(2, ge=0, description="retries of a failed step (KFP retryPolicy); 0: none")
     retry_backoff_seconds: int = Field(60, ge=0, description="wait before the first retry")
     retry_backoff_factor: float = Field(2.0, ge=1, description="each later wait is this many times the one before")
@@ -138,7 +143,7 @@ class KubeflowSettings(StageSettings):
         return self
 
     def resources_of(self, step: str) -> StepResources:
-        return self.step_resources.get(step, self.resources)
+        return self.step_resources.get(step) or HEAVY_STEP_RESOURCES.get(step) or self.resources
 
 
 class PipelineConfig(BaseModel):

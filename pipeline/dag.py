@@ -38,7 +38,7 @@ def input_config(config: PipelineConfig):
     return tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=config.input_pattern)])
 
 
-def example_gen(config: PipelineConfig, runtime_input_config: Optional[data_types.RuntimeParameter] = None):
+def example_gen(config: PipelineConfig, params: Optional["RuntimeParameters"] = None):
     # Hash split train:validation:eval = 5:1:3, deterministic per example. Training sees
     # train only; the selective search judges on validation; the gate on eval.
     output_config = tfx.proto.Output(
@@ -56,7 +56,8 @@ def example_gen(config: PipelineConfig, runtime_input_config: Optional[data_type
         else tfx.components.ImportExampleGen
     )
     return gen_cls(
-        input_base=config.data_root, input_config=runtime_input_config or input_config(config),
+        input_base=params.data_root if params else config.data_root,
+        input_config=params.input_config if params else input_config(config),
         output_config=output_config,
     )
 
@@ -66,15 +67,17 @@ class RuntimeParameters:
     """Kubeflow runtime parameters: what operators change between runs without recompiling.
     Each defaults to the compiled configuration's value."""
 
+    data_root: data_types.RuntimeParameter  # ExampleGen's input_base: the data's folder or URI
     input_config: data_types.RuntimeParameter  # ExampleGen's Input proto as JSON: pattern, span
     gate_overrides: data_types.RuntimeParameter  # JSON merged over the gate settings
     push_settings: data_types.RuntimeParameter  # PushSettings as JSON: the registry
 
-    NAMES = ("input_config", "gate_overrides", "push_settings")
+    NAMES = ("data_root", "input_config", "gate_overrides", "push_settings")
 
     @classmethod
     def for_config(cls, config: PipelineConfig) -> "RuntimeParameters":
         return cls(
+            data_root=data_types.RuntimeParameter(name="data_root", ptype=str, default=config.data_root),
             input_config=data_types.RuntimeParameter(
                 name="input_config", ptype=str, default=json_format.MessageToJson(input_config(config), indent=0)),
             gate_overrides=data_types.RuntimeParameter(name="gate_overrides", ptype=str, default="{}"),
@@ -84,7 +87,7 @@ class RuntimeParameters:
 
 def create_components(config: PipelineConfig, params: Optional[RuntimeParameters] = None) -> list:
     """The DAG's components. params: Kubeflow runtime parameters (None: everything fixed)."""
-    gen = example_gen(config, params.input_config if params else None)
+    gen = example_gen(config, params)
     examples = gen.outputs["examples"]
     if config.tfx_module_file:
         return [gen] + stock_tfx_components(config, examples, params)

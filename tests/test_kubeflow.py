@@ -1,9 +1,11 @@
 """Kubeflow v2: the compiled spec (no resolver, pipeline root, runtime parameters,
-resources, an uncached evaluator and pusher), the executors it names, cron validation, the dry-run
+resources on every step, environment variables and secrets, retries, the KFP UI's outputs,
+an uncached evaluator and pusher), the executors it names, cron validation, the dry-run
 scheduler with the pipeline root and parameter values, and every task of the spec run in
 DAG order through the spec's own container command, as KFP's launcher runs it, on s3://
-artifact URIs of a real S3-compatible server: twice, the second time with a stricter gate
-given as a runtime parameter, without recompiling."""
+artifact URIs of a real S3-compatible server, each step's environment built as a pod's is
+(the container's env and the secrets the platform spec names): twice, the second time with
+a stricter gate given as a runtime parameter, without recompiling."""
 import copy
 import json
 import os
@@ -16,6 +18,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from kubeflow import runner, schedule
+from tfx_quantization.pipeline.config import PipelineConfig
 from tests.conftest import REPO_ROOT
 
 IMAGE = "ghcr.io/qp-tests/tfx-quantization:test"
@@ -32,15 +35,28 @@ SMALL = {"QP_CONFIG": str(REPO_ROOT / "data" / "examples" / "digits.yaml"),
          "QP_EPOCHS": "3", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "5", "QP_CALIBRATION__NUM_SAMPLES": "100",
          # The subject is the spec and the launcher: two variants, not the bundled nine.
          "QP_VARIANTS": '["dynamic_range", "integer_only"]'}
+# Object-store credentials as a platform team passes them: a Kubernetes secret's keys as the
+# variables TensorFlow's and Beam's S3 clients read.
+S3_SECRET = {"secret_name": "qp-s3-credentials",
+             "key_to_env": {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY"}}
+WIRED = dict(SMALL, QP_KUBEFLOW__SECRETS=json.dumps([S3_SECRET]),
+             QP_KUBEFLOW__ENV=json.dumps({"AWS_REGION": "eu-west-1"}),
+             QP_KUBEFLOW__STEP_RESOURCES=json.dumps({"QATTrainer": {"cpu_request": 3, "cpu_limit": 4,
+                                                                    "memory_request": 6, "memory_limit": 8}}),
+             QP_KUBEFLOW__MAX_RETRIES="3")
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory):
+def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("kf")
-    path = runner.compile_pipeline(IMAGE, "s3://qp-bucket/root", "s3://qp-bucket/serving", out, environ=SMALL)
+    path = runner.compile_pipeline(IMAGE, "s3://qp-bucket/root", "s3://qp-bucket/serving", out, environ=WIRED)
     assert path.name == "pipeline.yaml"
-    with open(path) as f:
-        return yaml.safe_load(f)
+    return schedule.read_documents(str(path))
+
+
+@pytest.fixture(scope="module")
+def spec(compiled):
+    return compiled[0]
 
 
 def test_compiled_yaml_parses_into_a_pipeline_spec_with_one_task_per_component(spec):
@@ -52,7 +68,7 @@ def test_compiled_yaml_parses_into_a_pipeline_spec_with_one_task_per_component(s
     deployment = json_format.ParseDict(spec["deploymentSpec"], pipeline_spec_pb2.PipelineDeploymentConfig(),
                                        ignore_unknown_fields=False)
     trainer = deployment.executors["QATTrainer_executor"].container
-    assert trainer.resources.cpu_request == 2 and trainer.resources.memory_limit == 8
+    assert trainer.resources.cpu_request == 3 and trainer.resources.memory_limit == 8  # kubeflow.step_resources
     assert deployment.executors["TFLiteEvaluator_executor"].container.resources.memory_request == 4
     assert not tasks["QuantizedModelPusher"].caching_options.enable_cache
     assert not tasks["TFLiteEvaluator"].caching_options.enable_cache
@@ -65,15 +81,66 @@ def test_no_executor_open_source_kfp_rejects_and_the_run_settings_are_in_the_spe
     assert not any("resolver" in t.lower() or "importer" in t.lower() for t in spec["root"]["dag"]["tasks"])
     assert spec["defaultPipelineRoot"] == "s3://qp-bucket/root"
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"input_config", "gate_overrides", "push_settings"}
+    assert set(params) == {"data_root", "input_config", "gate_overrides", "push_settings"}
+    assert params["data_root"]["defaultValue"] == "/src/data/digits"
     assert params["gate_overrides"]["defaultValue"] == "{}"
     push = json.loads(params["push_settings"]["defaultValue"])
     assert push["destination"] == "s3://qp-bucket/serving" and push["model_name"] == "digits"
     assert '"pattern": "*"' in params["input_config"]["defaultValue"]
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["TFLiteEvaluator"]["inputs"]["parameters"]["overrides"] == {"componentInputParameter": "gate_overrides"}
+    gen = tasks["CsvExampleGen"]["inputs"]["parameters"]
+    assert gen["input_base"] == {"componentInputParameter": "data_root"}
+    assert gen["input_config"] == {"componentInputParameter": "input_config"}
     assert tasks["QuantizedModelPusher"]["inputs"]["parameters"]["settings"] == {
         "componentInputParameter": "push_settings"}
+
+
+@pytest.mark.fast
+def test_every_task_declares_resources_env_secrets_and_a_retry_policy(compiled):
+    spec, platform = compiled
+    deployment = json_format.ParseDict(spec["deploymentSpec"], pipeline_spec_pb2.PipelineDeploymentConfig())
+    proto = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    defaults = PipelineConfig.model_fields["kubeflow"].default_factory()
+    for name, task in proto.root.dag.tasks.items():
+        label = spec["components"][task.component_ref.name]["executorLabel"]
+        container = deployment.executors[label].container
+        expected = defaults.resources_of(name) if name != "QATTrainer" else None
+        if expected:  # every step: its own or the default resources
+            assert (container.resources.cpu_request, container.resources.cpu_limit,
+                    container.resources.memory_request, container.resources.memory_limit) == (
+                expected.cpu_request, expected.cpu_limit, expected.memory_request, expected.memory_limit), name
+        assert container.resources.cpu_limit > 0 and container.resources.memory_limit > 0, name
+        assert {e.name: e.value for e in container.env} == {"AWS_REGION": "eu-west-1"}, name
+        retry = task.retry_policy
+        assert retry.max_retry_count == 3 and retry.backoff_duration.seconds == defaults.retry_backoff_seconds, name
+        assert retry.backoff_max_duration.seconds == defaults.retry_backoff_max_seconds, name
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][label]
+        assert k8s == {"secretAsEnv": [{"secretName": "qp-s3-credentials", "keyToEnv": [
+            {"secretKey": "access_key", "envVar": "AWS_ACCESS_KEY_ID"},
+            {"secretKey": "secret_key", "envVar": "AWS_SECRET_ACCESS_KEY"}]}]}, name
+    # The quantizer is not left on the small default: it converts every variant.
+    assert deployment.executors["PostTrainingQuantizer_executor"].container.resources.memory_request > \
+        defaults.resources.memory_request
+    evaluator = spec["components"][spec["root"]["dag"]["tasks"]["TFLiteEvaluator"]["componentRef"]["name"]]
+    ui = {k: v["artifactType"].get("schemaTitle") for k, v in evaluator["outputDefinitions"]["artifacts"].items()}
+    assert ui["report_html"] == "system.HTML" and ui["gate_metrics"] == "system.Metrics"
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("env, message", [
+    ({"QP_KUBEFLOW__STEP_RESOURCES": '{"Trainer": {"cpu_request": 1, "cpu_limit": 1, "memory_request": 1, '
+                                     '"memory_limit": 1}}'}, "names ['Trainer'], which are not steps"),
+    ({"QP_KUBEFLOW__RESOURCES": '{"cpu_request": 4, "cpu_limit": 2, "memory_request": 1, "memory_limit": 1}'},
+     "cpu_request 4.0 exceeds cpu_limit 2.0"),
+    ({"QP_KUBEFLOW__ENV": '{"AWS_ACCESS_KEY_ID": "x"}', "QP_KUBEFLOW__SECRETS": json.dumps([S3_SECRET])},
+     "would be set twice"),
+])
+def test_bad_kubeflow_settings_are_refused_before_anything_is_written(tmp_path, env, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        runner.compile_pipeline(IMAGE, "s3://b/r", "s3://b/s", tmp_path, environ=dict(SMALL, **env))
+    assert not (tmp_path / "pipeline.yaml").exists()
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -115,7 +182,6 @@ def test_container_paths_and_settings_come_through(spec):
 
     assert json.loads(constant("QATTrainer", "settings"))["epochs"] == 3
     assert json.loads(constant("TFLiteEvaluator", "settings"))["latency_runs"] == 5
-    assert constant("CsvExampleGen", "input_base") == "/src/data/digits"
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["command"] == ["python", "-m", "tfx_quantization.kubeflow.entrypoint"]
 
@@ -215,10 +281,16 @@ class Launcher:
     driver hook first when the spec has one, then the container's own command and args; the
     ExecutorOutput file gives the output artifacts' metadata to downstream tasks. A task with
     caching on whose inputs did not change since an earlier run is served from that run, as
-    KFP's cache does."""
+    KFP's cache does. Each step's process gets the environment its pod would: the node's
+    (`env`), the container's `env`, and the keys of the cluster's `secrets` ({name: {key:
+    value}}) the platform spec's secretAsEnv names; a named secret or key the cluster lacks
+    fails the step before it starts, as Kubernetes does (CreateContainerConfigError)."""
 
-    def __init__(self, spec, env, workdir):
+    def __init__(self, spec, env, workdir, platform=None, secrets=None):
         self.spec, self.env, self.workdir = spec, env, workdir
+        self.k8s = (platform or {}).get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get(
+            "executors", {})
+        self.secrets = secrets or {}
         self.cache = {}
         self.executed = []
 
@@ -253,10 +325,11 @@ class Launcher:
                 "outputs": {"artifacts": self._artifacts(task, out_defs, outputs), "outputFile": str(output_file)},
             }
             container = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+            env = self.pod_env(component["executorLabel"], container)
             hook = container.get("lifecycle", {}).get("preCacheCheck")
             if hook:  # ExampleGen's driver: resolves the input (span) into the output file
-                self._exec(hook["command"], hook["args"], executor_input)
-            self._exec(container["command"], container["args"], executor_input)
+                self._exec(hook["command"], hook["args"], executor_input, env)
+            self._exec(container["command"], container["args"], executor_input, env)
             self.executed.append(task)
             with open(output_file) as f:
                 result = json.load(f)
@@ -274,10 +347,20 @@ class Launcher:
             "uri": a["uri"], "metadata": a.get("metadata", {}),
             "type": copy.deepcopy(defs[key]["artifactType"])}]} for key, a in given.items()}
 
-    def _exec(self, command, args, executor_input):
+    def pod_env(self, label, container):
+        env = dict(self.env, **{e["name"]: e["value"] for e in container.get("env", [])})
+        for secret in self.k8s.get(label, {}).get("secretAsEnv", []):
+            data = self.secrets.get(secret["secretName"])
+            assert data is not None, f"{label}: secret {secret['secretName']!r} not found"
+            for pair in secret["keyToEnv"]:
+                assert pair["secretKey"] in data, f"{label}: key {pair['secretKey']!r} not in {secret['secretName']}"
+                env[pair["envVar"]] = data[pair["secretKey"]]
+        return env
+
+    def _exec(self, command, args, executor_input, env):
         os.makedirs(os.path.dirname(executor_input["outputs"]["outputFile"]), exist_ok=True)
         args = [json.dumps(executor_input) if a == "{{$}}" else a for a in args]
-        result = subprocess.run(command + args, cwd=self.workdir, env=self.env, capture_output=True, text=True,
+        result = subprocess.run(command + args, cwd=self.workdir, env=env, capture_output=True, text=True,
                                 timeout=900)
         assert result.returncode == 0, (command, result.stderr[-4000:])
 
@@ -285,18 +368,35 @@ class Launcher:
 def test_every_task_runs_under_the_kubeflow_launcher_on_s3_and_a_runtime_parameter_tightens_the_gate(
         s3_server, tmp_path):
     bucket = s3_server.bucket("kfp-run")
-    environ = dict(SMALL, QP_DATA_ROOT=str(REPO_ROOT / "data" / "digits"),
-                   QP_BEAM_PIPELINE_ARGS=json.dumps(["--direct_num_workers=1", *s3_server.beam_args]))
+    # The credentials reach the steps only through the spec: the S3 endpoint as the
+    # containers' env, the keys from a Kubernetes secret (not in Beam's arguments, nor in
+    # the launching process's environment).
+    credentials = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    beam_args = [a for a in s3_server.beam_args if not a.startswith(("--s3_access_key_id", "--s3_secret_access_key"))]
+    environ = dict(WIRED, QP_DATA_ROOT=str(REPO_ROOT / "data" / "digits"),
+                   QP_KUBEFLOW__ENV=json.dumps({k: v for k, v in s3_server.env.items() if k not in credentials}),
+                   QP_BEAM_PIPELINE_ARGS=json.dumps(["--direct_num_workers=1", *beam_args]))
     path = runner.compile_pipeline(IMAGE, f"{bucket}/root", f"{bucket}/serving", tmp_path / "build", environ=environ)
-    spec = yaml.safe_load(path.read_text())
+    spec, platform = schedule.read_documents(str(path))
     # `python` in the command is the image's interpreter; here, this environment's. The
     # entry point must not depend on the caller's TF_USE_LEGACY_KERAS or QP_* variables.
-    env = s3_server.subprocess_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QP_") and k not in s3_server.env
+           and not k.startswith("AWS_")}
+    env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     env.pop("TF_USE_LEGACY_KERAS", None)
-    launcher = Launcher(spec, env, tmp_path)
+    cluster_secrets = {S3_SECRET["secret_name"]: {"access_key": s3_server.env["AWS_ACCESS_KEY_ID"],
+                                                  "secret_key": s3_server.env["AWS_SECRET_ACCESS_KEY"]}}
+    launcher = Launcher(spec, env, tmp_path, platform, cluster_secrets)
 
     first = launcher.run("run-1")
     assert launcher.executed == _order(spec)  # every task, in DAG order
+    # The KFP UI's outputs: the report as system.HTML at its own URI, the gate's figures as
+    # system.Metrics metadata.
+    html = first[("TFLiteEvaluator", "report_html")]
+    assert s3_server.read("kfp-run", html["uri"].split("kfp-run/", 1)[1]).lstrip().lower().startswith(b"<!doctype html")
+    figures = first[("TFLiteEvaluator", "gate_metrics")]["metadata"]
+    assert figures["blessed"] == 1 and figures["selected_size_bytes"] > 0
+    assert figures["selected_accuracy"] == first[("TFLiteEvaluator", "evaluation")]["metadata"]["selected_accuracy"]
     keys = s3_server.keys("kfp-run")
     assert "serving/digits/1/model.tflite" in keys and "serving/digits/1/manifest.json" in keys
     assert s3_server.read("kfp-run", "serving/digits/LATEST") == b"1\n"
