@@ -65,3 +65,20 @@ def run_summary(metadata_path: Path, evaluation_dir: Path, properties: dict) -> 
         setattr(evaluation.custom_properties[key], kind, value)
     store.put_artifacts([evaluation])
     return summary.summarize(str(metadata_path)).splitlines()
+
+
+def trained_workload(root: Path, rows: List[dict], contract, train_settings, calibration_settings) -> dict:
+    """A shipped workload through the library as its pipeline runs it: Examples (every third
+    row eval), the float model trained (no QAT) and a calibration sample of the train split.
+    {train, eval, model, result, sampling, calibration_files}."""
+    from tfx_quantization import training
+    from tfx_quantization.quantization import data
+    from tfx_quantization.representative_dataset_gen import sampling
+
+    examples = write_examples(root / "examples", rows)
+    train_dir, eval_dir = f"{examples.uri}/Split-train", f"{examples.uri}/Split-eval"
+    result = training.train(train_dir, eval_dir, str(root / "model"), None, str(root / "logs"), train_settings,
+                            contract)
+    stats = sampling.run_sampling(train_dir, str(root / "calibration"), calibration_settings)
+    return dict(train=train_dir, eval=eval_dir, model=str(root / "model"), result=result, sampling=stats,
+                calibration_files=data.split_files(f"{root}/calibration/Split-calibration"))

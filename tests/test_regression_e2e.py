@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tfx_quantization import training
 from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.post_training_quantizer import build
-from tfx_quantization.quantization import data
-from tfx_quantization.representative_dataset_gen import sampling
 from tfx_quantization.settings import CalibrationSettings, GateSettings, QuantizeSettings, TrainSettings
 from tfx_quantization.tflite_evaluator import evaluate
-from tests.helpers import write_examples
+from tests.helpers import trained_workload
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
@@ -36,20 +33,15 @@ def _rows():
 @pytest.fixture(scope="module")
 def diabetes(tmp_path_factory):
     root = tmp_path_factory.mktemp("diabetes")
-    examples = write_examples(root / "examples", _rows())
-    train_dir, eval_dir = f"{examples.uri}/Split-train", f"{examples.uri}/Split-eval"
-    cfg = TrainSettings(model="tabular_mlp", epochs=40, learning_rate=0.01, batch_size=32, seed=3)
-    result = training.train(train_dir, eval_dir, str(root / "model"), None, str(root / "logs"), cfg, CONTRACT)
-    stats = sampling.run_sampling(train_dir, str(root / "calibration"), CalibrationSettings(
-        num_samples=100, strategy="stratified", label_key="target", quantile_bins=5, seed=0))
-    calibration = data.split_files(f"{root}/calibration/Split-calibration")
-    build.quantize_all(str(root / "model"), str(root / "good"), QuantizeSettings(variants=VARIANTS),
-                       calibration_files=calibration)
+    workload = trained_workload(
+        root, _rows(), CONTRACT, TrainSettings(model="tabular_mlp", epochs=40, learning_rate=0.01, seed=3),
+        CalibrationSettings(num_samples=100, strategy="stratified", label_key="target", quantile_bins=5, seed=0))
+    build.quantize_all(workload["model"], str(root / "good"), QuantizeSettings(variants=VARIANTS),
+                       calibration_files=workload["calibration_files"])
     # The same model calibrated on two examples: int8 ranges that clip most of the eval data.
-    build.quantize_all(str(root / "model"), str(root / "two_examples"), QuantizeSettings(
-        variants=["integer_only"], max_calibration_samples=2), calibration_files=calibration)
-    return dict(root=root, train=train_dir, eval=eval_dir, model=str(root / "model"), result=result,
-                sampling=stats)
+    build.quantize_all(workload["model"], str(root / "two_examples"), QuantizeSettings(
+        variants=["integer_only"], max_calibration_samples=2), calibration_files=workload["calibration_files"])
+    return dict(workload, root=root)
 
 
 def _evaluate(diabetes, which, out, contract=None, **gate):
@@ -81,6 +73,8 @@ def test_the_gate_passes_a_good_integer_model_and_refuses_one_that_measurably_ra
 
     bad = _evaluate(diabetes, "two_examples", tmp_path / "bad")
     fig, verdict = bad.variants["integer_only"], bad.verdicts["integer_only"]
+    print({n: {k: f.get(k) for k in ("mae", "rmse", "sqnr_db", "vs_float", "size_bytes")} for n, f in
+           list(good.variants.items()) + [("two_examples", fig)]}, good.float_model, good.trivial_predictor)
     assert fig["vs_float"]["low"] > 0.05 * float_mae, fig["vs_float"]  # measurably worse, not only unsure
     assert not bad.blessed and any("relative mae increase vs float model" in r for r in verdict.reasons)
     assert fig["sqnr_db"] < chosen["sqnr_db"] - 3

@@ -51,6 +51,9 @@ def test_a_regression_contract_with_a_real_valued_label_validates_and_parses(tmp
     _, y = data.parse_numpy(list(data.iter_serialized(files)), checked)
     assert y.dtype == np.float32 and y.shape == (2, 1) and y[0, 0] == pytest.approx(151.5)
     assert data.label_mean(files, checked) == [pytest.approx(151.5)]
+    files = write_split(tmp_path / "int", [data.to_example(rows[1])], shards=1)  # a target stored as int64
+    _, y = data.parse_numpy(list(data.iter_serialized(files)), data.check_examples(files, spec))
+    assert y.dtype == np.float32 and y[0, 0] == 75.0
 
 
 def test_labels_that_do_not_fit_the_task_are_named(tmp_path):
@@ -165,8 +168,10 @@ def _delong_direct(ref, var, y, confidence):
 def test_binned_delong_equals_the_direct_computation_on_scores_on_the_bin_grid():
     rng = np.random.default_rng(2)
     y = (rng.random(300) < 0.25).astype(int)  # imbalanced: 25 % positives
-    ref = np.floor((0.3 * y + rng.random(300) * 0.7) * metrics.AUC_BINS) / metrics.AUC_BINS
-    var = np.clip(ref + rng.integers(-6, 7, 300) / metrics.AUC_BINS, 0, 1 - 1 / metrics.AUC_BINS)
+    ref_bins = np.floor((0.3 * y + rng.random(300) * 0.7) * metrics.AUC_BINS).astype(int)
+    var_bins = np.clip(ref_bins + rng.integers(-6, 7, 300), 0, metrics.AUC_BINS - 1)
+    ref, var = metrics.bin_probability(ref_bins), metrics.bin_probability(var_bins)  # scores on the bins' grid
+    assert (metrics.auc_bins(ref) == ref_bins).all() and (metrics.auc_bins(var) == var_bins).all()
     counts = metrics.auc_counts(var, y, {"float_model": ref})
     got = metrics.comparison("auc", counts, "float_model", 0.9)
     auc_r, auc_v, low, high = _delong_direct(ref, var, y, 0.9)
@@ -174,6 +179,14 @@ def test_binned_delong_equals_the_direct_computation_on_scores_on_the_bin_grid()
     assert got["auc_variant"] == pytest.approx(auc_v)
     assert metrics.auc_from_histogram(counts["auc_hist"]) == pytest.approx(roc_auc_score(y, var))
     assert (got["low"], got["high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_auc_bins_are_monotone_and_keep_confident_scores_apart():
+    p = np.array([0.0, 1e-7, 1e-4, 1e-3, 3e-3, 0.5, 0.997, 0.999, 0.9999, 1 - 1e-7, 1.0])
+    b = metrics.auc_bins(p)
+    assert (np.diff(b) >= 0).all() and b[0] == 0 and b[-1] == metrics.AUC_BINS - 1
+    # 1e-4 .. 0.9999 each in its own bin; 256 equal probability bins would keep 3 of these 7 apart.
+    assert len(set(b[2:-2])) == 7
 
 
 def test_delong_on_a_hand_computed_example():
@@ -233,13 +246,14 @@ def test_fidelity_floors_gate_a_label_free_model_alone():
                                               "model's outputs)"]
 
 
-def test_the_diabetes_workload_regenerates_identical_bytes(tmp_path):
+@pytest.mark.parametrize("script, csv", [("export_diabetes.py", "diabetes/diabetes.csv"),
+                                         ("export_breast_cancer.py", "breast_cancer/breast_cancer.csv")])
+def test_the_shipped_workloads_regenerate_identical_bytes(tmp_path, script, csv):
     import subprocess
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
-    out = tmp_path / "diabetes.csv"
-    subprocess.run([sys.executable, str(repo / "data" / "export_diabetes.py"), "--out", str(out)], check=True,
-                   capture_output=True)
-    assert out.read_bytes() == (repo / "data" / "diabetes" / "diabetes.csv").read_bytes()
+    data_dir = Path(__file__).resolve().parents[1] / "data"
+    out = tmp_path / "out.csv"
+    subprocess.run([sys.executable, str(data_dir / script), "--out", str(out)], check=True, capture_output=True)
+    assert out.read_bytes() == (data_dir / csv).read_bytes()

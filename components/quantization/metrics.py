@@ -18,11 +18,13 @@ eval split and any number of Beam workers gives the same sums. Which method, per
         is sqrt(MSE_var) - sqrt(MSE_ref) with the delta method over the same sums. A paired
         bootstrap would need every example kept (or a second pass): these sums stream.
   auc (binary)   fixed histograms: each example's positive-class probability falls in one of
-        AUC_BINS equal bins on [0, 1] (256: the resolution of an int8 probability output,
-        scale 1/256, so an integer model's AUC is exact and the float model's is that of its
-        scores on the same grid; TFMA's AUC also counts predictions in fixed buckets). For a
-        paired comparison the joint histogram of (reference bin, variant bin) is kept per
-        class (2 * 256^2 counts, 1 MiB): DeLong's structural components and their
+        AUC_BINS = 256 equal bins of its logit on [-AUC_LOGIT_RANGE, +AUC_LOGIT_RANGE] (12:
+        probabilities within 6e-6 of 0 or 1 share the end bins). Bins of the logit, not of
+        the probability: a confident model puts most examples within 1/256 of 0 or 1, where
+        equal probability bins would tie them (on the breast cancer workload they cut the
+        float model's AUC by several points). TFMA's AUC also counts predictions in fixed
+        buckets. For a paired comparison the joint histogram of (reference bin, variant bin)
+        is kept per class (2 * 256^2 counts, 1 MiB): DeLong's structural components and their
         covariance (DeLong, DeLong & Clarke-Pearson 1988, Biometrics 44:837-845) are exact
         functions of it, ties within a bin counting 1/2 as in the Mann-Whitney statistic.
   micro_f1, macro_f1 (multilabel)   per-label true positive, false positive, false
@@ -45,7 +47,8 @@ from tfx_quantization.model_contract import BINARY, MULTICLASS, MULTILABEL, NO_L
 from tfx_quantization import settings as _settings
 from tfx_quantization.quantization import stats
 
-AUC_BINS = 256  # see the module docstring: an int8 probability's resolution
+AUC_BINS = 256  # bins of the logit (module docstring)
+AUC_LOGIT_RANGE = 12.0  # the bins span logits -12..12
 NEWCOMBE, PAIRED_T, DELTA_T, DELONG, POINT_ONLY = (
     "Newcombe paired (Wilson)", "paired t", "paired delta method (t)", "DeLong paired", "none (observed value only)")
 
@@ -213,9 +216,20 @@ def rmse_degradation(n: int, sum_r: float, sum_r2: float, sum_v: float, sum_v2: 
 
 # ---- binary: ROC AUC from fixed histograms, DeLong's paired interval ---------------------------
 def auc_bins(p: np.ndarray, bins: int = AUC_BINS) -> np.ndarray:
-    """The bin of each probability on [0, 1] (floor(p * bins), clipped; NaN to bin 0)."""
-    p = np.nan_to_num(np.asarray(p, np.float64), nan=0.0)
-    return np.clip(np.floor(p * bins), 0, bins - 1).astype(np.int64)
+    """The bin of each probability: `bins` equal bins of its logit on [-AUC_LOGIT_RANGE,
+    AUC_LOGIT_RANGE], the ends taking everything beyond (NaN: bin 0). Monotone in p, so
+    ranks are kept up to ties within a bin."""
+    p = np.clip(np.nan_to_num(np.asarray(p, np.float64), nan=0.0), 1e-300, 1.0)
+    with np.errstate(divide="ignore"):
+        logit = np.log(p) - np.log1p(-np.minimum(p, 1 - 1e-16))
+    position = (np.clip(logit, -AUC_LOGIT_RANGE, AUC_LOGIT_RANGE) + AUC_LOGIT_RANGE) / (2 * AUC_LOGIT_RANGE)
+    return np.clip(np.floor(position * bins), 0, bins - 1).astype(np.int64)
+
+
+def bin_probability(b: np.ndarray, bins: int = AUC_BINS) -> np.ndarray:
+    """A probability inside each bin (its logit's centre): scores on the bins' grid."""
+    logit = (np.asarray(b, np.float64) + 0.5) / bins * 2 * AUC_LOGIT_RANGE - AUC_LOGIT_RANGE
+    return 1.0 / (1.0 + np.exp(-logit))
 
 
 def auc_counts(p: np.ndarray, y: np.ndarray, references: Dict[str, np.ndarray],
