@@ -18,6 +18,7 @@ FLOAT_MODEL = "float_model"  # the float SavedModel (the reference)
 BASELINE = "deployed_baseline"  # the currently deployed TFLite model, re-evaluated here
 LABELS = "__labels__"
 TRAINING_MEAN = "training_mean"  # regression's sanity reference: predicts the training labels' mean
+COUNTS_FILE = ".beam_counts.json"  # the pass's combined counts, in the artifact until read (run_evaluation)
 
 
 MAX_CONFUSION_CLASSES = 100  # a confusion matrix is counted up to this many classes
@@ -194,11 +195,13 @@ def build_evaluation(
 
 
 def _write_counts(counts: Dict[str, dict], path: str) -> None:
-    import tensorflow as tf
+    """On the worker that holds the combined counts: one file through Beam's filesystems
+    (local, s3:// with the pipeline's S3 options, gs://), which the launching process reads."""
+    from apache_beam.io.filesystems import FileSystems
 
     serializable = {name: {k: np.asarray(v).tolist() for k, v in c.items()} for name, c in counts.items()}
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(serializable, sort_keys=True))
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(serializable, sort_keys=True).encode("utf-8"))
 
 
 def metrics_from_counts(counts: Dict[str, dict], top_k: int) -> Dict[str, dict]:
@@ -249,5 +252,11 @@ def run_evaluation(pipeline_factory: Callable[[], beam.Pipeline], **kwargs) -> D
     """Runs build_evaluation on a fresh pipeline and returns the raw counts."""
     with pipeline_factory() as p:
         build_evaluation(p, **kwargs)
-    with open(kwargs["output_path"]) as f:
-        return json.load(f)
+    # output_path is on storage every worker and this process share (the artifact's URI): on
+    # Dataflow or Flink the worker that writes it is another machine. Read, then removed.
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(kwargs["output_path"]) as f:
+        counts = json.loads(f.read().decode("utf-8"))
+    FileSystems.delete([kwargs["output_path"]])
+    return counts

@@ -146,7 +146,8 @@ def evaluate_models(
         counts = beam_pass.run_evaluation(
             pipeline_factory, eval_pattern=fsutil.join(eval_split_dir, "*"), tflite_models=tflite,
             float_model_dir=float_model_dir, spec_json=spec.to_json(),
-            output_path=str(staging / "counts.json"), num_threads=params.num_threads, top_k=params.top_k,
+            # The artifact's URI, not the local staging folder: a distributed runner's worker writes it.
+            output_path=fsutil.join(out_dir, beam_pass.COUNTS_FILE), num_threads=params.num_threads, top_k=params.top_k,
             batch_size=params.eval_batch_size, constant_prediction=training_mean,
         )
         labels = counts.get(beam_pass.LABELS, {"n": 0, "invalid": 0})
@@ -227,7 +228,6 @@ def evaluate_models(
             "selective": search.model_dump(exclude_unset=True) if search else None,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }))
-        os.unlink(staging / "counts.json")
         contracts.write_evaluation(staging, evaluation)
         contracts.write_decision(staging, decision(evaluation))
         report.write_report(str(staging), evaluation)
