@@ -458,7 +458,7 @@ def settings_help() -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value)
+    text = json.dumps(_plain(value))  # a default may be a settings model (kubeflow.resources)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
