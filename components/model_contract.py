@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from tfx_quantization.settings_base import StageSettings
 
@@ -126,13 +126,15 @@ class ModelContract(StageSettings):
                 raise ValueError(f"label_key {self.label_key!r} also feeds input {name!r}")
         return self
 
-    @model_validator(mode="after")
-    def _classes_fit_the_task(self) -> "ModelContract":
-        n = self.num_classes
-        if n is not None and self.task == MULTICLASS and n < 2:
-            raise ValueError(f"num_classes={n}: a multiclass classifier needs at least 2 classes (one real-valued "
-                             "output: set task: regression; one sigmoid unit: task: binary)")
-        if n is not None and self.task == BINARY and n != 2:
-            raise ValueError(f"num_classes={n}: a binary classifier has 2 classes (one sigmoid unit or two scores); "
-                             "more classes: task: multiclass, independent labels: task: multilabel")
-        return self
+    @field_validator("num_classes")
+    @classmethod
+    def _classes_fit_the_task(cls, n: Optional[int], info: ValidationInfo) -> Optional[int]:
+        """Reported on num_classes (`task` is declared before it, so it is known here)."""
+        task = info.data.get("task", MULTICLASS)
+        if n is not None and task == MULTICLASS and n < 2:
+            raise ValueError("Input should be greater than or equal to 2 for a multiclass classifier (one "
+                             "real-valued output: set task: regression; one sigmoid unit: task: binary)")
+        if n is not None and task == BINARY and n != 2:
+            raise ValueError("a binary classifier has 2 classes (one sigmoid unit or two scores); more classes: task: "
+                             "multiclass, independent labels: task: multilabel")
+        return n

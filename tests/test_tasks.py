@@ -28,7 +28,8 @@ def _signature(units, shape=None):
 # ---- the contract ------------------------------------------------------------------------
 def test_every_existing_contract_is_a_multiclass_one_and_still_needs_two_classes():
     assert ModelContract(inputs=INPUTS, num_classes=10).task == "multiclass"
-    with pytest.raises(SettingsError, match="at least 2 classes .*set task: regression"):
+    with pytest.raises(SettingsError, match="num_classes = 1: Input should be greater than or equal to 2 for a "
+                                            "multiclass classifier .*set task: regression"):
         ModelContract(inputs=INPUTS, num_classes=1)
     with pytest.raises(SettingsError, match="a binary classifier has 2 classes"):
         ModelContract(inputs=INPUTS, num_classes=3, task="binary")
