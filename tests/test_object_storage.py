@@ -96,6 +96,7 @@ files = sys.argv[2:]
 print("ready", flush=True)
 for i in itertools.count():
     registry.push(files[i % len(files)], {"variant": "loop", "i": i})
+    print("pushed", flush=True)
 """
 
 CHECK = """
@@ -119,7 +120,10 @@ def test_killing_a_pusher_on_s3_never_leaves_a_version_a_poller_would_serve(s3_s
         proc = subprocess.Popen([sys.executable, "-c", PUSH_LOOP, dest, *files], cwd=REPO_ROOT, env=env,
                                 stdout=subprocess.PIPE)
         assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.2, 1.5))
+        # One push completes first (under CPU load a fixed sleep could kill before any), then
+        # the kill lands at a random moment of the following pushes.
+        assert proc.stdout.readline().strip() == b"pushed"
+        time.sleep(rng.uniform(0.0, 1.5))
         proc.kill()
         proc.wait()
         state = json.loads(_run(["-c", CHECK, dest], env).stdout)
