@@ -312,12 +312,3 @@ def staged_dir(final: str | Path, commit_last: Sequence[str] = ()) -> Iterator[P
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def remove_tree(uri: str | Path) -> None:
-    if not exists(uri):
-        return
-    if is_remote(uri):
-        gfile(uri).rmtree(str(uri))
-    else:
-        shutil.rmtree(uri)
