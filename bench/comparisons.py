@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from bench.common import fmt_range, md_table, summary
 from tfx_quantization.contracts import read_manifest
-from tfx_quantization.quantization import data
+from tfx_quantization.quantization import data, litert
 from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
 from tfx_quantization.settings import GateSettings
 from tfx_quantization.tflite_evaluator import evaluate
@@ -63,14 +63,9 @@ def _time(content: bytes, example) -> Dict[str, float]:
 
 
 def litert_quantizer(float_tflite: bytes, samples: List[Dict[str, np.ndarray]], recipe_name: str) -> bytes:
-    """Google's LiteRT Quantizer (PyPI ai-edge-quantizer, the `bench` extra) on a float .tflite."""
-    import numpy.typing  # noqa: F401  (ai-edge-quantizer needs it imported first with numpy 1.26)
-    from ai_edge_quantizer import quantizer, recipe
-
-    qt = quantizer.Quantizer(float_tflite)
-    qt.load_quantization_recipe(getattr(recipe, recipe_name)())
-    result = qt.calibrate({"serving_default": samples}, num_threads=1)
-    return bytes(qt.quantize(result, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+    """Google's LiteRT Quantizer (PyPI ai-edge-quantizer) on a float .tflite: the pipeline's
+    own backend for it (quantization/litert.py), calibrated with `samples`."""
+    return litert.apply(float_tflite, recipe_name, lambda: samples)
 
 
 def litert_quantizer_section(models: Dict[str, dict]) -> List[str]:
@@ -95,7 +90,7 @@ def litert_quantizer_section(models: Dict[str, dict]) -> List[str]:
             acc = accuracy(spec.scores(TFLiteRunner(content).predict(x)), y)
             rows.append([label, name, f"{len(content):,}", f"{acc:.4f}", fmt_range(_time(content, example))])
     return ["## 6. Our variants vs Google's LiteRT Quantizer", "",
-            "`ai-edge-quantizer` 0.10 (the `bench` extra, not a runtime dependency) applied to our float32 .tflite "
+            "`ai-edge-quantizer` 0.10 (a runtime dependency: the int4 variants' backend) applied to our float32 .tflite "
             "with the same calibration sample: `static_wi8_ai8` (int8 weights and activations, float I/O: compare "
             "with our `full_integer`) and `static_wi8_ai16` (int16 activations: compare with our `int16x8`). "
             "Accuracy on the eval split, size, and single-example latency (median of 3 rounds of 300 runs).", "",

@@ -59,7 +59,11 @@ QAT_MIXED = "qat_mixed"  # the QAT model as trained: int8 where it fake-quantize
 INT16X8 = "int16x8"  # 16-bit activations, 8-bit weights
 SELECTIVE_INTEGER = "selective_integer"  # the accuracy-aware search; needs validation data
 VARIANTS = (FLOAT32, DYNAMIC_RANGE, FLOAT16, FULL_INTEGER, INTEGER_ONLY, QAT_INT8, QAT_MIXED, INT16X8)
-ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,)
+# 4-bit weights through LiteRT Quantizer (the litert_quantizer backend): built only when named in
+# QuantizeSettings.variants, never by default.
+INT4_WEIGHTS, INT4_BLOCKWISE = "int4_weights", "int4_blockwise"
+ON_REQUEST_VARIANTS = (INT4_WEIGHTS, INT4_BLOCKWISE)
+ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,) + ON_REQUEST_VARIANTS
 MIXED_VARIANTS = (SELECTIVE_INTEGER, QAT_MIXED)  # integer or float per layer: the gate checks their integer-compute fraction
 
 # ---- switches read from the environment --------------------------------------------------
@@ -162,6 +166,7 @@ class ConverterSettings(Record):
     inference_input_type: str  # "float32", "int8" or "uint8"
     inference_output_type: str
     denylisted_nodes: Optional[str] = None  # selective_integer: where the layers kept float are listed
+    litert_recipe: Optional[str] = None  # LiteRT Quantizer backend: its recipe, applied to the float32 model
 
 
 class Quantization(Record):
@@ -222,6 +227,54 @@ class SelectiveSearch(Record):
     integer_compute_fraction: Optional[float] = None  # of the result
 
 
+class EqualizedPair(Record):
+    """One pair cross-layer equalization balanced (quantization/weight_corrections.py): the
+    smallest over the largest per-channel weight range (1 = all even) before and after, of
+    the producer's output channels (batch norm folded) and the consumer's input channels."""
+
+    producer: str
+    consumer: str
+    through: List[str] = []  # the layers between them (batch norm, ReLU, pooling, flatten)
+    producer_range_ratio_before: float
+    producer_range_ratio_after: float
+    consumer_range_ratio_before: float
+    consumer_range_ratio_after: float
+
+
+class SkippedPair(Record):
+    producer: str
+    consumer: str
+    reason: str  # e.g. a ReLU6 between them (not positively homogeneous)
+
+
+class CorrectedLayer(Record):
+    """One layer empirical bias correction shifted: the per-output-channel mean error that
+    int8 weight quantization caused on the calibration sample (output units), removed."""
+
+    layer: str
+    folded_batch_norm: Optional[str] = None  # its beta took the shift
+    channels: int
+    mean_abs_error: float  # mean over channels of |mean error|
+    max_abs_error: float
+
+
+class WeightCorrections(Record):
+    """What was done to the float model before the integer variants converted from it
+    (QuantizeSettings.cross_layer_equalization / bias_correction)."""
+
+    requested: List[str]  # "cross_layer_equalization", "bias_correction"
+    applied: List[str] = []
+    variants: List[str] = []  # the variants converted from the corrected model
+    not_applied: Dict[str, str] = {}  # requested correction -> why it was not applied
+    equalized_pairs: List[EqualizedPair] = []
+    skipped_pairs: List[SkippedPair] = []
+    equalization_sweeps: int = 0
+    output_change: Optional[float] = None  # equalization: max |output change| / max |output|, calibration data
+    corrected_layers: List[CorrectedLayer] = []
+    skipped_layers: Dict[str, str] = {}  # layer -> why bias correction left it alone
+    weight_scheme: Dict[str, str] = {}  # layer type -> how its weights were quantized in the simulation
+
+
 class VariantFile(Record):
     """Whether a variant was built, and its file (relative to the quantizer's output)."""
 
@@ -249,6 +302,8 @@ class VariantEntry(VariantFile):
     float_ops: Optional[Dict[str, int]] = None  # ops with a float input or output -> count
     tensor_dtypes: Optional[Dict[str, int]] = None  # dtype name -> number of tensors
     selective: Optional[SelectiveSearch] = None  # selective_integer only
+    weight_corrections: Optional[List[str]] = None  # corrections applied to the model it converted from
+    runtime: Optional[str] = None  # the interpreter that runs it: "tensorflow-lite", or "ai-edge-litert" (int4 weights)
 
     # What a registry version records of the variant it holds (its manifest's "model").
     DESCRIPTION: ClassVar[Tuple[str, ...]] = ("inputs", "outputs", "converter_settings", "device_class", "op_counts")
@@ -275,6 +330,7 @@ class Manifest(Record):
     calibration: DataFiles = DataFiles()
     validation: DataFiles = DataFiles()  # the selective search's examples (never the gate's)
     settings: Dict[str, Any] = {}  # the QuantizeSettings the stage ran with
+    weight_corrections: Optional[WeightCorrections] = None  # equalization / bias correction before conversion
     # What the run should hear about (training's warnings, a QAT stage that failed, a
     # requested variant that failed): the evaluator puts them in its summary and report.
     warnings: List[str] = []

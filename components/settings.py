@@ -115,6 +115,14 @@ class QuantizeSettings(StageSettings):
     max_float_layers: int = Field(8, ge=1, description="most layers the selective search may keep float")
     max_search_steps: int = Field(8, ge=1, description="most conversions the selective search may spend")
     selective_integer_io: bool = Field(False, description="integer I/O for selective_integer (float I/O otherwise)")
+    cross_layer_equalization: bool = Field(
+        False, description="before the int8-weight variants convert: even out per-channel weight ranges of Conv2D/"
+                           "DepthwiseConv2D/Dense -> ReLU -> Conv2D/DepthwiseConv2D/Dense pairs, the float model "
+                           "unchanged (Nagel et al. 2019); pairs through ReLU6 are skipped and listed")
+    bias_correction: bool = Field(
+        False, description="before the int8-weight variants convert: subtract from each layer's bias the "
+                           "per-channel mean output error int8 weight quantization causes on the calibration sample "
+                           "(empirical bias correction, Nagel et al. 2019); needs calibration data")
 
     @field_validator("variants")
     @classmethod

@@ -12,17 +12,19 @@ import datetime
 import itertools
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
-from tfx_quantization import contracts, fsutil
+from tfx_quantization import contracts, fsutil, training
 from tfx_quantization.contracts import (
-    FAILED, MANIFEST_FILE, MODEL_FILE, OK, SKIPPED, DataFiles, Manifest, VariantEntry,
+    FAILED, MANIFEST_FILE, MODEL_FILE, OK, SKIPPED, DataFiles, Manifest, VariantEntry, WeightCorrections,
 )
-from tfx_quantization.quantization import convert, data, selective, variants
+from tfx_quantization.quantization import convert, data, litert, selective, variants, weight_corrections
 from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.settings import ModelContract, QuantizeSettings
 
@@ -47,11 +49,12 @@ def check_saved_model(path: str, what: str, spec: ModelSpec) -> data.Serving:
 
 
 def plan(requested: List[str], has_validation: bool = False) -> List[str]:
-    """The requested variants, or every variant; selective_integer by default only when
-    validation data is given."""
+    """The requested variants, or every variant but the ones built on request only (int4);
+    selective_integer by default only when validation data is given."""
     if requested:
         return list(requested)
-    return list(contracts.ALL_VARIANTS if has_validation else contracts.VARIANTS)
+    return [v for v in (contracts.ALL_VARIANTS if has_validation else contracts.VARIANTS)
+            if v not in contracts.ON_REQUEST_VARIANTS]
 
 
 def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, serving: data.Serving):
@@ -61,6 +64,68 @@ def _validation_arrays(files: List[str], spec: ModelSpec, limit: int, serving: d
         raise ValueError(f"validation files {files} hold no examples")
     x, y = data.parse_numpy(records, spec)
     return x, y, float(np.mean(np.argmax(spec.scores(serving(x)), axis=-1) == y))
+
+
+EQUALIZATION_TOLERANCE = 1e-4  # largest |float output change| / largest |output| equalization may cause
+CORRECTION_BATCH = 64
+
+
+def _batches(calibration, model, spec: ModelSpec, size: int = CORRECTION_BATCH) -> List:
+    """The calibration sample in batches of `size`, as the Keras model takes them."""
+    samples = list(calibration())
+    out = []
+    for start in range(0, len(samples), size):
+        chunk = samples[start:start + size]
+        x = {k: np.concatenate([s[k] for s in chunk]) for k in chunk[0]}
+        out.append(training.model_inputs(model, x, spec))
+    return out
+
+
+def correct_weights(float_model_dir: str, out_dir: str, spec: ModelSpec, settings: QuantizeSettings, calibration,
+                    names: List[str]) -> Optional[WeightCorrections]:
+    """Cross-layer equalization and/or empirical bias correction (as `settings` ask) of the
+    float Keras model, saved to `out_dir` with the same signature for the variants whose
+    recipe takes corrected weights (weight_corrections.py describes both). None when no
+    correction is asked or no planned variant takes one. A correction that cannot be applied
+    is recorded in `not_applied` with the reason (the variants then convert from the model
+    as trained when nothing was applied); it raises nothing."""
+    wc = weight_corrections
+    requested = [n for n, on in ((wc.CROSS_LAYER_EQUALIZATION, settings.cross_layer_equalization),
+                                 (wc.BIAS_CORRECTION, settings.bias_correction)) if on]
+    takers = [n for n in names if variants.recipe(n).weight_corrections]
+    if not requested or not takers:
+        return None
+    record = WeightCorrections(requested=requested, variants=takers, weight_scheme=dict(wc.WEIGHT_SCHEME))
+    try:
+        loaded = training.load_keras_model(float_model_dir)
+        model = keras.Model(loaded.inputs, loaded.outputs, name=loaded.name)
+        batches = _batches(calibration, model, spec) if calibration is not None else []
+        if wc.CROSS_LAYER_EQUALIZATION in requested:
+            reference = keras.models.clone_model(model)
+            reference.set_weights(model.get_weights())
+            record.equalized_pairs, record.skipped_pairs, record.equalization_sweeps = wc.equalize(model)
+            if batches:
+                record.output_change = wc.output_change(lambda x: reference(x, training=False),
+                                                        lambda x: model(x, training=False), batches)
+                if record.output_change > EQUALIZATION_TOLERANCE:
+                    raise ValueError(f"equalization changed the float outputs by {record.output_change:.2e} of their "
+                                     f"largest value (tolerance {EQUALIZATION_TOLERANCE}): turn "
+                                     "cross_layer_equalization off for this model")
+            record.applied.append(wc.CROSS_LAYER_EQUALIZATION)
+        if wc.BIAS_CORRECTION in requested:
+            if batches:
+                record.corrected_layers, record.skipped_layers = wc.correct_biases(model, batches)
+                record.applied.append(wc.BIAS_CORRECTION)
+            else:
+                record.not_applied[wc.BIAS_CORRECTION] = "no calibration data: pass the representative_dataset input"
+        if record.applied:
+            training.save_serving_model(model, out_dir, spec)
+    except Exception as e:  # noqa: BLE001 - an optional path: recorded, the variants convert from the model as trained
+        log.warning("Weight corrections failed: %s", e)
+        reason = convert.one_line(e)
+        record.not_applied.update({n: reason for n in requested if n not in record.not_applied})
+        record.applied = []
+    return record
 
 
 def quantize_all(
@@ -130,7 +195,12 @@ def quantize_all(
                   spec=spec, no_validation_reason=no_validation_reason, qat_failure=qat_failure)
 
     entries: Dict[str, VariantEntry] = {}
-    with fsutil.staged_dir(out_dir, commit_last=[MANIFEST_FILE]) as staging:
+    with fsutil.staged_dir(out_dir, commit_last=[MANIFEST_FILE]) as staging, \
+            tempfile.TemporaryDirectory(prefix="qp-corrected-") as corrected_dir:
+        corrections = correct_weights(float_model_dir, corrected_dir, spec, settings, calibration, names)
+        search["corrected"] = (corrected_dir, corrections.applied) if corrections and corrections.applied else None
+        if corrections and corrections.not_applied:
+            warnings += [f"{n} was not applied: {r}" for n, r in corrections.not_applied.items()]
         for i, name in enumerate(names, 1):
             log.info("Variant %d/%d: %s", i, len(names), name)
             entries[name] = _build_one(name, float_model_dir, qat_model_dir, calibration, io_type, example, staging,
@@ -149,6 +219,7 @@ def quantize_all(
             calibration=DataFiles(files=list(calibration_files or []), max_samples=max_calibration_samples),
             validation=DataFiles(files=list(validation_files or []), max_samples=settings.validation_samples),
             settings=settings.model_dump(),
+            **({"weight_corrections": corrections} if corrections else {}),
         )
         built, failed = manifest.built(), manifest.with_status(FAILED)
         if not built:
@@ -168,8 +239,11 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
     recipe = variants.recipe(name)
     searched = recipe.backend == variants.SELECTIVE_SEARCH
     io = search["io_type"] if searched else io_type  # the search's integer I/O is opt-in
+    corrected = search.get("corrected") if recipe.weight_corrections else None
+    source = qat_dir if recipe.needs_qat_model else (corrected[0] if corrected else float_dir)
     common = dict(name=name, source_model=recipe.source, converter_settings=recipe.converter_settings(io),
-                  device_class=recipe.device_class)
+                  device_class=recipe.device_class,
+                  **({"weight_corrections": list(corrected[1])} if corrected else {}))
 
     def failed(reason: str, **extra) -> VariantEntry:
         return VariantEntry(**common, status=FAILED, reason=reason, **extra)
@@ -188,7 +262,7 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
     try:
         if searched:
             x_val, y_val, float_acc = search["validation"]
-            content, record = selective.search(float_dir, calibration, x_val, y_val, float_acc, search["settings"],
+            content, record = selective.search(source, calibration, x_val, y_val, float_acc, search["settings"],
                                                io, spec=search["spec"])
             extra["selective"] = record
             if content is None:
@@ -197,9 +271,11 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
                     f"no model within the budget passed: best validation drop {best.accuracy_drop:.4f} with "
                     f"{best.num_float_layers} float layer(s), allowed {search['settings'].effective_search_max_drop}",
                     selective=record)
+        elif recipe.backend == variants.LITERT_QUANTIZER:
+            float_model = convert.convert(convert.FLOAT32, source, signature=search["spec"].signature)
+            content = litert.quantize(recipe, float_model, calibration, search["spec"].signature)
         else:
-            content = convert.convert(name, qat_dir if recipe.needs_qat_model else float_dir, calibration, io_type,
-                                      signature=search["spec"].signature)
+            content = convert.convert(name, source, calibration, io_type, signature=search["spec"].signature)
         info = convert.validate(name, content, example)
     except Exception as e:  # noqa: BLE001 - recorded per variant; the stage decides below
         log.warning("Variant %s failed: %s", name, e)

@@ -229,6 +229,7 @@ def validate(variant: str, model_content: bytes, example) -> Dict[str, object]:
     if not np.all(np.isfinite(out)):
         raise ValueError(f"{variant}: running one example gave non-finite outputs")
     info = describe(model_content)
+    info["runtime"] = runner.runtime  # the interpreter it ran in (interpreter.runtime_for)
     if variants.recipe(variant).integer_only and info["float_ops"]:
         raise ValueError(f"{variant} is meant to be integer-only but holds float ops: {info['float_ops']}")
     return info

@@ -101,6 +101,50 @@ def take(x: Inputs, index) -> Inputs:
     return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
 
 
+# Runtimes a .tflite runs in (the manifest's `runtime`): TensorFlow's own interpreter, or
+# LiteRT's (PyPI ai-edge-litert) for what TensorFlow 2.16's kernels cannot compute.
+TENSORFLOW_LITE, AI_EDGE_LITERT = "tensorflow-lite", "ai-edge-litert"
+_INT4_TYPES = (17, 20)  # schema TensorType INT4, UINT4
+_BLOCKWISE = 2  # schema QuantizationDetails BlockwiseQuantization
+
+
+def litert_only(content: bytes) -> Dict[str, bool]:
+    """What of a model TensorFlow 2.16's interpreter cannot run correctly: {"int4": it holds
+    4-bit tensors (LiteRT Quantizer's int4 weights: TF 2.16 loads them without an error and
+    computes wrong outputs; measured: 12 % argmax agreement with the float model where
+    ai-edge-litert 2.3 gives 86 %), "blockwise": it holds blockwise-quantized tensors (correct
+    in ai-edge-litert's XNNPACK kernels only: its builtin kernels disagree with them)}. Read
+    from the flatbuffer (TensorFlow's schema module), without running anything."""
+    from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
+
+    model = schema.Model.GetRootAs(bytes(content), 0)
+    found = {"int4": False, "blockwise": False}
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            found["int4"] |= tensor.Type() in _INT4_TYPES
+            quantization = tensor.Quantization()
+            found["blockwise"] |= quantization is not None and quantization.DetailsType() == _BLOCKWISE
+    return found
+
+
+def runtime_for(content: bytes) -> str:
+    """The interpreter TFLiteRunner runs the model in: AI_EDGE_LITERT for int4 or blockwise
+    weights (litert_only), TENSORFLOW_LITE otherwise."""
+    return AI_EDGE_LITERT if any(litert_only(content).values()) else TENSORFLOW_LITE
+
+
+def _litert_interpreter():
+    try:
+        from ai_edge_litert import interpreter as litert  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+        raise ImportError(f"this model holds 4-bit or blockwise weights, which TensorFlow {tf.__version__}'s "
+                          f"interpreter computes wrongly; it runs in ai-edge-litert ({e}): pip install "
+                          "ai-edge-litert==2.3.0") from None
+    return litert
+
+
 class TFLiteRunner:
     """Holds one interpreter; `predict` takes float inputs [B, ...] (one array, or a dict by
     signature input name) and returns the raw outputs [B, units] as float32."""
@@ -110,12 +154,22 @@ class TFLiteRunner:
         content = model if isinstance(model, (bytes, bytearray)) else fsutil.read_bytes(model)
         self.num_threads = num_threads
         self.use_xnnpack = use_xnnpack
+        needs = litert_only(content)
+        self.runtime = AI_EDGE_LITERT if any(needs.values()) else TENSORFLOW_LITE
+        if needs["blockwise"] and not use_xnnpack:
+            raise ValueError("blockwise-quantized weights run correctly only in ai-edge-litert's XNNPACK kernels: "
+                             "use_xnnpack=True")
+        if self.runtime == AI_EDGE_LITERT:
+            litert = _litert_interpreter()
+            interpreter_class, resolver = litert.Interpreter, litert.OpResolverType
+        else:
+            interpreter_class, resolver = tf.lite.Interpreter, OpResolver
         with quiet_native_output():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
-            self.interpreter = tf.lite.Interpreter(
+            self.interpreter = interpreter_class(
                 model_content=bytes(content),
                 num_threads=num_threads,
                 experimental_op_resolver_type=(
-                    OpResolver.AUTO if use_xnnpack else OpResolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+                    resolver.AUTO if use_xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
                 ),
             )
             self.interpreter.allocate_tensors()

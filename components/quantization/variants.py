@@ -12,8 +12,8 @@ import dataclasses
 from typing import Dict, Optional, Tuple
 
 from tfx_quantization.contracts import (
-    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INT16X8, INTEGER_ONLY, QAT_INT8, QAT_MIXED,
-    SELECTIVE_INTEGER, ConverterSettings,
+    ALL_VARIANTS, DYNAMIC_RANGE, FLOAT16, FLOAT32, FULL_INTEGER, INT4_BLOCKWISE, INT4_WEIGHTS, INT16X8, INTEGER_ONLY,
+    QAT_INT8, QAT_MIXED, SELECTIVE_INTEGER, ConverterSettings,
 )
 
 # The model a variant converts (the manifest's source_model).
@@ -22,8 +22,9 @@ FLOAT_MODEL, QAT_MODEL = "model", "qat_model"
 REQUIRED, WHEN_GIVEN, NONE = "required", "when given", "none"
 # Input and output types: float32 / the run's integer_io_type / integer only when the caller asks.
 FLOAT_IO, INTEGER_IO, INTEGER_IO_ON_REQUEST = "float", "integer", "integer on request"
-# What builds the .tflite: one TFLite converter call, or the accuracy-aware search (selective.py).
-CONVERTER, SELECTIVE_SEARCH = "tflite_converter", "selective_search"
+# What builds the .tflite: one TFLite converter call, the accuracy-aware search (selective.py),
+# or LiteRT Quantizer (ai-edge-quantizer) applied to the float32 conversion (litert.py).
+CONVERTER, SELECTIVE_SEARCH, LITERT_QUANTIZER = "tflite_converter", "selective_search", "litert_quantizer"
 
 BUILTINS, BUILTINS_INT8 = "TFLITE_BUILTINS", "TFLITE_BUILTINS_INT8"
 INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
@@ -48,6 +49,10 @@ class VariantRecipe:
     supported_ops: Tuple[str, ...] = (BUILTINS,)
     supported_types: Tuple[str, ...] = ()
     backend: str = CONVERTER
+    # The int8-weight variants that convert from the corrected float model when the settings ask
+    # for cross-layer equalization / bias correction (weight_corrections.py simulates their weights).
+    weight_corrections: bool = False
+    litert_recipe: str = ""  # LITERT_QUANTIZER: the ai_edge_quantizer.recipe function it applies
 
     @property
     def needs_calibration(self) -> bool:
@@ -87,6 +92,8 @@ class VariantRecipe:
             inference_input_type=io, inference_output_type=io)
         if self.backend == SELECTIVE_SEARCH:
             settings.denylisted_nodes = "the layers listed under selective.float_layers"
+        if self.backend == LITERT_QUANTIZER:
+            settings.litert_recipe = self.litert_recipe
         return settings
 
 
@@ -94,9 +101,10 @@ RECIPES: Dict[str, VariantRecipe] = {r.name: r for r in (
     VariantRecipe(FLOAT32, "reference; any CPU", optimize=False),
     VariantRecipe(DYNAMIC_RANGE, "CPU (smaller file; float activations)"),
     VariantRecipe(FLOAT16, "GPU delegate (float16 weights)", supported_types=("float16",)),
-    VariantRecipe(FULL_INTEGER, "CPU, with float fallback and float I/O", calibration=REQUIRED),
+    VariantRecipe(FULL_INTEGER, "CPU, with float fallback and float I/O", calibration=REQUIRED,
+                  weight_corrections=True),
     VariantRecipe(INTEGER_ONLY, "Edge TPU, microcontrollers, NPUs (integer I/O, no float ops)", calibration=REQUIRED,
-                  io=INTEGER_IO, supported_ops=(BUILTINS_INT8,)),
+                  io=INTEGER_IO, supported_ops=(BUILTINS_INT8,), weight_corrections=True),
     # Calibration covers what the QAT model left without a learned range.
     VariantRecipe(QAT_INT8, "as integer_only, from the quantization-aware model", source=QAT_MODEL,
                   calibration=WHEN_GIVEN, io=INTEGER_IO, supported_ops=(BUILTINS_INT8,)),
@@ -106,9 +114,17 @@ RECIPES: Dict[str, VariantRecipe] = {r.name: r for r in (
                              "where it stayed float, e.g. in-model input normalization), float I/O", source=QAT_MODEL),
     VariantRecipe(INT16X8, "accuracy rescue for int8-sensitive models: 16-bit activations, 8-bit weights, float I/O "
                            "(reference kernels on CPU: slower than int8; no XNNPACK support)", calibration=REQUIRED,
-                  supported_ops=(INT16X8_OPS,)),
+                  supported_ops=(INT16X8_OPS,), weight_corrections=True),
     VariantRecipe(SELECTIVE_INTEGER, "CPU: integer except the few most sensitive layers, kept float",
-                  calibration=REQUIRED, io=INTEGER_IO_ON_REQUEST, backend=SELECTIVE_SEARCH),
+                  calibration=REQUIRED, io=INTEGER_IO_ON_REQUEST, backend=SELECTIVE_SEARCH, weight_corrections=True),
+    # Built only when named in QuantizeSettings.variants (contracts.ON_REQUEST_VARIANTS).
+    VariantRecipe(INT4_WEIGHTS, "CPU, smallest file: 4-bit weights per channel, float activations quantized on the "
+                                "fly (LiteRT Quantizer; runs in the ai-edge-litert interpreter)",
+                  optimize=False, backend=LITERT_QUANTIZER, litert_recipe="dynamic_wi4_afp32"),
+    VariantRecipe(INT4_BLOCKWISE, "CPU, smallest file: 4-bit weights with a scale per block of 32, float "
+                                  "activations quantized on the fly (LiteRT Quantizer; runs in the ai-edge-litert "
+                                  "interpreter)",
+                  optimize=False, backend=LITERT_QUANTIZER, litert_recipe="dynamic_wi4b32_afp32"),
 )}
 assert tuple(RECIPES) == ALL_VARIANTS, "every variant name in contracts has one recipe, in the same order"
 
