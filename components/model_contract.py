@@ -85,14 +85,15 @@ class ModelContract(StageSettings):
                                 "sigmoid unit or two classes: judged by ROC AUC), multilabel (num_classes independent "
                                 "sigmoids, a multi-hot int64 label), regression (num_classes real values, an int or "
                                 "float label of that many values), none (no label: judged by fidelity to the float "
-                                "model alone)")
+                                "model alone; the built-in trainer trains it to reconstruct its input)")
     label_key: str = Field("label", min_length=1, description="the label feature: an int64 class (0..classes-1), a "
                                                               "multi-hot int64 list (multilabel) or real value(s) "
                                                               "(regression); unused with task none")
     num_classes: Optional[int] = Field(None, ge=1, description="the output's size: classes (>= 2; binary: 2), labels "
                                                                "(multilabel) or targets (regression); None: read "
                                                                "from the output (2 for one sigmoid unit); the "
-                                                               "built-in trainer needs it (regression: default 1)")
+                                                               "built-in trainer needs it (regression: default 1; "
+                                                               "none: the input's size)")
     output: str = Field("", description=f"the signature output the task judges; '': its only output (the "
                                         f"built-in trainer names it {DEFAULT_OUTPUT_NAME!r})")
     output_kind: Literal["probabilities", "logits"] = Field(

@@ -23,7 +23,9 @@ from tfx_quantization.quantization import convert, data
 from tfx_quantization.quantization.qat import (
     check_copy, initialize_quantization_ranges, nested_model_reason, quantization_aware_copy,
 )
-from tfx_quantization.model_contract import LOGITS, MULTICLASS, MULTILABEL, PROBABILITIES, REGRESSION, ModelContract
+from tfx_quantization.model_contract import (
+    LOGITS, MULTICLASS, MULTILABEL, NO_LABELS, PROBABILITIES, REGRESSION, ModelContract,
+)
 from tfx_quantization.quantization.model_spec import ModelSpec, write_contract_file
 from tfx_quantization.quantization.stats import is_finite
 from tfx_quantization.settings import FineTuneSettings, TrainSettings
@@ -73,16 +75,29 @@ def save_serving_model(model: keras.Model, out_dir: str, spec: ModelSpec) -> Non
 
 
 def metric_name(spec: Optional[ModelSpec]) -> str:
-    """The Keras metric training reports for the task: 'mae' for regression, else 'accuracy'."""
-    return "mae" if spec is not None and spec.task == REGRESSION else "accuracy"
+    """The Keras metric training reports for the task: 'mae' for regression (and a label-free
+    model's reconstruction of its input), else 'accuracy'."""
+    return "mae" if spec is not None and spec.task in (REGRESSION, NO_LABELS) else "accuracy"
+
+
+def reconstruction_problem(spec: ModelSpec) -> str:
+    """Why a label-free model (task none) cannot be trained without labels, or '' when it
+    can: its one output must have as many values as its one input, which is then the target
+    (an autoencoder, a denoiser). The built-in trainer builds such models."""
+    sizes = {i.name: i.size for i in spec.inputs}
+    if len(spec.inputs) == 1 and spec.inputs[0].size == spec.output_units:
+        return ""
+    return (f"task none: without labels, training reconstructs the model's input, but output {spec.output_name!r} "
+            f"has {spec.output_units} values and the inputs {sizes}: only one input of the output's size can be the "
+            "target (give the model a task with a label to fine-tune it)")
 
 
 def _compile(model: keras.Model, lr: float, spec: Optional[ModelSpec] = None) -> None:
-    """Adam with the loss the task calls for: mean squared error (regression), binary
-    cross-entropy for independent sigmoids (multilabel) or one sigmoid unit, else
-    cross-entropy over softmax probabilities or logits."""
+    """Adam with the loss the task calls for: mean squared error (regression; task none: the
+    reconstruction of the input), binary cross-entropy for independent sigmoids (multilabel)
+    or one sigmoid unit, else cross-entropy over softmax probabilities or logits."""
     logits = spec is not None and spec.output_kind == LOGITS
-    if spec is not None and spec.task == REGRESSION:
+    if spec is not None and spec.task in (REGRESSION, NO_LABELS):
         loss, metric = keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError(name="mae")
     elif spec is not None and spec.task == MULTILABEL:
         loss = keras.losses.BinaryCrossentropy(from_logits=logits)
@@ -206,13 +221,22 @@ class _ProgressLog(keras.callbacks.Callback):
 
 def training_datasets(model: keras.Model, train_files: List[str], eval_files: List[str], spec: ModelSpec,
                       cfg: FineTuneSettings, repeat: bool):
-    """(shuffled train, eval) datasets feeding `model` its inputs."""
+    """(shuffled train, eval) datasets feeding `model` its inputs and the task's targets (task
+    none: the input itself, flattened to the output's [B, units]; reconstruction_problem)."""
+    problem = reconstruction_problem(spec) if spec.task == NO_LABELS else ""
+    if problem:
+        raise ValueError(problem)
+
     def label(y):  # one sigmoid unit: float labels [B, 1]; multilabel: float multi-hot; regression: as parsed
         if spec.task == MULTILABEL:
             return tf.cast(y, tf.float32)
         return tf.cast(tf.reshape(y, [-1, 1]), tf.float32) if spec.is_classifier and spec.output_units == 1 else y
 
     def feed(ds):
+        if spec.task == NO_LABELS:  # the target is the input, flattened to the output's [B, units]
+            name, units = spec.inputs[0].name, spec.output_units
+            return ds.map(lambda x, y: (model_inputs(model, x, spec),
+                                        tf.reshape(tf.cast(x[name], tf.float32), [-1, units])))
         return ds.map(lambda x, y: (model_inputs(model, x, spec), label(y)))
 
     return (feed(data.make_dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=repeat)),
@@ -458,6 +482,11 @@ def fine_tune(
         raise ValueError(f"the Keras model in {model_dir} has outputs {[tuple(o.shape) for o in model.outputs]}, "
                          f"signature {spec.signature!r} returns {spec.output_units} scores: fine-tuning needs a model "
                          "with the one class-score output the signature returns")
+    reason = reconstruction_problem(spec) if spec.task == NO_LABELS else ""
+    if reason:
+        log.warning("QAT fine-tuning cannot run, so the QAT variants will be recorded as failed: %s", reason)
+        contracts.write_qat_failure(qat_out, reason)
+        return TrainResult(spec, float("nan"), None, [], qat_failure=reason)
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     _compile(model, cfg.qat_learning_rate, spec)

@@ -104,9 +104,10 @@ def check(config: PipelineConfig) -> None:
     columns = _columns(files[0], config.data_format)
     where = files[0]
     keys = [k for name, i in config.contract.inputs.items() for k in (i.features or [name])]
+    label = [config.contract.label_key] if config.contract.has_labels else []  # task none reads no label
     if config.data_format == "csv":
-        _byte_order_mark(where, columns, [config.contract.label_key] + ([] if config.tfx_module_file else keys))
-    _missing([config.contract.label_key], columns, "label key", "QP_CONTRACT__LABEL_KEY (or QP_LABEL_KEY)", where)
+        _byte_order_mark(where, columns, label + ([] if config.tfx_module_file else keys))
+    _missing(label, columns, "label key", "QP_CONTRACT__LABEL_KEY (or QP_LABEL_KEY)", where)
     if not config.tfx_module_file:  # with a TFX module, Transform decides what the model sees
         _missing(keys, columns, "feature key(s)", "QP_CONTRACT__INPUTS", where)
     module = config.train.module_file

@@ -58,3 +58,7 @@ def test_the_gate_judges_auc_with_delong_and_refuses_a_measurably_worse_ranking(
     assert fig["vs_float"]["low"] > 0.02, fig["vs_float"]  # measurably worse, not only unsure
     assert not verdict.passed and any("auc drop vs float model" in r for r in verdict.reasons)
     assert any("does not beat a random ranking's AUC 0.5000" in r for r in verdict.reasons)
+    # The report draws the ROC of the float model and the selected variant from the AUC histograms.
+    roc = result.float_model["roc"]
+    assert roc["fpr"][0] == roc["tpr"][0] == 0 and roc["fpr"][-1] == roc["tpr"][-1] == 1
+    assert 'alt="roc.png"' in (tmp_path / "ev" / "report.html").read_text() and (tmp_path / "ev" / "roc.png").exists()

@@ -71,6 +71,12 @@ def test_the_gate_passes_a_good_integer_model_and_refuses_one_that_measurably_ra
     assert chosen["vs_float"]["method"] == "paired t" and chosen["vs_float"]["high"] <= 0.05 * float_mae
     assert math.isclose(chosen["accuracy_drop"], chosen["mae"] - float_mae)  # the degradation: MAE's increase
     assert "<th>increase vs float (label units)</th>" in (tmp_path / "good" / "report.html").read_text()
+    # The report's scatter and error histogram come from a bounded sample of the eval split.
+    sample = chosen["sample"]
+    assert len(sample["label"]) == len(sample["float"]) == len(sample["variant"]) == good.num_eval_examples
+    assert abs(sum(abs(v - y) for v, y in zip(sample["variant"], sample["label"])) / len(sample["label"])
+               - chosen["mae"]) < 1e-3 * chosen["mae"]  # the sample is the figures' own examples (all of them here)
+    assert (tmp_path / "good" / "regression.png").exists()
 
     bad = _evaluate(diabetes, "two_examples", tmp_path / "bad")
     fig, verdict = bad.variants["integer_only"], bad.verdicts["integer_only"]

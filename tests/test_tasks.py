@@ -85,6 +85,19 @@ def test_a_label_free_model_reads_no_label_and_any_output_shape(tmp_path):
     assert metrics.task_metric("regression", None) == "mae" and metrics.task_metric("multiclass", None) == "accuracy"
 
 
+def test_the_built_in_trainer_builds_a_label_free_model_as_an_autoencoder_of_its_input():
+    from tfx_quantization.training import reconstruction_problem
+
+    spec = ModelSpec.of_contract(ModelContract(task="none", inputs=INPUTS, output="reconstruction"))
+    assert spec.num_classes == spec.output_units == 3 and not reconstruction_problem(spec)  # the input's size
+    with pytest.raises(ValueError, match="num_classes is 2 with task 'none'.*reconstruct its input.*the input's 3 "
+                                         "values: leave num_classes unset"):
+        ModelSpec.of_contract(ModelContract(task="none", inputs=INPUTS, num_classes=2))
+    # A label-free model of another shape (an embedding) cannot be its own target: named, not trained.
+    embedding = from_signature(_signature(8), ModelContract(task="none"))
+    assert "output 'y' has 8 values and the inputs {'features': 3}" in reconstruction_problem(embedding)
+
+
 # ---- fidelity ----------------------------------------------------------------------------
 def test_fidelity_figures_match_hand_computed_values():
     r = np.array([[1.0, 2.0], [0.0, 0.0]])
@@ -182,6 +195,20 @@ def test_binned_delong_equals_the_direct_computation_on_scores_on_the_bin_grid()
     assert (got["low"], got["high"]) == (pytest.approx(low), pytest.approx(high))
 
 
+def test_the_reports_roc_curve_is_scikit_learns_on_the_bin_grid():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(400) < 0.25).astype(int)
+    bins = np.floor((0.3 * y + rng.random(400) * 0.7) * metrics.AUC_BINS).astype(int)
+    p = metrics.bin_probability(bins)  # scores on the bins' grid: the binned curve is the exact one
+    roc = metrics.roc_from_histogram(metrics.auc_counts(p, y, {})["auc_hist"])
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    assert roc["fpr"] == pytest.approx(fpr.tolist()) and roc["tpr"] == pytest.approx(tpr.tolist())
+    assert np.trapz(roc["tpr"], roc["fpr"]) == pytest.approx(roc_auc_score(y, p))
+    assert metrics.roc_from_histogram(metrics.auc_counts(p, np.zeros_like(y), {})["auc_hist"]) == {"fpr": [],
+                                                                                                   "tpr": []}
+
 def test_auc_bins_are_monotone_and_keep_confident_scores_apart():
     p = np.array([0.0, 1e-7, 1e-4, 1e-3, 3e-3, 0.5, 0.997, 0.999, 0.9999, 1 - 1e-7, 1.0])
     b = metrics.auc_bins(p)
@@ -216,6 +243,30 @@ def test_micro_and_macro_f1_are_scikit_learns():
     assert got["micro_f1"] == pytest.approx(f1_score(y, pred, average="micro"))
     assert got["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=1.0))
 
+
+@pytest.mark.parametrize("metric", ["micro_f1", "macro_f1"])
+def test_the_f1_drops_delta_method_interval_matches_a_paired_bootstrap(metric):
+    rng = np.random.default_rng(5)
+    n, prevalence = 600, [0.5, 0.2, 0.08, 0.0]
+    y = (rng.random((n, 4)) < prevalence).astype(int)
+    ref = np.clip(y * 0.6 + rng.random((n, 4)) * 0.5, 0, 1)
+    var = np.clip(ref + rng.normal(0, 0.12, (n, 4)), 0, 1)  # a noisier copy: some decisions flip
+    half = n // 2  # streamed in two batches: the sums add
+    parts = [metrics.multilabel_counts(var[s], y[s], 0.5, {"f": ref[s]}) for s in (slice(0, half), slice(half, n))]
+    counts = {k: parts[0][k] + parts[1][k] for k in parts[0]}
+    counts["n"] = n
+    got = metrics.comparison(metric, counts, "f", 0.9)
+    average = metric.split("_")[0]
+    sk = lambda p, idx=slice(None): f1_score(y[idx], (p[idx] >= 0.5).astype(int), average=average,  # noqa: E731
+                                             zero_division=1.0)
+    assert got["method"] == metrics.DELTA_F1 and got["drop"] == pytest.approx(sk(ref) - sk(var))
+    # The paired bootstrap over examples (both models on the same resampled examples) as the reference.
+    drops = []
+    for _ in range(400):
+        idx = rng.integers(0, n, n)
+        drops.append(sk(ref, idx) - sk(var, idx))
+    se_delta = (got["high"] - got["low"]) / (2 * scipy_stats.t.ppf(0.95, n - 1))
+    assert se_delta == pytest.approx(np.std(drops, ddof=1), rel=0.15)
 
 # ---- the gate on a regression and a label-free model ---------------------------------------------
 def test_the_gate_bounds_an_error_metrics_increase_and_the_training_mean():

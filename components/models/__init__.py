@@ -3,8 +3,9 @@
 A builder is `build(input_shape, num_classes, input_name, output_name, **kwargs) -> tf_keras.Model`
 returning an *uncompiled* functional model with softmax outputs. The trainer compiles it.
 For a contract task other than multiclass the trainer also passes `task=` (binary,
-multilabel, regression): the built-in models then end in sigmoid units or linear ones
-(`head_activation`), num_classes being the output's size.
+multilabel, regression, none): the built-in models then end in sigmoid units or linear ones
+(`head_activation`), num_classes being the output's size (none: the input's size, an
+autoencoder).
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from tfx_quantization import fsutil
 from tfx_quantization.contracts import BUILTIN_MODELS
 
 BUILDER_FN = "build_model"
-HEADS = {"multiclass": "softmax", "binary": "softmax", "multilabel": "sigmoid", "regression": None}
+# none: a label-free model, trained to reconstruct its input (linear, the input's size).
+HEADS = {"multiclass": "softmax", "binary": "softmax", "multilabel": "sigmoid", "regression": None, "none": None}
 
 
 def head_activation(task: str) -> str:
     """The output activation of a built-in model for a contract task (binary keeps the
-    two-class softmax; None: linear, for regression)."""
+    two-class softmax; None: linear, for regression and a label-free autoencoder)."""
     if task not in HEADS:
         raise ValueError(f"the built-in models cannot be trained for task {task!r}: use one of {sorted(HEADS)}")
     return HEADS[task]

@@ -28,8 +28,13 @@ eval split and any number of Beam workers gives the same sums. Which method, per
         covariance (DeLong, DeLong & Clarke-Pearson 1988, Biometrics 44:837-845) are exact
         functions of it, ties within a bin counting 1/2 as in the Mann-Whitney statistic.
   micro_f1, macro_f1 (multilabel)   per-label true positive, false positive, false
-        negative counts at the threshold. Their paired interval is not implemented: the gate
-        decides these by the observed figures (point), and says so.
+        negative counts at the threshold. Each F1 is a ratio of sums of per-example counts,
+        F1_l = sum 2tp / sum (2tp + fp + fn); against a reference on the same examples, the
+        per-example vector z = (2tp, 2tp + fp + fn) per label for both models [4 * labels] is
+        summed with its outer product (labels^2 * 16 sums, flat in the examples), and the
+        F1 drop's interval is the delta method on those means with their sample covariance
+        and Student's t (n - 1): the RMSE method's, for a ratio. A paired bootstrap would need
+        the examples kept or random weights that every runner reproduces.
 
 Pure numpy/scipy, no TensorFlow: the evaluator's Beam pass computes the counts, the
 evaluator turns them into figures here, the gate decides from the figures.
@@ -49,8 +54,9 @@ from tfx_quantization.quantization import stats
 
 AUC_BINS = 256  # bins of the logit (module docstring)
 AUC_LOGIT_RANGE = 12.0  # the bins span logits -12..12
-NEWCOMBE, PAIRED_T, DELTA_T, DELONG, POINT_ONLY = (
-    "Newcombe paired (Wilson)", "paired t", "paired delta method (t)", "DeLong paired", "none (observed value only)")
+NEWCOMBE, PAIRED_T, DELTA_T, DELONG, DELTA_F1, POINT_ONLY = (
+    "Newcombe paired (Wilson)", "paired t", "paired delta method (t)", "DeLong paired",
+    "paired delta method on ratios of per-example counts (t)", "none (observed value only)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +86,8 @@ METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("auc", True, DELONG),
     Metric("mae", False, PAIRED_T, unit="label units"),
     Metric("rmse", False, DELTA_T, unit="label units"),
-    Metric("micro_f1", True, POINT_ONLY),
-    Metric("macro_f1", True, POINT_ONLY),
+    Metric("micro_f1", True, DELTA_F1),
+    Metric("macro_f1", True, DELTA_F1),
 )}
 TASKS: Dict[str, Task] = {t.name: t for t in (
     Task(MULTICLASS, ("accuracy", "top_k_accuracy"), "accuracy", "the majority-class rate (top-k: the k largest)"),
@@ -263,6 +269,21 @@ def auc_from_histogram(hist: np.ndarray) -> float:
     return float(np.sum(pos * v10) / pos.sum())
 
 
+def roc_from_histogram(hist: np.ndarray) -> Dict[str, list]:
+    """The ROC curve of auc_counts' `auc_hist` [2 * bins] (for the report): false and true
+    positive rates from (0, 0) to (1, 1), one point per threshold between occupied bins,
+    highest scores first. Examples within one bin are tied, so the curve joins its points by
+    straight segments: its trapezoid area is auc_from_histogram's AUC (ties counting 1/2).
+    At most bins + 1 points whatever the number of examples; empty when a class is absent."""
+    neg, pos = (part[::-1] for part in np.split(np.asarray(hist, np.float64), 2))
+    if not neg.sum() or not pos.sum():
+        return {"fpr": [], "tpr": []}
+    occupied = (neg + pos) > 0
+    fpr = np.concatenate([[0.0], np.cumsum(neg[occupied]) / neg.sum()])
+    tpr = np.concatenate([[0.0], np.cumsum(pos[occupied]) / pos.sum()])
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+
+
 def delong_paired(joint: np.ndarray, confidence: float, bins: int = AUC_BINS) -> Dict[str, float]:
     """DeLong's paired comparison of two AUCs on the same examples from the joint histogram
     [class, reference bin, variant bin] (auc_counts): both AUCs, the drop
@@ -297,11 +318,60 @@ def delong_paired(joint: np.ndarray, confidence: float, bins: int = AUC_BINS) ->
 
 
 # ---- multilabel ---------------------------------------------------------------------------------
-def multilabel_counts(p: np.ndarray, y: np.ndarray, threshold: float) -> Dict[str, np.ndarray]:
-    """Per-label true positive, false positive and false negative counts [3, labels] of one
-    batch: probabilities p [B, labels] at or above `threshold` are predicted positive."""
+def _f1_terms(p: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
+    """Per-example F1 numerator and denominator terms [B, 2, labels]: 2tp and 2tp + fp + fn."""
     pred, y = np.asarray(p) >= threshold, np.asarray(y).astype(bool)
-    return {"ml_counts": np.stack([(pred & y).sum(0), (pred & ~y).sum(0), (~pred & y).sum(0)]).astype(np.int64)}
+    tp = (pred & y).astype(np.float64)
+    return np.stack([2 * tp, 2 * tp + (pred & ~y) + (~pred & y)], axis=1)
+
+
+def multilabel_counts(p: np.ndarray, y: np.ndarray, threshold: float,
+                      references: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+    """Per-label true positive, false positive and false negative counts [3, labels] of one
+    batch: probabilities p [B, labels] at or above `threshold` are predicted positive; and,
+    per reference model's probabilities, the sums of the paired F1 terms z = (reference's
+    2tp, 2tp + fp + fn, the variant's) [4 * labels] and of z z^T (`ml_paired_<name>`,
+    `ml_paired2_<name>`: the F1 intervals' delta method, module docstring)."""
+    pred, y = np.asarray(p) >= threshold, np.asarray(y).astype(bool)
+    out = {"ml_counts": np.stack([(pred & y).sum(0), (pred & ~y).sum(0), (~pred & y).sum(0)]).astype(np.int64)}
+    mine = _f1_terms(p, y, threshold)
+    for name, ref in (references or {}).items():
+        z = np.concatenate([_f1_terms(ref, y, threshold), mine], axis=1).reshape(len(y), -1)
+        out[f"ml_paired_{name}"], out[f"ml_paired2_{name}"] = z.sum(0), z.T @ z
+    return out
+
+
+def f1_degradation(metric: str, n: int, sums: np.ndarray, products: np.ndarray,
+                   confidence: float) -> Tuple[float, float, float]:
+    """(F1_reference - F1_variant, low, high) for micro_f1 or macro_f1 from the sums of the
+    paired F1 terms z [4 * labels] and of z z^T over n examples (multilabel_counts): the
+    delta method on the F1s as functions of the means of z, with the sample covariance of z
+    and Student's t quantile with n - 1 degrees of freedom. A label with no positive and no
+    prediction in either model scores 1 (scikit-learn's macro F1) and contributes no variance."""
+    m = np.asarray(sums, np.float64) / n
+    a_r, b_r, a_v, b_v = m.reshape(4, -1)
+    labels = len(a_r)
+    grad = np.zeros((4, labels))
+    if metric == "micro_f1":
+        A_r, B_r, A_v, B_v = a_r.sum(), b_r.sum(), a_v.sum(), b_v.sum()
+        f_r, f_v = (A_r / B_r if B_r else 1.0), (A_v / B_v if B_v else 1.0)
+        if B_r:
+            grad[0], grad[1] = 1 / B_r, -A_r / B_r ** 2
+        if B_v:
+            grad[2], grad[3] = -1 / B_v, A_v / B_v ** 2
+    else:
+        safe_r, safe_v = np.where(b_r > 0, b_r, 1), np.where(b_v > 0, b_v, 1)
+        f_r, f_v = np.where(b_r > 0, a_r / safe_r, 1.0).mean(), np.where(b_v > 0, a_v / safe_v, 1.0).mean()
+        grad[0], grad[1] = np.where(b_r > 0, 1 / safe_r, 0) / labels, np.where(b_r > 0, -a_r / safe_r ** 2, 0) / labels
+        grad[2], grad[3] = np.where(b_v > 0, -1 / safe_v, 0) / labels, np.where(b_v > 0, a_v / safe_v ** 2, 0) / labels
+    point = float(f_r - f_v)
+    if n < 2:
+        return point, -math.inf, math.inf
+    cov = (np.asarray(products, np.float64) - n * np.outer(m, m)) / (n - 1)
+    g = grad.reshape(-1)
+    se = math.sqrt(max(float(g @ cov @ g), 0.0) / n)
+    t = float(_scipy_stats.t.ppf(0.5 + confidence / 2, n - 1))
+    return point, point - t * se, point + t * se
 
 
 def multilabel_figures(c: dict) -> Dict[str, float]:
@@ -327,8 +397,9 @@ def comparison(metric: str, counts: dict, reference: str, confidence: float) -> 
     {drop, low, high, confidence, method, ...}. `counts` are the variant's summed counts
     from the Beam pass, holding against the reference: the 2x2 tables
     (`paired_vs_<reference>`), the joint AUC histogram (`auc_joint_<reference>`) or the
-    error sums (`reg_paired_<reference>`). None when there is nothing to compare: the
-    reference was not evaluated, no example, or the metric has no paired interval."""
+    error sums (`reg_paired_<reference>`) or the F1 terms' sums (`ml_paired_<reference>`).
+    None when there is nothing to compare: the reference was not evaluated, no example, or
+    the metric has no paired interval."""
     method = METRICS[metric].interval
     if method == NEWCOMBE:
         tables = counts.get(f"paired_vs_{reference}")
@@ -337,6 +408,12 @@ def comparison(metric: str, counts: dict, reference: str, confidence: float) -> 
     if method == DELONG:
         joint = counts.get(f"auc_joint_{reference}")
         return None if joint is None else dict(delong_paired(joint, confidence), confidence=confidence, method=method)
+    if method == DELTA_F1:
+        sums, n = counts.get(f"ml_paired_{reference}"), int(counts.get("n", 0))
+        if sums is None or not n:
+            return None
+        drop, low, high = f1_degradation(metric, n, sums, counts[f"ml_paired2_{reference}"], confidence)
+        return {"drop": drop, "low": low, "high": high, "confidence": confidence, "n": n, "method": method}
     paired = counts.get(f"reg_paired_{reference}")
     n = int(counts.get("reg_n", 0))
     if paired is None or not n or method not in (PAIRED_T, DELTA_T):

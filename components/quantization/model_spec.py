@@ -112,7 +112,9 @@ class ModelSpec:
         """The spec of a model still to be built from `contract` (the built-in trainer): its
         one input is the contract's one `inputs` entry, which names the input, its features
         (default: the input's name) and its shape; the output is `contract.output`, or
-        DEFAULT_OUTPUT_NAME. A ValueError names the contract setting to fix."""
+        DEFAULT_OUTPUT_NAME. A label-free model (task none) is built to reconstruct its input
+        (an autoencoder: the output has the input's size, the training target is the input).
+        A ValueError names the contract setting to fix."""
         example = '{"image": {"features": ["pixel_00", ...], "shape": [8, 8, 1]}}'
         if len(contract.inputs) != 1:
             named = f"names {len(contract.inputs)} inputs {sorted(contract.inputs)}" if contract.inputs else "is empty"
@@ -122,13 +124,16 @@ class ModelSpec:
         if not mapping.shape:
             raise ValueError(f"contract.inputs.{name}.shape is not set: the built-in trainer needs the input's shape "
                              f"without the batch dimension, e.g. {example}")
-        num_classes = contract.num_classes or (1 if contract.task == REGRESSION else None)
+        size = math.prod(mapping.shape)
+        if contract.task == NO_LABELS and contract.num_classes not in (None, size):
+            raise ValueError(f"contract.num_classes is {contract.num_classes} with task 'none': without labels the "
+                             f"built-in trainer trains the model to reconstruct its input (an autoencoder), so the "
+                             f"output has the input's {size} values: leave num_classes unset, or train the model "
+                             "yourself (a stock TFX Trainer) and give its contract to QATFineTuner or the evaluator")
+        num_classes = contract.num_classes or {REGRESSION: 1, NO_LABELS: size}.get(contract.task)
         if num_classes is None:
             raise ValueError("contract.num_classes is not set: the built-in trainer needs the output's size (the "
                              "number of classes, labels 0..num_classes-1; multilabel: the number of labels)")
-        if contract.task == NO_LABELS:
-            raise ValueError("contract.task is 'none': the built-in trainer needs labels to train on; train the model "
-                             "yourself (a stock TFX Trainer) and give its contract to QATFineTuner or the evaluator")
         return cls.single(mapping.features or [name], mapping.shape, contract.label_key, num_classes,
                           feature_dtypes=feature_dtypes, input_name=name,
                           output_name=contract.output or DEFAULT_OUTPUT_NAME, image=mapping.image,

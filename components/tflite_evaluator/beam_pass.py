@@ -160,7 +160,8 @@ def task_counts(outputs: Dict[str, np.ndarray], y: np.ndarray, spec, k: int) -> 
         elif spec.task == metrics.REGRESSION:
             counts[name].update(metrics.regression_counts(out, y, {r: outputs[r] for r in refs(name)}))
         elif spec.task == metrics.MULTILABEL:
-            counts[name].update(metrics.multilabel_counts(out, y, spec.threshold))
+            counts[name].update(metrics.multilabel_counts(out, y, spec.threshold,
+                                                          {r: outputs[r] for r in refs(name)}))
         if FLOAT_MODEL in outputs and name not in (FLOAT_MODEL, TRAINING_MEAN):
             counts[name].update(metrics.fidelity_counts(outputs[FLOAT_MODEL], out))
     return counts
@@ -206,7 +207,7 @@ def _write_counts(counts: Dict[str, dict], path: str) -> None:
 
 def metrics_from_counts(counts: Dict[str, dict], top_k: int) -> Dict[str, dict]:
     """Each model's figures: its task's metrics (classifiers: accuracy, top-k accuracy,
-    agreement with the float model, per-class accuracy, confusion; binary: + ROC AUC;
+    agreement with the float model, per-class accuracy, confusion; binary: + ROC AUC and its curve;
     regression: MAE, RMSE; multilabel: micro and macro F1) and, against the float model,
     fidelity (SQNR dB, cosine similarity, mean and max absolute error)."""
     from tfx_quantization.quantization import metrics
@@ -221,6 +222,7 @@ def metrics_from_counts(counts: Dict[str, dict], top_k: int) -> Dict[str, dict]:
             figures.update(metrics.fidelity_figures(c))
         if "auc_hist" in c:
             figures["auc"] = metrics.auc_from_histogram(c["auc_hist"])
+            figures["roc"] = metrics.roc_from_histogram(c["auc_hist"])  # the report's ROC curve
         if "reg_n" in c:
             figures.update(metrics.regression_figures(c))
         if "ml_counts" in c:

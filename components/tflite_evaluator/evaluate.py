@@ -83,6 +83,26 @@ def device_checks(tflite: Dict[str, str], figures: Dict[str, dict], files, spec:
                  f"{outcome['agreement_with_litert']:.4f}" if outcome["runs"] else f"does not run: {outcome['reason']}")
 
 
+PLOT_EXAMPLES = 500  # the regression report's scatter and error histogram: the first eval examples
+
+
+def regression_sample(files, float_model_dir: str, tflite_path: str, spec: ModelSpec,
+                      warnings: List[str], n: int = PLOT_EXAMPLES) -> Optional[dict]:
+    """The labels and the float model's and a variant's predictions on the first `n` eval
+    examples, flattened over the targets ({label, float, variant}: lists of floats), for the
+    report's predicted-vs-float scatter and error histogram. A bounded sample: the streamed
+    figures keep no example. Optional: a failure is a warning and None."""
+    try:
+        x, y = data.parse_numpy(list(itertools.islice(data.iter_serialized(files), n)), spec)
+        reference = data.Serving(float_model_dir, spec)(x)
+        variant = TFLiteRunner.for_spec(fsutil.read_bytes(tflite_path), spec).predict(x)
+    except Exception as e:  # noqa: BLE001 - an optional figure: recorded, the evaluation goes on
+        warnings.append(f"the report's regression plots were not drawn: {convert.one_line(e)}")
+        return None
+    return {"label": np.reshape(y, -1).tolist(), "float": np.reshape(reference, -1).tolist(),
+            "variant": np.reshape(variant, -1).tolist()}
+
+
 def evaluate_models(
     eval_split_dir: str,
     float_model_dir: str,
@@ -200,6 +220,8 @@ def evaluate_models(
         shift = deployed_shift(baseline_fig, baseline_info, params)
         if shift and shift["flagged"]:
             warnings.append(shift["message"])
+        if spec.task == metrics.REGRESSION and selected in tflite:
+            figures[selected]["sample"] = regression_sample(files, float_model_dir, tflite[selected], spec, warnings)
         selective = manifest.variants.get(contracts.SELECTIVE_INTEGER)
         search = selective.selective if selective else None
         evaluation = Evaluation.model_validate(_jsonable({

@@ -11,7 +11,7 @@ Semantics (all bounds inclusive; a bound left as None is not checked):
                     two-sided (2 * confidence - 1) interval [low, high] by the metric's
                     method (accuracy: Newcombe's paired interval, quantization/stats.py;
                     AUC: DeLong's; MAE: the paired t interval; RMSE: the delta method;
-                    F1: none, the observed value decides)
+                    F1: the delta method on ratios of per-example counts)
   decisive drop   = high (drop_decision upper_bound, the default: pass only when the
                     data show the drop is within the bound), low (lower_bound: fail only
                     when the data show it exceeds the bound) or the observed drop (point)

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from tfx_quantization.contracts import REPORT_FILE, Evaluation  # noqa: E402
 from tfx_quantization.quantization import metrics  # noqa: E402
+from tfx_quantization.quantization.stats import is_finite  # noqa: E402
 
 SELECTED, PASSED, FAILED = "tab:green", "tab:blue", "tab:red"
 _ENV = jinja2.Environment(
@@ -35,6 +36,8 @@ PAIRED_WHAT = {  # what the paired interval is computed from, by method
     metrics.DELONG: "each example's rank among the other class's, for both models: DeLong's structural components",
     metrics.PAIRED_T: "each example's absolute error under the variant minus under the float model",
     metrics.DELTA_T: "each example's squared errors under both models",
+    metrics.DELTA_F1: "each example's true positives, false positives and false negatives per label under both "
+                      "models",
     metrics.POINT_ONLY: "none: the observed figures decide",
 }
 
@@ -150,6 +153,93 @@ def _intervals(result, out_dir: str) -> Optional[str]:
     ax.set_title(f"paired {view['degradation']}s, {view['method']} ({result.settings['drop_decision']} decides)")
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, out_dir, "paired_intervals.png")
+
+
+def _judged(result) -> Dict[str, dict]:
+    """Variants with a verdict and fidelity figures, in the record's order."""
+    return {n: f for n, f in result.variants.items()
+            if n in result.verdicts and (isinstance(f.get("sqnr_db"), (int, float)) or f.get("output_identical"))}
+
+
+def _fidelity(result, out_dir: str) -> Optional[str]:
+    """SQNR of the judged output against the float model's, one bar per variant, coloured by
+    the gate's verdict, with the min_sqnr_db floor; cosine similarity written on each bar.
+    Any task: a label-free model is gated by these alone. Identical outputs (infinite
+    SQNR) are named in the title instead of drawn."""
+    shown = _judged(result)
+    finite = {n: f for n, f in shown.items() if is_finite(f.get("sqnr_db"))}
+    if not finite:
+        return None
+    names = list(finite)
+    fig, ax = plt.subplots(figsize=(6.8, 0.42 * len(names) + 1.6))
+    colours = [{"selected": SELECTED, "pass": PASSED, "fail": FAILED}[_status(result, n)] for n in names]
+    ax.barh(names, [finite[n]["sqnr_db"] for n in names], color=colours)
+    for i, n in enumerate(names):
+        cosine = finite[n].get("cosine_similarity")
+        if isinstance(cosine, (int, float)):
+            ax.annotate(f"cos {cosine:.4f}", (finite[n]["sqnr_db"], i), textcoords="offset points", xytext=(4, -3),
+                        fontsize=7)
+    floor = result.settings.get("min_sqnr_db")
+    if floor is not None:
+        ax.axvline(floor, color=FAILED, ls="--", lw=1, label=f"min_sqnr_db {floor:g} dB")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.invert_yaxis()
+    ax.set_xlabel("SQNR vs the float model's output (dB): 10 log10(signal power / error power)")
+    identical = [n for n, f in shown.items() if n not in finite]
+    ax.set_title("fidelity to the float model" + (f" (identical outputs: {', '.join(identical)})" if identical else ""))
+    return _save(fig, out_dir, "fidelity.png")
+
+
+def _roc(result, out_dir: str) -> Optional[str]:
+    """ROC curves (binary) of the float model and the selected variant (no variant selected:
+    every judged one), from the evaluator's fixed logit histograms (metrics.roc_from_histogram)."""
+    curves = {"float model": result.float_model.get("roc")}
+    chosen = [result.selected_variant] if result.selected_variant else list(result.verdicts)
+    curves.update({n: result.variants.get(n, {}).get("roc") for n in chosen})
+    curves = {n: c for n, c in curves.items() if c and c.get("fpr")}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    for n, c in curves.items():
+        auc = (result.float_model if n == "float model" else result.variants[n]).get("auc")
+        style = dict(color="grey", ls="--") if n == "float model" else dict(
+            color={"selected": SELECTED, "pass": PASSED, "fail": FAILED}[_status(result, n)])
+        ax.plot(c["fpr"], c["tpr"], lw=1.5, label=f"{n} (AUC {auc:.4f})", **style)
+    ax.plot([0, 1], [0, 1], color="lightgrey", lw=0.8, label="random ranking (AUC 0.5)")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC on the eval split")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out_dir, "roc.png")
+
+
+def _regression(result, out_dir: str) -> Optional[str]:
+    """Regression: the selected variant's predictions against the float model's (the y = x
+    line is perfect fidelity) and the histogram of the per-example change in absolute error
+    (variant minus float: right of 0 is worse), on the evaluator's bounded sample of the
+    first eval examples (evaluate.regression_sample)."""
+    selected = result.selected_variant
+    sample = result.variants.get(selected, {}).get("sample") if selected else None
+    if not sample or not sample.get("float"):
+        return None
+    y, ref, var = (np.asarray(sample[k], np.float64) for k in ("label", "float", "variant"))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 4.2))
+    left.scatter(ref, var, s=8, color=SELECTED, alpha=0.6)
+    low, high = float(min(ref.min(), var.min())), float(max(ref.max(), var.max()))
+    left.plot([low, high], [low, high], color="grey", ls="--", lw=1, label="y = x (the float model's output)")
+    left.set_xlabel("float model prediction")
+    left.set_ylabel(f"{selected} prediction")
+    left.set_title(f"predicted vs float ({len(ref)} eval values)")
+    left.legend(fontsize=7, loc="upper left")
+    change = np.abs(var - y) - np.abs(ref - y)
+    right.hist(change, bins=40, color=SELECTED, alpha=0.8)
+    right.axvline(0, color="grey", lw=1)
+    right.axvline(float(change.mean()), color="black", ls="--", lw=1, label=f"mean {change.mean():+.3g}")
+    right.set_xlabel(f"|{selected} - label| - |float - label| (label units)")
+    right.set_ylabel("eval values")
+    right.set_title("change in absolute error per example")
+    right.legend(fontsize=7)
+    return _save(fig, out_dir, "regression.png")
 
 
 def _latency(result, out_dir: str) -> str:
@@ -297,6 +387,9 @@ def write_report(out_dir: str, result: Evaluation) -> str:
             "per_class": _per_class(result, out_dir),
             "confusion": _confusion(result, out_dir),
         }
+    images["fidelity"] = _fidelity(result, out_dir)
+    images["roc"] = _roc(result, out_dir)
+    images["regression"] = _regression(result, out_dir)
     images["history"] = _history(result, out_dir)
     page = _ENV.get_template("report.html.j2").render(
         r=result, images=images, fmt=fmt, status=lambda n: _status(result, n), selective=_selective(result, out_dir),
