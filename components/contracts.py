@@ -66,6 +66,10 @@ ON_REQUEST_VARIANTS = (INT4_WEIGHTS, INT4_BLOCKWISE)
 ALL_VARIANTS = VARIANTS + (SELECTIVE_INTEGER,) + ON_REQUEST_VARIANTS
 MIXED_VARIANTS = (SELECTIVE_INTEGER, QAT_MIXED)  # integer or float per layer: the gate checks their integer-compute fraction
 
+# ---- activation-range methods of the integer variants (quantization/ranges.py) -------------
+MINMAX, MOVING_AVERAGE, PERCENTILE, MSE, KL = "minmax", "moving_average", "percentile", "mse", "kl"
+CALIBRATION_METHODS = (MINMAX, MOVING_AVERAGE, PERCENTILE, MSE, KL)
+
 # ---- switches read from the environment --------------------------------------------------
 VERBOSE_VAR = "QP_VERBOSE"  # full TFX/TensorFlow/converter output (pipeline/logs.py, convert.py)
 
@@ -183,6 +187,36 @@ class TensorInfo(Record):
     quantization: Quantization
 
 
+class RangeMethodResult(Record):
+    """One activation-range method of the sweep, measured on the validation split."""
+
+    method: str  # CALIBRATION_METHODS
+    validation_accuracy: Optional[float] = None  # of the full-integer model with its ranges; None: it failed
+    gain_over_minmax: Optional[float] = None  # its validation accuracy - min/max's
+    gain_low: Optional[float] = None  # the paired interval of that gain (stats.paired_drop, Newcombe)
+    gain_high: Optional[float] = None
+    tensors_changed: int = 0  # activation tensors whose range it moved
+    median_width_ratio: Optional[float] = None  # median new width / min-max width over those tensors
+    error: str = ""  # why the method failed
+
+
+class RangeSweep(Record):
+    """The activation-range sweep (quantization/ranges.py): every method's validation
+    figures and the method the integer variants were built with."""
+
+    methods: List[RangeMethodResult]  # min/max first, then in the settings' order
+    chosen: str
+    why: str
+    percentile: float
+    confidence: float  # one-sided, of the paired gain interval
+    num_validation_examples: int
+    float_accuracy_on_validation: float
+    num_tensors: int  # activation tensors with a recorded range (the model's inputs left out)
+    applied_to: List[str] = []  # the variants built with the chosen ranges (none when min/max stays)
+    not_applied: Dict[str, str] = {}  # variant -> why it kept min/max (its conversion with the ranges failed)
+    seconds: float = 0.0  # the sweep's wall time
+
+
 class LayerError(Record):
     """QuantizationDebugger's error of one op's int8 output against the float op."""
 
@@ -293,6 +327,8 @@ class VariantEntry(VariantFile):
     source_model: Literal["model", "qat_model"]  # the float or the quantization-aware SavedModel
     converter_settings: ConverterSettings
     device_class: str
+    # The activation-range method its calibrated ranges came from (ranges.py); None: the converter's min/max.
+    calibration_method: Optional[str] = None
     size_ratio_to_float32: Optional[float] = None
     integer_compute_fraction: Optional[float] = None  # share of arithmetic done in integer ops, 0..1
     inputs: Optional[List[TensorInfo]] = None
@@ -322,6 +358,7 @@ class Manifest(Record):
     """The PostTrainingQuantizer's manifest.json: every variant it tried, in build order."""
 
     variants: Dict[str, VariantEntry]
+    activation_ranges: Optional[RangeSweep] = None  # the activation-range sweep, when it ran
     model_spec: Dict[str, Any] = {}  # the ModelSpec the variants were built for (ModelSpec.to_json)
     integer_io_type: str = "int8"
     tensorflow_version: str = ""
@@ -475,6 +512,7 @@ class Evaluation(Record):
     num_eval_examples: int = 0
     manifest: Dict[str, VariantFile] = {}  # the quantizer's variants this evaluation read
     selective: Optional[SelectiveSearch] = None
+    activation_ranges: Optional[RangeSweep] = None  # the quantizer's activation-range sweep, for the report
     created_at: str = ""
 
     def selected_figures(self) -> Optional[Dict[str, Any]]:

@@ -106,6 +106,17 @@ class QuantizeSettings(StageSettings):
     variants: List[str] = Field(default_factory=list, description="variants to build; empty: all the inputs allow")
     integer_io_type: Literal["int8", "uint8"] = Field("int8", description="I/O type of the integer-only variants")
     max_calibration_samples: Optional[int] = Field(None, ge=1, description="None: the whole calibration sample")
+    calibration_methods: List[Literal[contracts.CALIBRATION_METHODS]] = Field(
+        default_factory=list,
+        description="activation-range methods full_integer and integer_only may be built with, besides the "
+                    "converter's min/max (minmax, moving_average, percentile, mse, kl): each is measured on the "
+                    "validation split and one replaces min/max only when it is better there beyond chance; "
+                    "[] (the default: a sweep costs about 10 s on the digits CNN) or [minmax]: min/max only, no sweep. "
+                    "Needs validation data and a classifier")
+    calibration_percentile: float = Field(99.99, gt=50, lt=100, description="the percentile method's share of |x| "
+                                                                              "kept inside the range, in %")
+    calibration_confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence that a method beats "
+                                                                            "min/max on validation before it is used")
     validation_split: str = Field(contracts.VALIDATION_SPLIT, min_length=1,
                                   description="split the selective search validates on: held out from training, "
                                               "never the gate's split")
@@ -128,6 +139,14 @@ class QuantizeSettings(StageSettings):
     @classmethod
     def _variants(cls, v: List[str]) -> List[str]:
         return _check_variants(v)
+
+    @field_validator("calibration_methods")
+    @classmethod
+    def _methods(cls, v: List[str]) -> List[str]:
+        repeated = sorted({m for m in v if v.count(m) > 1})
+        if repeated:
+            raise ValueError(f"method(s) {repeated} listed more than once: name each method once")
+        return v
 
     @field_validator("validation_split")
     @classmethod

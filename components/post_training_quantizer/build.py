@@ -186,7 +186,7 @@ def quantize_all(
         check_saved_model(qat_model_dir, "QAT model", spec)
 
     validation = None
-    if validation_files and convert.SELECTIVE_INTEGER in names:
+    if validation_files and (convert.SELECTIVE_INTEGER in names or _sweeps_ranges(names, settings)):
         spec = data.check_examples(validation_files, spec)
         validation = _validation_arrays(validation_files, spec, settings.validation_samples, float_serving)
     if no_validation_reason and convert.SELECTIVE_INTEGER not in names:
@@ -228,6 +228,10 @@ def quantize_all(
                    if not (qat_failure and variants.recipe(n).needs_qat_model)}  # already warned about
         if explicit and refused:  # recorded, and the run goes on with what was built
             warnings += [f"requested variant {n} failed: {r}" for n, r in refused.items()]
+        sweeps = [record for _, record in search.get("range_sweeps", {}).values() if record is not None]
+        if sweeps:
+            manifest.activation_ranges = sweeps[0]
+        warnings += search.get("range_warnings", [])
         manifest.warnings = warnings
         contracts.write_manifest(staging, manifest)
     log.info("Built %s; failed %s; skipped %s", built, sorted(failed), sorted(manifest.with_status(SKIPPED)))
@@ -258,6 +262,7 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
         if search["no_validation_reason"]:
             return VariantEntry(**common, status=SKIPPED, reason=search["no_validation_reason"])
         return failed("no validation data: pass validation_examples (a split other than the gate's eval)")
+    ranged = _with_ranges(name, recipe, source, calibration, io_type, example, search) if recipe.range_methods else None
     extra: Dict[str, object] = {}
     try:
         if searched:
@@ -274,6 +279,8 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
         elif recipe.backend == variants.LITERT_QUANTIZER:
             float_model = convert.convert(convert.FLOAT32, source, signature=search["spec"].signature)
             content = litert.quantize(recipe, float_model, calibration, search["spec"].signature)
+        elif ranged is not None:
+            content, extra["calibration_method"] = ranged
         else:
             content = convert.convert(name, source, calibration, io_type, signature=search["spec"].signature)
         info = convert.validate(name, content, example)
@@ -288,3 +295,47 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
         sha256=fsutil.sha256_bytes(content), integer_compute_fraction=convert.integer_compute_fraction(content), **info,
         **extra,
     )
+
+
+def _sweeps_ranges(names: List[str], settings: QuantizeSettings) -> bool:
+    """Whether a planned variant may take swept activation ranges (ranges.py): the settings
+    name a method besides min/max and a variant's recipe takes them."""
+    return (any(m != contracts.MINMAX for m in settings.calibration_methods)
+            and any(variants.recipe(n).range_methods for n in names))
+
+
+def _with_ranges(name, recipe, source, calibration, io_type, example, search):
+    """(the variant built with the activation ranges the sweep chose, the method), or None:
+    the converter's min/max stays (no method besides min/max asked, no calibration or
+    validation data, min/max chosen, or this variant's conversion with the ranges failed,
+    which the sweep's record lists under not_applied). The sweep runs once per source model
+    (ranges.sweep_model); a sweep that fails is a manifest warning and the variants keep
+    min/max."""
+    from tfx_quantization.quantization import ranges
+
+    settings = search["settings"]
+    if calibration is None or search["validation"] is None or not _sweeps_ranges([name], settings):
+        return None
+    sweeps = search.setdefault("range_sweeps", {})
+    if source not in sweeps:
+        x_val, y_val, float_acc = search["validation"]
+        try:
+            sweeps[source] = ranges.sweep_model(source, calibration, x_val, y_val, float_acc, settings, search["spec"])
+        except Exception as e:  # noqa: BLE001 - an optional path: recorded, min/max stays
+            log.warning("The activation-range sweep failed: %s", e)
+            search.setdefault("range_warnings", []).append(
+                f"the activation-range sweep failed, min/max kept: {convert.one_line(e)}")
+            sweeps[source] = (None, None)
+    ranged, record = sweeps[source]
+    if ranged is None:
+        return None
+    io = recipe.io_type(io_type)
+    try:
+        content = ranges.build_variant(ranged, None if io == "float32" else io)
+        convert.validate(name, content, example)
+    except Exception as e:  # noqa: BLE001 - this variant keeps min/max; the reason is recorded
+        log.warning("Variant %s with %s ranges failed (%s): built with min/max", name, record.chosen, e)
+        record.not_applied[name] = convert.one_line(e)
+        return None
+    record.applied_to.append(name)
+    return content, record.chosen

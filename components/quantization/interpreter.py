@@ -150,7 +150,7 @@ class TFLiteRunner:
     signature input name) and returns the raw outputs [B, units] as float32."""
 
     def __init__(self, model: Union[bytes, str, Path], num_threads: int = 1, use_xnnpack: bool = True,
-                 signature: str = "serving_default", output_name: str = ""):
+                 signature: str = "serving_default", output_name: str = "", preserve_all_tensors: bool = False):
         content = model if isinstance(model, (bytes, bytearray)) else fsutil.read_bytes(model)
         self.num_threads = num_threads
         self.use_xnnpack = use_xnnpack
@@ -171,6 +171,8 @@ class TFLiteRunner:
                 experimental_op_resolver_type=(
                     resolver.AUTO if use_xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
                 ),
+                # Every intermediate tensor kept readable after invoke (ranges.collect; no delegate then).
+                experimental_preserve_all_tensors=preserve_all_tensors,
             )
             self.interpreter.allocate_tensors()
         # Inputs and outputs by their signature names (the SavedModel signature's names),

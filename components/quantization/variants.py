@@ -71,6 +71,14 @@ class VariantRecipe:
         """No float op may remain (validate() checks the converted model)."""
         return self.supported_ops == (BUILTINS_INT8,)
 
+    @property
+    def range_methods(self) -> bool:
+        """Its int8 activation ranges may come from the range-method sweep (ranges.py): an
+        int8-activation variant of the float model made by one converter call, which the
+        sweep then builds by quantizing the calibrated model with the chosen ranges."""
+        return (self.backend == CONVERTER and self.source == FLOAT_MODEL and self.needs_calibration
+                and INT16X8_OPS not in self.supported_ops)
+
     def io_type(self, integer_io_type: Optional[str]) -> str:
         """The model's input and output type: float32, or the integer type for an
         integer-I/O variant (integer_io_type, "int8" or "uint8"). A variant with integer I/O

@@ -248,6 +248,8 @@ def evaluate_models(
             "manifest": {n: e.model_dump(include=set(VariantFile.model_fields)) for n, e in manifest.variants.items()},
             # The accuracy-aware search's per-layer errors and steps, for the report.
             "selective": search.model_dump(exclude_unset=True) if search else None,
+            "activation_ranges": (manifest.activation_ranges.model_dump(exclude_unset=True)
+                                  if manifest.activation_ranges else None),
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }))
         contracts.write_evaluation(staging, evaluation)
