@@ -33,7 +33,7 @@ NON_DEFAULT = {
         variants=["float32", "integer_only", "qat_int8"], integer_io_type="uint8", max_calibration_samples=40,
         validation_split="holdout", validation_samples=300, search_max_drop=0.03, max_float_layers=3,
         max_search_steps=4, selective_integer_io=True, calibration_methods=["kl"], calibration_percentile=99.9,
-        calibration_confidence=0.9),
+        calibration_confidence=0.9, cross_layer_equalization=True, bias_correction=True),
     "gate": dict(
         max_accuracy_drop=0.02, max_relative_drop=0.05, max_model_bytes=90000, max_latency_ms=2.5, min_accuracy=0.5,
         allow_float32=True, selection=["qat_int8", "integer_only"], metric="rmse", top_k=3,
