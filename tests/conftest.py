@@ -21,50 +21,82 @@ def digits_examples(tmp_path_factory):
     return write_examples(tmp_path_factory.mktemp("digits_examples"))
 
 
+def _once_per_run(tmp_path_factory, worker_id: str, name: str, build):
+    """The value of `build(folder)` for a session fixture, built once per test run.
+
+    Under pytest-xdist (`make test`) each worker is its own session, so a session fixture is
+    built once per worker: the two workers each trained the digits models (about a minute
+    each). Here the first worker to ask builds into a folder both share (the run's base
+    temporary folder) under a file lock and pickles the value; the other reads it. Fixtures
+    built so must not be written to by tests. Without xdist it is a plain session fixture."""
+    if worker_id == "master":
+        return build(tmp_path_factory.mktemp(name))
+    import pickle
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder; one popen-gw<N> inside per worker
+    folder, value_file = shared / f"shared-{name}", shared / f"shared-{name}.pickle"
+    with FileLock(str(shared / f"shared-{name}.lock")):
+        if value_file.exists():
+            return pickle.loads(value_file.read_bytes())
+        folder.mkdir()
+        value = build(folder)
+        value_file.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
-def trained_digits(tmp_path_factory, digits_examples):
-    """Float and QAT digits CNNs, trained once per session through the trainer library."""
+def trained_digits(tmp_path_factory, worker_id, digits_examples):
+    """Float and QAT digits CNNs, trained once per test run through the trainer library."""
     from tfx_quantization.settings import TrainSettings
     from tfx_quantization import training
     from tests.helpers import DIGITS_CONTRACT
 
-    out = tmp_path_factory.mktemp("trained_digits")
-    cfg = TrainSettings(epochs=6, qat_epochs=1, seed=7)
-    float_dir, qat_dir = out / "model" / "Format-Serving", out / "qat_model" / "Format-Serving"
-    result = training.train(
-        f"{digits_examples.uri}/Split-train", f"{digits_examples.uri}/Split-eval",
-        str(float_dir), str(qat_dir), str(out / "logs"), cfg, DIGITS_CONTRACT,
-    )
-    return {
-        "float": str(float_dir), "qat": str(qat_dir), "result": result, "root": out,
-        "model_uri": str(out / "model"), "qat_model_uri": str(out / "qat_model"),
-    }
+    def build(out):
+        cfg = TrainSettings(epochs=6, qat_epochs=1, seed=7)
+        float_dir, qat_dir = out / "model" / "Format-Serving", out / "qat_model" / "Format-Serving"
+        result = training.train(
+            f"{digits_examples.uri}/Split-train", f"{digits_examples.uri}/Split-eval",
+            str(float_dir), str(qat_dir), str(out / "logs"), cfg, DIGITS_CONTRACT,
+        )
+        return {
+            "float": str(float_dir), "qat": str(qat_dir), "result": result, "root": out,
+            "model_uri": str(out / "model"), "qat_model_uri": str(out / "qat_model"),
+        }
+
+    return _once_per_run(tmp_path_factory, worker_id, "trained_digits", build)
 
 
 @pytest.fixture(scope="session")
-def digits_calibration(tmp_path_factory, digits_examples):
+def digits_calibration(tmp_path_factory, worker_id, digits_examples):
     """A 100-example stratified calibration sample of the digits train split."""
     from tfx_quantization.representative_dataset_gen import sampling
     from tfx_quantization.settings import CalibrationSettings
 
-    out = tmp_path_factory.mktemp("calibration")
-    sampling.run_sampling(f"{digits_examples.uri}/Split-train", str(out),
-                          CalibrationSettings(num_samples=100, strategy="stratified", label_key="label", seed=0))
-    return str(out)
+    def build(out):
+        sampling.run_sampling(f"{digits_examples.uri}/Split-train", str(out),
+                              CalibrationSettings(num_samples=100, strategy="stratified", label_key="label", seed=0))
+        return str(out)
+
+    return _once_per_run(tmp_path_factory, worker_id, "digits_calibration", build)
 
 
 @pytest.fixture(scope="session")
-def digits_quantized(tmp_path_factory, trained_digits, digits_calibration):
+def digits_quantized(tmp_path_factory, worker_id, trained_digits, digits_calibration):
     """All six TFLite variants of the session's digits models."""
-    from tfx_quantization.post_training_quantizer import build
+    from tfx_quantization.post_training_quantizer import build as ptq
     from tfx_quantization.quantization import data
 
-    out = tmp_path_factory.mktemp("quantized") / "out"
-    build.quantize_all(
-        trained_digits["float"], str(out), qat_model_dir=trained_digits["qat"],
-        calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"),
-    )
-    return str(out)
+    def build(folder):
+        out = folder / "out"
+        ptq.quantize_all(
+            trained_digits["float"], str(out), qat_model_dir=trained_digits["qat"],
+            calibration_files=data.split_files(f"{digits_calibration}/Split-calibration"),
+        )
+        return str(out)
+
+    return _once_per_run(tmp_path_factory, worker_id, "digits_quantized", build)
 
 
 class S3Server:
