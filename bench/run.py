@@ -320,6 +320,11 @@ def main() -> None:
             f"{tmp / 'hcal'}/Split-calibration"), eval_files=heval)})
     md += qat_md
 
+    # 10. weight-side corrections and int4 weights (alone: python -m bench.weight_side)
+    log.info("10. weight-side corrections and int4")
+    from bench.weight_side import section as weight_side_section
+    md += weight_side_section(tmp / "weight_side", "digits CNN", cnn_float, cal_files, eval_files)
+
     md += ["", f"Total `make bench` time: {(time.perf_counter() - started) / 60:.1f} min."]
     (REPO / "BENCHMARKS.md").write_text("\n".join(md) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import List
 
+import numpy as np
+
 from bench.common import md_table
 from tfx_quantization.contracts import read_manifest
 from tfx_quantization.post_training_quantizer.build import quantize_all
@@ -26,21 +28,29 @@ SETTINGS = {"none": {}, "equalization": dict(cross_layer_equalization=True),
 INT4 = ["float32", "full_integer", "int4_weights", "int4_blockwise"]
 
 
-def _accuracy(quantized_dir: str, name: str, spec, x, y) -> float:
+def _scores(quantized_dir: str, name: str, spec, x) -> np.ndarray:
     path = Path(quantized_dir, read_manifest(quantized_dir).variants[name].file)
-    return accuracy(spec.scores(TFLiteRunner.for_spec(str(path), spec).predict(x)), y)
+    return spec.scores(TFLiteRunner.for_spec(str(path), spec).predict(x))
+
+
+def _accuracy(quantized_dir: str, name: str, spec, x, y) -> float:
+    return accuracy(_scores(quantized_dir, name, spec, x), y)
 
 
 def section(tmp: Path, label: str, float_dir: str, calibration_files: List[str], eval_files: List[str]) -> List[str]:
     """The corrections' effect on the int8 variants, and the int4 variants' size and accuracy."""
+    tmp.mkdir(parents=True, exist_ok=True)
     spec = data.spec_for(float_dir, eval_files)
     x, y = data.parse_numpy(list(data.iter_serialized(eval_files)), spec)
     rows, notes = [], []
+    reference = spec.scores(data.Serving(float_dir, spec)(x))  # the float model's: what the variants should match
     for what, switches in SETTINGS.items():
         out = str(tmp / f"wc-{what.replace(' ', '_')}")
         manifest = quantize_all(float_dir, out, QuantizeSettings(variants=INTEGER, **switches),
                                 calibration_files=calibration_files)
-        rows.append([what] + [f"{_accuracy(out, n, spec, x, y):.4f}" for n in INTEGER])
+        scores = {n: _scores(out, n, spec, x) for n in INTEGER}
+        rows.append([what] + [f"{accuracy(scores[n], y):.4f}" for n in INTEGER]
+                    + [f"{np.mean(np.abs(scores[n] - reference)):.5f}" for n in INTEGER])
         wc = manifest.weight_corrections
         if wc and what == "both":
             pairs = ", ".join(f"{p.producer}→{p.consumer} {p.producer_range_ratio_before:.3f}→"
@@ -61,11 +71,13 @@ def section(tmp: Path, label: str, float_dir: str, calibration_files: List[str],
         size_rows.append([name, f"{entry.size_bytes:,}", f"{entry.size_ratio_to_float32:.3f}",
                           f"{_accuracy(out, name, spec, x, y):.4f}"])
     float_acc = _accuracy(out, "float32", spec, x, y)
-    return [f"## 7. Weight-side corrections and int4 weights: {label}", "",
+    return [f"## 10. Weight-side corrections and int4 weights: {label}", "",
             f"Float32 accuracy {float_acc:.4f} on {len(y)} eval examples. Each row converts the same float model with "
             "`QuantizeSettings(cross_layer_equalization=..., bias_correction=...)` and the same calibration sample; "
-            "accuracy of the int8 variants on the eval split (`bench/weight_side.py`).", "",
-            md_table(["corrections", *INTEGER], rows), "", *notes, "",
+            "accuracy of the int8 variants on the eval split, and the mean absolute difference of their class scores "
+            "from the float model's (`bench/weight_side.py`; alone: `python -m bench.weight_side`).", "",
+            md_table(["corrections", *[f"{n} accuracy" for n in INTEGER],
+                      *[f"{n} mean abs. score difference" for n in INTEGER]], rows), "", *notes, "",
             "int4 weights through LiteRT Quantizer (`int4_weights`: `dynamic_wi4_afp32`; `int4_blockwise`: "
             "`dynamic_wi4b32_afp32`), beside float32 and full_integer:", "",
             md_table(["variant", "bytes", "vs float32", "accuracy"], size_rows), ""]
