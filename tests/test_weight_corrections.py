@@ -235,7 +235,8 @@ def _linear_workload(root):
 
 def test_an_int4_variant_is_built_runs_and_is_gated(tmp_path):
     """int4_weights (LiteRT Quantizer, per-channel 4-bit weights) and int4_blockwise through
-    build.quantize_all, validated, then measured and judged by the evaluator like any
+    build.quantize_all (with the weight corrections on, which full_integer alone takes),
+    validated, then measured and judged by the evaluator like any
     variant; the gate's size bound refuses it when the file is over budget."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -249,9 +250,18 @@ def test_an_int4_variant_is_built_runs_and_is_gated(tmp_path):
 
     model_dir, calibration_files, eval_dir = _linear_workload(tmp_path)
     names = ["float32", "full_integer", "int4_weights", "int4_blockwise"]
-    manifest = build.quantize_all(model_dir, str(tmp_path / "q"), QuantizeSettings(variants=names),
+    # With both weight corrections on: full_integer converts from the corrected model, the int4
+    # variants (not int8 weights) from the model as trained.
+    settings = QuantizeSettings(variants=names, cross_layer_equalization=True, bias_correction=True)
+    manifest = build.quantize_all(model_dir, str(tmp_path / "q"), settings,
                                   calibration_files=calibration_files)
     assert manifest.built() == names, {n: v.reason for n, v in manifest.variants.items()}
+    corrections = manifest.weight_corrections
+    assert corrections.applied == ["cross_layer_equalization", "bias_correction"], corrections.not_applied
+    assert [(p.producer, p.consumer) for p in corrections.equalized_pairs] == [("dense", "probabilities")]
+    assert corrections.output_change <= build.EQUALIZATION_TOLERANCE and len(corrections.corrected_layers) == 2
+    assert manifest.variants["full_integer"].weight_corrections == corrections.applied
+    assert all(manifest.variants[n].weight_corrections is None for n in ("float32", "int4_weights", "int4_blockwise"))
     int4 = manifest.variants["int4_weights"]
     assert int4.converter_settings.litert_recipe == "dynamic_wi4_afp32"
     # TF 2.16's interpreter computes 4-bit weights wrongly without an error: LiteRT's runs them.
