@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_quantization import fsutil
-from tfx_quantization.model_contract import MULTILABEL
+from tfx_quantization.model_contract import MULTILABEL, REGRESSION
 from tfx_quantization.quantization.model_spec import ModelSpec
 
 
@@ -63,38 +63,71 @@ def _gzip_complete(path: str, consumed: int) -> bool:
     return True
 
 
+READ_BATCH = 1024  # records per step of the batched reader (record_batches): one Python step per batch
+
+
+def _read_one_by_one(path: str) -> Iterator[bytes]:
+    """The records of one file read one at a time, counting them: only to name the record
+    where reading stops (record_batches falls back here when its batched read fails)."""
+    gz = compression_of(path)
+    what = f"{'gzipped ' if gz else ''}TFRecord file"
+    count = 0
+    try:
+        for record in tf.data.TFRecordDataset(path, compression_type=gz):
+            count += 1
+            yield record.numpy()
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
+        raise ValueError(
+            f"{path} is not a valid {what}: record {count} (counting from 0) is corrupt or truncated "
+            f"({_tf_reason(e)}); write the file again or remove it from the input") from None
+    except tf.errors.NotFoundError as e:
+        raise ValueError(f"{path} cannot be read ({_tf_reason(e)}): restore it or remove it from the input") from None
+
+
+def record_batches(path: str, batch_size: int = READ_BATCH) -> Iterator[tf.Tensor]:
+    """The serialized records of one file as string tensors [<= batch_size], in order, read
+    and measured inside tf.data (no Python step per record; the next batch is read while
+    the caller works on this one).
+
+    A file that is missing, corrupt or truncated (gzipped or not) is a ValueError naming it,
+    the record where reading stopped (counting from 0) and the fix: on a failed read the file
+    is read again one record at a time to find that record. TensorFlow's reader silently
+    drops a truncated last record of an uncompressed file, so the bytes read are checked
+    against the file's size (a gzipped file: against its trailer's length)."""
+    gz = compression_of(path)
+    what = f"{'gzipped ' if gz else ''}TFRecord file"
+    if not fsutil.exists(path):
+        raise ValueError(f"{path} does not exist (removed while the run read its folder?): restore it or run the "
+                         "stage that wrote it again")
+    ds = (tf.data.TFRecordDataset(path, compression_type=gz).batch(batch_size)
+          .map(lambda b: (b, tf.reduce_sum(tf.cast(tf.strings.length(b), tf.int64)))).prefetch(1))
+    count, consumed = 0, 0
+    try:
+        for batch, size in ds:
+            count += int(batch.shape[0])
+            consumed += int(size) + RECORD_FRAMING * int(batch.shape[0])
+            yield batch
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
+            tf.errors.NotFoundError) as e:
+        for _ in _read_one_by_one(path):  # raises, naming the record
+            pass
+        raise ValueError(f"{path} cannot be read ({_tf_reason(e)}): restore it or remove it from the input") from None
+    if gz and not _gzip_complete(path, consumed):
+        raise ValueError(
+            f"{path} is not a valid {what}: record {count} (counting from 0) is truncated (the compressed stream ends "
+            f"early, after {count} complete record(s)); write the file again or remove it from the input")
+    if not gz and consumed != fsutil.size(path):
+        raise ValueError(
+            f"{path} is not a valid {what}: record {count} (counting from 0) is truncated ({fsutil.size(path) - consumed} "
+            f"trailing bytes after {count} complete record(s)); write the file again or remove it from the input")
+
+
 def iter_serialized(files: List[str]) -> Iterator[bytes]:
-    """The serialized records of the files, in order. A file that is missing, corrupt or
-    truncated (gzipped or not) is a ValueError naming it, the record where reading stopped
-    and the fix. TensorFlow's reader silently drops a truncated last record of an
-    uncompressed file; the bytes read are checked against the file's size to catch it."""
-    for f in files:
-        gz = compression_of(f)
-        what = f"{'gzipped ' if gz else ''}TFRecord file"
-        if not fsutil.exists(f):
-            raise ValueError(f"{f} does not exist (removed while the run read its folder?): restore it or run the "
-                             "stage that wrote it again")
-        count, consumed = 0, 0
-        try:
-            for record in tf.data.TFRecordDataset(f, compression_type=gz):
-                value = record.numpy()
-                count += 1
-                consumed += len(value) + RECORD_FRAMING
-                yield value
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
-            raise ValueError(
-                f"{f} is not a valid {what}: record {count} (counting from 0) is corrupt or truncated "
-                f"({_tf_reason(e)}); write the file again or remove it from the input") from None
-        except tf.errors.NotFoundError as e:
-            raise ValueError(f"{f} cannot be read ({_tf_reason(e)}): restore it or remove it from the input") from None
-        if gz and not _gzip_complete(f, consumed):
-            raise ValueError(
-                f"{f} is not a valid {what}: record {count} (counting from 0) is truncated (the compressed stream ends "
-                f"early, after {count} complete record(s)); write the file again or remove it from the input")
-        if not gz and consumed != fsutil.size(f):
-            raise ValueError(
-                f"{f} is not a valid {what}: record {count} (counting from 0) is truncated ({fsutil.size(f) - consumed} "
-                f"trailing bytes after {count} complete record(s)); write the file again or remove it from the input")
+    """The serialized records of the files, in order (read in batches: record_batches, whose
+    errors name a missing, corrupt or truncated file, the record and the fix)."""
+    for path in files:
+        for batch in record_batches(path):
+            yield from batch.numpy().tolist()
 
 
 KINDS = {"int64_list": "int64", "float_list": "float32", "bytes_list": "bytes"}
@@ -154,53 +187,33 @@ def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
     needed, NaN or infinite values, an image feature that is not one PNG or JPEG or does not decode, a label
     that is not one integer or lies outside 0..num_classes-1, a feature stored as int in
     some examples and float in others, and a corrupt file (named).
+
+    The pass is vectorised: each batch of READ_BATCH records is parsed at once with the
+    storage dtypes of the first record (tf.io.parse_example, as the stages parse them) and
+    checked with tensor operations (batch_check); only a batch that fails is walked example
+    by example (_check_record) to name each problem and where it is. A clean split never
+    takes a Python step per example.
     """
     folder = os.path.dirname(files[0]) if files else "(no files)"
     problems = _Problems()
     inputs = [(key, i) for i in spec.inputs for key in i.features]
     kinds: Dict[str, set] = {k: set() for k, _ in inputs}
-    label_key, label_kinds = spec.label_key, set()
-    total = 0
+    label_kinds: set = set()
+    total, fast = 0, None
     for path in files:
-        for index, record in enumerate(iter_serialized([path])):
-            total += 1
-            where = split_position(path, index)
-            feats = tf.train.Example.FromString(record).features.feature
-            for key, inp in inputs:
-                feat = feats.get(key)
-                kind = feat.WhichOneof("kind") if feat is not None else None
-                values = getattr(feat, kind).value if kind else []
-                if not len(values):
-                    problems.add(f"input feature {key!r} is missing (an empty cell?)", where)
-                    continue
-                if inp.image is not None:
-                    if kind != "bytes_list" or len(values) != 1 or not values[0].startswith(IMAGE_MAGIC):
-                        problems.add(f"input feature {key!r} is not one PNG or JPEG image (input {inp.name!r} "
-                                     "decodes images)", where)
-                    else:
-                        corrupt = _undecodable(values[0], inp.image.channels)
-                        if corrupt:
-                            problems.add(f"input feature {key!r} holds a corrupt or truncated image ({corrupt}): "
-                                         "encode it again or drop the example", where)
-                    kinds[key].add(kind)
-                    continue
-                if kind == "bytes_list" and values[0].startswith(IMAGE_MAGIC):
-                    problems.add(f"input feature {key!r} holds encoded PNG/JPEG images, but input {inp.name!r} "
-                                 f"declares no image decoding: set contract.inputs.{inp.name}.image (e.g. "
-                                 "{channels: 1}) to decode them", where)
-                    continue
-                if kind == "bytes_list":
-                    problems.add(f"input feature {key!r} holds text, not numbers", where)
-                    continue
-                kinds[key].add(kind)
-                if len(values) != inp.values_per_key:
-                    problems.add(f"input feature {key!r} holds {len(values)} values, input {inp.name!r} "
-                                 f"{inp.shape} needs {inp.values_per_key} (fix the model's input or the contract's "
-                                 "features)", where)
-                elif kind == "float_list" and not all(math.isfinite(v) for v in values):
-                    problems.add(f"input feature {key!r} holds NaN or infinite values", where)
-            if spec.has_labels:
-                label_kinds.add(_check_label(feats.get(label_key), spec, problems, where))
+        index = 0
+        for batch in record_batches(path):
+            if fast is None and total == 0:
+                fast = batch_check(spec, _stored_kinds(batch[0].numpy(), spec))
+            if fast is None or not fast(batch):
+                for i, record in enumerate(batch.numpy().tolist()):
+                    _check_record(record, split_position(path, index + i), inputs, spec, kinds, label_kinds,
+                                  problems)
+            else:
+                for key, kind in fast.kinds.items():
+                    (label_kinds if key == spec.label_key and spec.has_labels else kinds[key]).add(kind)
+            index += int(batch.shape[0])
+            total += int(batch.shape[0])
     if total == 0:
         raise ValueError(f"the split in {folder} is empty: it holds no examples")
     for key, seen in kinds.items():
@@ -208,11 +221,131 @@ def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
             problems.add(f"input feature {key!r} is int64 in some examples and float in others", "(several)")
     label_kinds.discard(None)
     if len(label_kinds) > 1:
-        problems.add(f"label {label_key!r} is int64 in some examples and float in others", "(several)")
+        problems.add(f"label {spec.label_key!r} is int64 in some examples and float in others", "(several)")
     if problems.found:
         raise ValueError(problems.message(folder, total))
     spec = with_storage_dtypes(spec, {k: KINDS[next(iter(seen))] for k, seen in kinds.items() if seen})
     return dataclasses.replace(spec, label_dtype=KINDS[next(iter(label_kinds))]) if label_kinds else spec
+
+
+def _stored_kinds(record: bytes, spec: ModelSpec) -> Dict[str, Optional[str]]:
+    """How one example stores each input feature and the label ('int64_list', 'float_list',
+    'bytes_list'; None when it lacks one)."""
+    feats = tf.train.Example.FromString(record).features.feature
+    keys = [k for i in spec.inputs for k in i.features] + ([spec.label_key] if spec.has_labels else [])
+    return {k: feats[k].WhichOneof("kind") if k in feats else None for k in keys}
+
+
+class _BatchCheck:
+    """Serialized tf.Examples [B] -> True when every example passes every check
+    check_examples makes, in one vectorised step. `kinds`: the storage kind of each
+    feature (and the label) the batch is parsed with."""
+
+    def __init__(self, fn, kinds: Dict[str, str]):
+        self._fn, self.kinds = fn, kinds
+
+    def __call__(self, serialized: tf.Tensor) -> bool:
+        try:
+            return bool(self._fn(serialized))
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):  # a missing feature, a wrong length or dtype
+            return False
+
+
+def batch_check(spec: ModelSpec, kinds: Dict[str, Optional[str]]) -> Optional[_BatchCheck]:
+    """The vectorised form of check_examples's per-example checks for examples stored as
+    `kinds` (the first example's, _stored_kinds): tf.io.parse_example with each feature's
+    storage dtype and length, so a missing feature, a wrong number of values or another
+    dtype makes the parse fail; then, on the parsed tensors, finite float values, one PNG or
+    JPEG that decodes (tf.io.decode_image) per image feature, and a label that fits the task
+    (class in 0..num_classes-1, multi-hot 0/1, finite targets). A batch it refuses is walked
+    example by example to say why. None when those kinds cannot pass (text in a numeric
+    input, a missing feature, a float class label): every batch is then walked."""
+    numeric = {k: kinds.get(k) for i in spec.inputs if i.image is None for k in i.features}
+    images = [(k, i) for i in spec.inputs if i.image is not None for k in i.features]
+    label_kind = kinds.get(spec.label_key) if spec.has_labels else None
+    if any(kind not in ("int64_list", "float_list") for kind in numeric.values()):
+        return None
+    if any(kinds.get(k) != "bytes_list" for k, _ in images):
+        return None
+    if spec.has_labels and label_kind not in (("int64_list", "float_list") if spec.task == REGRESSION
+                                              else ("int64_list",)):
+        return None
+    used = {k: kinds[k] for k in numeric} | {k: "bytes_list" for k, _ in images}
+    checked = with_storage_dtypes(spec, {k: KINDS[kind] for k, kind in used.items()})
+    if spec.has_labels:
+        checked = dataclasses.replace(checked, label_dtype=KINDS[label_kind])
+        used[spec.label_key] = label_kind
+    features = feature_spec(checked)
+    floats = [k for k, kind in numeric.items() if kind == "float_list"]
+    n = spec.num_classes
+
+    def check(serialized):
+        parsed = tf.io.parse_example(serialized, features)
+        ok = [tf.constant(True)]
+        if floats:
+            ok.append(tf.reduce_all(tf.math.is_finite(tf.concat([parsed[k] for k in floats], axis=-1))))
+        for key, inp in images:
+            encoded = parsed[key]
+            magic = tf.reduce_any(tf.stack([tf.strings.substr(encoded, 0, len(m)) == m for m in IMAGE_MAGIC]), axis=0)
+            ok.append(tf.reduce_all(magic))
+            sizes = tf.map_fn(lambda e: tf.size(tf.io.decode_image(e, channels=inp.image.channels,
+                                                                      expand_animations=False)),
+                              tf.boolean_mask(encoded, magic), fn_output_signature=tf.int32)
+            ok.append(tf.reduce_all(sizes > 0))  # a corrupt image raises
+        if spec.has_labels:
+            y = parsed[spec.label_key]
+            if spec.is_classifier:
+                ok.append(tf.reduce_all((y >= 0) & (y < n)))
+            elif spec.task == MULTILABEL:
+                ok.append(tf.reduce_all((y == 0) | (y == 1)))
+            elif label_kind == "float_list":
+                ok.append(tf.reduce_all(tf.math.is_finite(y)))
+        return tf.reduce_all(tf.stack(ok))
+
+    fn = tf.function(check, input_signature=[tf.TensorSpec([None], tf.string)]) if images else check
+    return _BatchCheck(fn, used)
+
+
+def _check_record(record: bytes, where: str, inputs, spec: ModelSpec, kinds: Dict[str, set], label_kinds: set,
+                  problems: "_Problems") -> None:
+    """check_examples's checks on one example, each problem added to `problems` at `where`;
+    the storage kind of each feature and the label added to `kinds` / `label_kinds`."""
+    feats = tf.train.Example.FromString(record).features.feature
+    for key, inp in inputs:
+        feat = feats.get(key)
+        kind = feat.WhichOneof("kind") if feat is not None else None
+        values = getattr(feat, kind).value if kind else []
+        if not len(values):
+            problems.add(f"input feature {key!r} is missing (an empty cell?)", where)
+            continue
+        if inp.image is not None:
+            if kind != "bytes_list" or len(values) != 1 or not values[0].startswith(IMAGE_MAGIC):
+                problems.add(f"input feature {key!r} is not one PNG or JPEG image (input {inp.name!r} "
+                             "decodes images)", where)
+            else:
+                corrupt = _undecodable(values[0], inp.image.channels)
+                if corrupt:
+                    problems.add(f"input feature {key!r} holds a corrupt or truncated image ({corrupt}): "
+                                 "encode it again or drop the example", where)
+            kinds[key].add(kind)
+            continue
+        if kind == "bytes_list" and values[0].startswith(IMAGE_MAGIC):
+            problems.add(f"input feature {key!r} holds encoded PNG/JPEG images, but input {inp.name!r} "
+                         f"declares no image decoding: set contract.inputs.{inp.name}.image (e.g. "
+                         "{channels: 1}) to decode them", where)
+            continue
+        if kind == "bytes_list":
+            problems.add(f"input feature {key!r} holds text, not numbers", where)
+            continue
+        kinds[key].add(kind)
+        if len(values) != inp.values_per_key:
+            problems.add(f"input feature {key!r} holds {len(values)} values, input {inp.name!r} "
+                         f"{inp.shape} needs {inp.values_per_key} (fix the model's input or the contract's "
+                         "features)", where)
+        elif kind == "float_list" and not all(math.isfinite(v) for v in values):
+            problems.add(f"input feature {key!r} holds NaN or infinite values", where)
+    if spec.has_labels:
+        label_kinds.add(_check_label(feats.get(spec.label_key), spec, problems, where))
 
 
 def _check_label(label, spec: ModelSpec, problems: _Problems, where: str) -> Optional[str]:
