@@ -118,6 +118,15 @@ def test_label_key_not_in_the_header(tmp_path, registry):
         preflight.check(_config(tmp_path, registry, QP_DATA_ROOT=str(data), QP_LABEL_KEY="digit"))
 
 
+def test_a_label_free_job_needs_no_label_column(tmp_path, registry):
+    rows = [",".join(str(r[k]) for k in PIXEL_KEYS) for r in digits_rows()[:60]]
+    data = _csv(tmp_path / "data", rows, header=",".join(PIXEL_KEYS))  # no label column
+    job = str(REPO_ROOT / "data" / "examples" / "digits_autoencoder.yaml")
+    preflight.check(_config(tmp_path, registry, QP_CONFIG=job, QP_DATA_ROOT=str(data)))
+    with pytest.raises(preflight.PreflightError, match=r"label key \['label'\] is not in"):  # a task with labels
+        preflight.check(_config(tmp_path, registry, QP_DATA_ROOT=str(data)))
+
+
 def test_module_file_that_does_not_exist(tmp_path, registry):
     config = _config(tmp_path, registry, QP_MODULE_FILE=str(tmp_path / "nope.py"))
     with pytest.raises(preflight.PreflightError, match=r"module_file .*nope.py does not exist: set QP_MODULE_FILE"):

@@ -5,8 +5,9 @@ built-in trainer trains it to reconstruct its input (task none), calibration sam
 uniformly, and the gate judges the variants by the job's fidelity floors alone (SQNR and
 cosine similarity of the outputs against the float model's). It passes dynamic_range and
 refuses integer_only, whose output SQNR is measurably lower: the model normalizes its input
-in the graph, pixels almost constant in the train split reach |z| ~ 35 on other examples,
-and one int8 scale for all 64 normalized pixels leaves the typical ones (|z| < 3) a few steps."""
+in the graph, dividing by max(std, 1e-7); three pixels are constant in the train split, so
+the per-pixel multiplier holds 1e7 beside values under 40, and as one int8 constant every
+other multiplier rounds to 0 (the integer model sees a blank image)."""
 from pathlib import Path
 
 import numpy as np
