@@ -325,6 +325,11 @@ def main() -> None:
     from bench.weight_side import section as weight_side_section
     md += weight_side_section(tmp / "weight_side", "digits CNN", cnn_float, cal_files, eval_files)
 
+    # 9. activation outliers: range methods without retraining (alone: python -m bench.outliers)
+    log.info("9. activation outliers")
+    from bench.outliers import outlier_section
+    md += outlier_section(tmp / "outliers")
+
     md += ["", f"Total `make bench` time: {(time.perf_counter() - started) / 60:.1f} min."]
     (REPO / "BENCHMARKS.md").write_text("\n".join(md) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
