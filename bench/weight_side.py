@@ -26,6 +26,8 @@ SETTINGS = {"none": {}, "equalization": dict(cross_layer_equalization=True),
             "bias correction": dict(bias_correction=True),
             "both": dict(cross_layer_equalization=True, bias_correction=True)}
 INT4 = ["float32", "full_integer", "int4_weights", "int4_blockwise"]
+HEADER = ["corrections", *[f"{n} accuracy" for n in INTEGER],
+          *[f"{n} mean abs. score difference" for n in INTEGER]]
 
 
 def _scores(quantized_dir: str, name: str, spec, x) -> np.ndarray:
@@ -37,11 +39,10 @@ def _accuracy(quantized_dir: str, name: str, spec, x, y) -> float:
     return accuracy(_scores(quantized_dir, name, spec, x), y)
 
 
-def section(tmp: Path, label: str, float_dir: str, calibration_files: List[str], eval_files: List[str]) -> List[str]:
-    """The corrections' effect on the int8 variants, and the int4 variants' size and accuracy."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    spec = data.spec_for(float_dir, eval_files)
-    x, y = data.parse_numpy(list(data.iter_serialized(eval_files)), spec)
+def _corrections(tmp: Path, float_dir: str, spec, x, y, calibration_files: List[str]):
+    """(one row per SETTINGS entry: accuracy and mean absolute class-score difference from the
+    float model of each INTEGER variant, notes on what "both" equalized and corrected, the
+    float model's accuracy)."""
     rows, notes = [], []
     reference = spec.scores(data.Serving(float_dir, spec)(x))  # the float model's: what the variants should match
     for what, switches in SETTINGS.items():
@@ -60,6 +61,41 @@ def section(tmp: Path, label: str, float_dir: str, calibration_files: List[str],
                          "largest output. Bias correction removed a mean per-channel error of "
                          + ", ".join(f"{c.layer} {c.mean_abs_error:.2e} (max {c.max_abs_error:.2e})"
                                      for c in wc.corrected_layers) + ".")
+    return rows, notes, accuracy(reference, y)
+
+
+def rescaled(float_dir: str, out_dir: str, seed: int = 0) -> str:
+    """The same float function with uneven channels: output channel i of the next-to-last
+    Dense layer (and its bias) times f_i, the last Dense layer's input row i divided by f_i,
+    f_i from 10^-2 to 10^2 in a seeded order (ReLU between them: relu(f x) = f relu(x)). One
+    int8 scale for the whole Dense kernel (TF 2.16) then spends its range on the largest
+    channels: the case cross-layer equalization undoes."""
+    import tf_keras as keras
+
+    from tfx_quantization import training
+    from tfx_quantization.quantization.model_spec import ModelSpec
+
+    loaded = training.load_keras_model(float_dir)
+    model = keras.Model(loaded.inputs, loaded.outputs, name=loaded.name)
+    first, last = [layer for layer in model.layers if type(layer) is keras.layers.Dense][-2:]
+    f = np.random.RandomState(seed).permutation(np.logspace(-2, 2, first.units)).astype(np.float32)
+    kernel, bias = first.get_weights()
+    first.set_weights([kernel * f[None, :], bias * f])
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel / f[:, None], bias])
+    training.save_serving_model(model, out_dir, ModelSpec.read(float_dir))
+    return out_dir
+
+
+def section(tmp: Path, label: str, float_dir: str, calibration_files: List[str], eval_files: List[str]) -> List[str]:
+    """The corrections' effect on the int8 variants (of the model, and of the same function
+    with uneven Dense channels), and the int4 variants' size and accuracy."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    spec = data.spec_for(float_dir, eval_files)
+    x, y = data.parse_numpy(list(data.iter_serialized(eval_files)), spec)
+    rows, notes, _ = _corrections(tmp / "as_trained", float_dir, spec, x, y, calibration_files)
+    uneven = rescaled(float_dir, str(tmp / "uneven_model"))
+    uneven_rows, uneven_notes, uneven_float = _corrections(tmp / "uneven", uneven, spec, x, y, calibration_files)
     out = str(tmp / "int4")
     manifest = quantize_all(float_dir, out, QuantizeSettings(variants=INT4), calibration_files=calibration_files)
     size_rows = []
@@ -76,8 +112,11 @@ def section(tmp: Path, label: str, float_dir: str, calibration_files: List[str],
             "`QuantizeSettings(cross_layer_equalization=..., bias_correction=...)` and the same calibration sample; "
             "accuracy of the int8 variants on the eval split, and the mean absolute difference of their class scores "
             "from the float model's (`bench/weight_side.py`; alone: `python -m bench.weight_side`).", "",
-            md_table(["corrections", *[f"{n} accuracy" for n in INTEGER],
-                      *[f"{n} mean abs. score difference" for n in INTEGER]], rows), "", *notes, "",
+            md_table(HEADER, rows), "", *notes, "",
+            "The same float function with uneven channels (`bench/weight_side.py:rescaled`: the next-to-last Dense "
+            "layer's output channels scaled by 10^-2..10^2, the head's input rows by the inverse; float accuracy "
+            f"{uneven_float:.4f}), where the head's one int8 weight scale is spent on the largest channels:", "",
+            md_table(HEADER, uneven_rows), "", *uneven_notes, "",
             "int4 weights through LiteRT Quantizer (`int4_weights`: `dynamic_wi4_afp32`; `int4_blockwise`: "
             "`dynamic_wi4b32_afp32`), beside float32 and full_integer:", "",
             md_table(["variant", "bytes", "vs float32", "accuracy"], size_rows), ""]
