@@ -296,6 +296,12 @@ def test_fidelity_floors_gate_a_label_free_model_alone():
     assert verdicts["integer_only"]["passed"] and verdicts["dynamic_range"]["passed"]
     assert verdicts["float16"]["reasons"] == ["sqnr_db 25.0000 dB < min_sqnr_db 30 dB (fidelity to the float "
                                               "model's outputs)"]
+    # Selection among tied passing variants names no metric a label-free model does not have.
+    for name, size in (("integer_only", 1000), ("dynamic_range", 1010), ("float16", 2000)):
+        figures[name].update(size_bytes=size, latency_ms_median=0.01, integer_compute_fraction=0.5)
+    chosen, selection = gate.select(figures, verdicts, cfg)
+    assert chosen == "integer_only" and "tied with dynamic_range" in selection["why"]
+    assert "accuracy" not in selection["why"], selection["why"]
 
 
 @pytest.mark.parametrize("script, csv", [("export_diabetes.py", "diabetes/diabetes.csv"),

@@ -327,9 +327,11 @@ def select(variants: Dict[str, dict], verdicts: Dict[str, dict], cfg: GateSettin
         fraction, value = fig.get("integer_compute_fraction"), fig.get(metric)
         shown = (f"integer-compute fraction {fraction:.4f}" if is_finite(fraction) else "no integer-compute fraction")
         shown += f", {metric} {value:.4f}" if is_finite(value) else ""
+        # A label-free model has no such metric: its clause is left out.
+        by_metric = (f"the better {metric} (differences within max_accuracy_drop {metric_margin:g} are ties), then "
+                     if any(is_finite(variants[n].get(metric)) for n in tied) else "")
         return (f"; tied with {', '.join(n for n in sorted(tied) if n != chosen)}, {chosen} wins by the larger "
-                f"integer-compute fraction, then the better {metric} (differences within max_accuracy_drop "
-                f"{metric_margin:g} are ties), then the {other} ({shown})")
+                f"integer-compute fraction, then {by_metric}the {other} ({shown})")
 
     if cfg.selection == SMALLEST:
         smallest = min(passing, key=lambda n: (size(n), latency(n), n))
