@@ -237,3 +237,18 @@ def test_quantizer_records_the_sweep_and_builds_the_integer_variants_with_the_ch
     ranged = TFLiteRunner(str(out / "full_integer" / "model.tflite")).predict({"x": x_test})
     minmax = next(m for m in sweep.methods if m.method == MINMAX).validation_accuracy
     assert np.mean(np.argmax(ranged, -1) == y_test) > minmax + 0.05
+    # The evaluator carries the sweep into metrics.json and the report shows it.
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from tfx_quantization.contracts import read_evaluation
+    from tfx_quantization.settings import GateSettings
+    from tfx_quantization.tflite_evaluator import evaluate
+
+    evaluate.evaluate_models(str(tmp_path / "test"), model_dir, str(out), str(tmp_path / "ev"),
+                             GateSettings(latency_runs=2, latency_warmup=0),
+                             lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"])))
+    assert read_evaluation(str(tmp_path / "ev")).activation_ranges.chosen == sweep.chosen
+    page = (tmp_path / "ev" / "report.html").read_text()
+    section = page[page.index("Activation ranges by method"):page.index('<section id="gate">')]
+    assert f"Chosen: <b>{sweep.chosen}</b>" in section and "full_integer, integer_only" in section
