@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from bench import comparisons  # noqa: E402
+from bench import comparisons, million  # noqa: E402
 from bench.common import (REPO, PIXEL_KEYS, fmt_range, md_table, mixed_scale_rows, summary,  # noqa: E402
                           write_digits_splits, write_image_eval_set, write_splits)
 from tfx_quantization.models import mobilenet_v2  # noqa: E402
@@ -320,15 +320,14 @@ def main() -> None:
             f"{tmp / 'hcal'}/Split-calibration"), eval_files=heval)})
     md += qat_md
 
+    # 8. one million eval examples through every variant (alone: make bench-million)
+    log.info("8. one million examples")
+    md += million.section(tmp, cnn_float, cnn_q)
+
     # 10. weight-side corrections and int4 weights (alone: python -m bench.weight_side)
     log.info("10. weight-side corrections and int4")
     from bench.weight_side import section as weight_side_section
     md += weight_side_section(tmp / "weight_side", "digits CNN", cnn_float, cal_files, eval_files)
-
-    # 9. activation outliers: range methods without retraining (alone: python -m bench.outliers)
-    log.info("9. activation outliers")
-    from bench.outliers import outlier_section
-    md += outlier_section(tmp / "outliers")
 
     md += ["", f"Total `make bench` time: {(time.perf_counter() - started) / 60:.1f} min."]
     (REPO / "BENCHMARKS.md").write_text("\n".join(md) + "\n")
