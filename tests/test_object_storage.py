@@ -116,7 +116,7 @@ def test_killing_a_pusher_on_s3_never_leaves_a_version_a_poller_would_serve(s3_s
     env = s3_server.subprocess_env()
     rng = random.Random(1)
     state = {"versions": []}
-    for _ in range(6):
+    for _ in range(4):  # each round starts two interpreters (~8 s each): four kills are enough to vary
         proc = subprocess.Popen([sys.executable, "-c", PUSH_LOOP, dest, *files], cwd=REPO_ROOT, env=env,
                                 stdout=subprocess.PIPE)
         assert proc.stdout.readline().strip() == b"ready"
@@ -187,14 +187,7 @@ def test_whole_pipeline_with_root_and_registry_in_a_bucket(s3_server, tmp_path):
     cli = ["-m", "tfx_quantization.pusher", "--destination", f"{bucket}/serving", "--model-name", "digits"]
     assert _run([*cli, "verify"], env).stdout.strip().startswith("version 1: OK")
 
-    # Second run: the deployed model is read back from the bucket and re-evaluated.
-    second = _run([str(REPO_ROOT / "pipeline" / "local_runner.py")], env, timeout=1200)
-    assert "Selected variant :" in second.stdout
-    reports = sorted((k for k in s3_server.keys("pipeline-e2e", "root/TFLiteEvaluator/evaluation/")
-                      if k.endswith("/metrics.json")), key=lambda k: int(k.split("/")[3]))  # by execution id
-    assert len(reports) == 2
-    metrics = json.loads(s3_server.read("pipeline-e2e", reports[-1]))
-    assert metrics["baseline"]["version"] == "1" and metrics["baseline"]["accuracy"] > 0.5
-    assert metrics["baseline"]["version_dir"] == f"{bucket}/serving/digits/1"
+    # A second run reading the deployed model back from the bucket as its baseline is
+    # tests/test_kubeflow.py's launcher test (root and registry on this server too).
     listed = _run([*cli, "list"], env)
     assert listed.stdout.splitlines()[1].split()[:2] == ["*", "1"]

@@ -24,7 +24,11 @@ COMPONENTS = ["CsvExampleGen", "QATTrainer", "RepresentativeDatasetGen", "PostTr
 SMALL = {"QP_CONFIG": str(REPO_ROOT / "data" / "examples" / "digits.yaml"),
          "QP_DATA_ROOT": str(REPO_ROOT / "data" / "digits"), "QP_PIPELINE_NAME": "e2e-digits",
          "QP_EPOCHS": "4", "QP_QAT_EPOCHS": "1", "QP_LATENCY_RUNS": "10",
-         "QP_CALIBRATION__NUM_SAMPLES": "100"}
+         "QP_CALIBRATION__NUM_SAMPLES": "100",
+         # Four of the nine variants, one per way a variant is made (one converter call, with
+         # calibration, from the QAT model, the selective search): the run is done three times
+         # here. `make run` builds all nine; tests/test_post_training_quantizer.py checks each.
+         "QP_VARIANTS": '["dynamic_range", "integer_only", "qat_int8", "selective_integer"]'}
 
 
 def _states(metadata_path):
