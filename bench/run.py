@@ -324,6 +324,11 @@ def main() -> None:
     log.info("8. one million examples")
     md += million.section(tmp, cnn_float, cnn_q)
 
+    # 9. activation outliers: range methods without retraining (alone: python -m bench.outliers)
+    log.info("9. activation outliers")
+    from bench.outliers import outlier_section
+    md += outlier_section(tmp / "outliers")
+
     # 10. weight-side corrections and int4 weights (alone: python -m bench.weight_side)
     log.info("10. weight-side corrections and int4")
     from bench.weight_side import section as weight_side_section
