@@ -104,7 +104,7 @@ class _Collect(HTMLParser):
 REPORT_SECTIONS = ("decision", "variants", "intervals", "selection", "trade-offs", "per-class", "confusion",
                    "deployed", "history", "gate")
 REPORT_PLOTS = ("accuracy_vs_size.png", "accuracy_vs_latency.png", "paired_intervals.png", "latency.png",
-                "per_class_accuracy.png", "confusion.png")
+                "per_class_accuracy.png", "confusion.png", "fidelity.png")
 
 
 def _sections(page):
