@@ -216,7 +216,7 @@ def _linear_workload(root):
 
     keras.utils.set_random_seed(RNG_SEED)
     inputs = keras.Input((64,), name="features")
-    hidden = keras.layers.Dense(128, activation="relu")(inputs)
+    hidden = keras.layers.Dense(128, activation="relu", name="hidden")(inputs)
     outputs = keras.layers.Dense(4, activation="softmax", name="probabilities")(hidden)
     model = keras.Model(inputs, outputs)
     spec = ModelSpec.single(["features"], [64], "label", 4, input_name="features")
@@ -258,7 +258,7 @@ def test_an_int4_variant_is_built_runs_and_is_gated(tmp_path):
     assert manifest.built() == names, {n: v.reason for n, v in manifest.variants.items()}
     corrections = manifest.weight_corrections
     assert corrections.applied == ["cross_layer_equalization", "bias_correction"], corrections.not_applied
-    assert [(p.producer, p.consumer) for p in corrections.equalized_pairs] == [("dense", "probabilities")]
+    assert [(p.producer, p.consumer) for p in corrections.equalized_pairs] == [("hidden", "probabilities")]
     assert corrections.output_change <= build.EQUALIZATION_TOLERANCE and len(corrections.corrected_layers) == 2
     assert manifest.variants["full_integer"].weight_corrections == corrections.applied
     assert all(manifest.variants[n].weight_corrections is None for n in ("float32", "int4_weights", "int4_blockwise"))
