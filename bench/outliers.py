@@ -201,10 +201,18 @@ def outlier_section(tmp: Path) -> List[str]:
         "`moving_average` row; its `MSE` and `OCTAV` algorithms choose the weights' ranges, not the activations'. "
         "`OCTAV` with the static int8 recipe fails on this model's convolutions in 0.10 (the error is in the "
         "table).",
-        "- Sony's Model Compression Toolkit: `pip install --dry-run -c constraints.txt model-compression-toolkit` "
-        "resolves to 2.2.2 beside the pinned stack (adding mct-quantizers 1.5.2, opencv-python, scikit-image, PuLP, "
-        "networkx and a few more, no pinned version moved; the newest, 2.6.1, would move pydantic and "
-        "matplotlib). It is not installed and not in this table: not run for lack of time in this change.", ""]
+        "- Sony's Model Compression Toolkit is not in this table: its Keras side does not run on TensorFlow 2.16 "
+        "(checked by hand on 2026-12-01, not by this run). `pip install --dry-run -c constraints.txt "
+        "model-compression-toolkit==2.2.2` resolves beside the pinned stack with no pinned version moved (it adds "
+        "mct-quantizers 1.5.2, opencv-python 4.11.0.86, scikit-image 0.25.2, networkx 3.4.2, PuLP 3.3.2, ImageIO, "
+        "tifffile, lazy-loader); every later release tried (2.3.0, 2.4.5, 2.5.1, 2.6.1) requires matplotlib<3.10, "
+        "against the pinned 3.10.9. Installed (2.2.2, `pip check` clean), `mct.ptq.keras_post_training_quantization` "
+        "on the digits CNN stops before any work with `Exception: Tensorflow must be installed with a version of "
+        "2.15 or lower to use keras_post_training_quantization. The 'tensorflow' package is missing or is installed "
+        "with a version higher than 2.15.` (`model_compression_toolkit/verify_packages.py`: \"MCT doesn't support "
+        "TensorFlow version 2.16 or higher\", still so in its repository's current source). Its TFLite INT8 export "
+        "(`mct.exporter.keras_export_model`) takes that quantized model, so no MCT .tflite can be made beside this "
+        "stack; it was uninstalled again and is not a dependency.", ""]
 
 
 def main() -> None:
