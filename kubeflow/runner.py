@@ -11,11 +11,11 @@ The same create_pipeline() as the local runner, with:
   object storage, so every step's pod and the next run see them;
 - runtime parameters (see pipeline/dag.py:RuntimeParameters) with the compiled values as
   defaults: `data_root`, `input_config`, `gate_overrides`, `push_settings`;
-- from the `kubeflow` settings (pipeline/config.py:KubeflowSettings): every step's CPU and
-  memory requests and limits, environment variables (the container's `env`), Kubernetes
-  secrets as environment variables (a second YAML document: the PlatformSpec's
-  `platforms.kubernetes`, as kfp-kubernetes' use_secret_as_env writes it), and a retry
-  policy on every task;
+- from the `kubeflow` settings (pipeline/config.py:KubeflowSettings), pipeline-wide or per
+  step: every step's CPU and memory requests and limits, environment variables (the
+  container's `env`), Kubernetes secrets as environment variables or files (a second YAML
+  document: the PlatformSpec's `platforms.kubernetes`, as kfp-kubernetes' use_secret_as_env
+  and use_secret_as_volume write it), and a retry policy on every task;
 - the evaluator's report and gate figures as outputs the KFP UI renders
   (kubeflow/ui_outputs.py), no caching for the evaluator and the pusher, and every step
   started through kubeflow/entrypoint.py.
@@ -42,7 +42,9 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 from tfx_quantization import fsutil
 from tfx_quantization.settings import SettingsError
 from tfx_quantization.kubeflow import ui_outputs
-from tfx_quantization.pipeline.config import CONFIG_FILE_VAR, KubeflowSettings, PipelineConfig, read_config_file
+from tfx_quantization.pipeline.config import (
+    CONFIG_FILE_VAR, STEP_FIELDS, KubeflowSettings, PipelineConfig, read_config_file,
+)
 from tfx_quantization.pipeline.dag import RuntimeParameters, create_pipeline
 
 HERE = Path(__file__).resolve().parent
@@ -90,18 +92,31 @@ def retry_policy(kf: KubeflowSettings) -> dict:
             "backoffFactor": kf.retry_backoff_factor, "backoffMaxDuration": f"{kf.retry_backoff_max_seconds}s"}
 
 
-def platform_spec(spec: dict, kf: KubeflowSettings) -> Optional[dict]:
-    """The Kubernetes PlatformSpec exposing kf.secrets to every executor as environment
-    variables, in kfp-kubernetes' own message (KubernetesExecutorConfig.secret_as_env);
-    None without secrets."""
-    if not kf.secrets:
-        return None
-    config = json_format.MessageToDict(k8s_pb.KubernetesExecutorConfig(secret_as_env=[
-        k8s_pb.SecretAsEnv(secret_name=s.secret_name, key_to_env=[
+def executor_config(secrets) -> dict:
+    """One executor's KubernetesExecutorConfig (kfp-kubernetes' own message, as its
+    use_secret_as_env and use_secret_as_volume write it) as the spec's JSON: each secret's
+    keys as environment variables (secret_as_env) and, with a mount_path, as files in that
+    folder (secret_as_volume)."""
+    return json_format.MessageToDict(k8s_pb.KubernetesExecutorConfig(
+        secret_as_env=[k8s_pb.SecretAsEnv(secret_name=s.secret_name, key_to_env=[
             k8s_pb.SecretAsEnv.SecretKeyToEnvMap(secret_key=k, env_var=v) for k, v in s.key_to_env.items()])
-        for s in kf.secrets]))
-    platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {  # a copy each: no YAML aliases
-        label: copy.deepcopy(config) for label in spec["deploymentSpec"]["executors"]}}}}}
+            for s in secrets if s.key_to_env],
+        secret_as_volume=[k8s_pb.SecretAsVolume(secret_name=s.secret_name, mount_path=s.mount_path)
+                          for s in secrets if s.mount_path]))
+
+
+def platform_spec(spec: dict, kf: KubeflowSettings) -> Optional[dict]:
+    """The Kubernetes PlatformSpec giving each executor its step's secrets
+    (kf.secrets_of: the pipeline-wide ones and the step's own; executor_config); None when
+    no step has one."""
+    executors = {}
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        secrets = kf.secrets_of(name)
+        if secrets:  # a config of its own each: no YAML aliases
+            executors[spec["components"][task["componentRef"]["name"]]["executorLabel"]] = executor_config(secrets)
+    if not executors:
+        return None
+    platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
     json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())  # the shape KFP reads
     return platform
 
@@ -120,25 +135,28 @@ def finalize_spec(spec: dict, pipeline_root: str, params: RuntimeParameters, kf:
         task["retryPolicy"] = retry_policy(kf)
         # Here, not through TFX's platform_config, which its compiler drops for ExampleGen.
         label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
-        executors[label]["container"]["resources"] = container_resources(kf.resources_of(name))
+        container = executors[label]["container"]
+        container["resources"] = container_resources(kf.resources_of(name))
+        env = kf.env_of(name)
+        if env:
+            container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     for name, executor in spec["deploymentSpec"]["executors"].items():
         container = executor.get("container")
-        if container is None:
-            continue
-        container["command"] = list(ENTRYPOINT)
-        if kf.env:
-            container["env"] = [{"name": k, "value": v} for k, v in sorted(kf.env.items())]
+        if container is not None:
+            container["command"] = list(ENTRYPOINT)
     ui_outputs.declare(spec)
     return spec
 
 
 def check_step_names(pipeline, kf: KubeflowSettings) -> None:
-    """A kubeflow.step_resources name that is no step of the pipeline is refused."""
+    """A step name in kubeflow.step_env, step_secrets or step_resources that is no step of
+    the pipeline is refused."""
     ids = [c.id for c in pipeline.components]
-    unknown = sorted(set(kf.step_resources) - set(ids))
-    if unknown:
-        raise ValueError(f"kubeflow.step_resources (QP_KUBEFLOW__STEP_RESOURCES) names {unknown}, which are not steps "
-                         f"of this pipeline: use the steps' names, {ids}")
+    for field in STEP_FIELDS:
+        unknown = sorted(set(getattr(kf, field)) - set(ids))
+        if unknown:
+            raise ValueError(f"kubeflow.{field} (QP_KUBEFLOW__{field.upper()}) names {unknown}, which are not steps "
+                             f"of this pipeline: use the steps' names, {ids}")
 
 
 def container_resources(resources) -> dict:

@@ -83,20 +83,45 @@ class StepResources(StageSettings):
 
 
 class SecretEnv(StageSettings):
-    """A Kubernetes secret whose keys every step gets as environment variables."""
+    """A Kubernetes secret given to a step: its keys as environment variables (`key_to_env`,
+    kfp-kubernetes' use_secret_as_env), its keys as files in a folder (`mount_path`,
+    use_secret_as_volume: one file per key, e.g. a service-account key file), or both."""
 
     secret_name: str = Field(pattern=K8S_NAME, description="the secret in the run's namespace")
-    key_to_env: Dict[str, str] = Field(min_length=1, description="{secret key: environment variable}, e.g. "
-                                                                 "{\"access_key\": \"AWS_ACCESS_KEY_ID\"}")
+    key_to_env: Dict[str, str] = Field(default_factory=dict, description="{secret key: environment variable}, e.g. "
+                                                                         "{\"access_key\": \"AWS_ACCESS_KEY_ID\"}")
+    mount_path: Optional[str] = Field(None, pattern=r"^/", description="an absolute folder in the container where "
+                                                                       "the secret's keys appear as files")
 
     @model_validator(mode="after")
     def _env_names(self) -> "SecretEnv":
         import re
 
+        if not self.key_to_env and not self.mount_path:
+            raise ValueError(f"secret {self.secret_name!r} gives the step nothing: set key_to_env (keys as environment "
+                             "variables) or mount_path (keys as files), or both")
         bad = [v for v in self.key_to_env.values() if not re.match(ENV_VAR_NAME, v)]
         if bad:
             raise ValueError(f"{bad} are not environment variable names (letters, digits, '_', not first a digit)")
         return self
+
+
+def _set_once(env: Dict[str, str], secrets: List[SecretEnv], where: str) -> None:
+    """Refuses a variable set twice (in env and a secret, or two secrets) or a folder two
+    secrets mount, among the settings of one level (`where`: the pipeline or a step)."""
+    import re
+
+    bad = [v for v in env if not re.match(ENV_VAR_NAME, v)]
+    if bad:
+        raise ValueError(f"{where}env names {bad}, which are not environment variable names")
+    from_secrets = [v for s in secrets for v in s.key_to_env.values()]
+    twice = sorted({v for v in from_secrets if from_secrets.count(v) > 1} | (set(env) & set(from_secrets)))
+    if twice:
+        raise ValueError(f"{where}{twice} would be set twice (env and secrets, or two secrets): set each variable once")
+    mounts = [s.mount_path.rstrip("/") for s in secrets if s.mount_path]
+    twice = sorted({m for m in mounts if mounts.count(m) > 1})
+    if twice:
+        raise ValueError(f"{where}{twice} would be mounted twice (two secrets): give each secret its own mount_path")
 
 
 # Requests = limits: the scheduler reserves what these steps use. The trainer trains, the
@@ -107,6 +132,9 @@ HEAVY_STEP_RESOURCES = {
     "PostTrainingQuantizer": StepResources(cpu_request=2, cpu_limit=2, memory_request=4, memory_limit=4),
     "TFLiteEvaluator": StepResources(cpu_request=2, cpu_limit=2, memory_request=4, memory_limit=4),
 }
+
+
+STEP_FIELDS = ("step_env", "step_secrets", "step_resources")  # KubeflowSettings' settings keyed by step
 
 
 class KubeflowSettings(StageSettings):
@@ -120,6 +148,12 @@ class KubeflowSettings(StageSettings):
     resources: StepResources = Field(
         default_factory=lambda: StepResources(cpu_request=1, cpu_limit=1, memory_request=2, memory_limit=2),
         description="every step's CPU and memory unless step_resources names the step")
+    step_env: Dict[str, Dict[str, str]] = Field(
+        default_factory=dict, description="environment variables by step (component id), over `env`: a step's "
+                                          "value wins for a name in both")
+    step_secrets: Dict[str, List[SecretEnv]] = Field(
+        default_factory=dict, description="Kubernetes secrets by step (component id), beside `secrets`: a step's "
+                                          "secret wins for a variable or mount_path the pipeline-wide ones also set")
     step_resources: Dict[str, StepResources] = Field(
         default_factory=dict, description="CPU and memory by step (component id), over the heavy steps' defaults "
                                           "(QATTrainer 2 CPU/8 GB, PostTrainingQuantizer and TFLiteEvaluator "
@@ -131,16 +165,30 @@ class KubeflowSettings(StageSettings):
 
     @model_validator(mode="after")
     def _env_once(self) -> "KubeflowSettings":
-        import re
-
-        bad = [v for v in self.env if not re.match(ENV_VAR_NAME, v)]
-        if bad:
-            raise ValueError(f"env names {bad}, which are not environment variable names")
-        from_secrets = [v for s in self.secrets for v in s.key_to_env.values()]
-        twice = sorted({v for v in from_secrets if from_secrets.count(v) > 1} | (set(self.env) & set(from_secrets)))
-        if twice:
-            raise ValueError(f"{twice} would be set twice (env and secrets, or two secrets): set each variable once")
+        _set_once(self.env, self.secrets, "")
+        for step in sorted(set(self.step_env) | set(self.step_secrets)):
+            _set_once(self.step_env.get(step, {}), self.step_secrets.get(step, []), f"kubeflow step {step}: ")
         return self
+
+    def env_of(self, step: str) -> Dict[str, str]:
+        """The step's plain environment variables: `env`, then `step_env`, minus those a
+        step's own secret sets."""
+        own = {v for s in self.step_secrets.get(step, []) for v in s.key_to_env.values()}
+        return {k: v for k, v in {**self.env, **self.step_env.get(step, {})}.items() if k not in own}
+
+    def secrets_of(self, step: str) -> List[SecretEnv]:
+        """The step's secrets: `secrets` (less the variables and mount paths the step sets
+        itself, in step_env or step_secrets), then `step_secrets`."""
+        own = self.step_secrets.get(step, [])
+        taken_vars = set(self.step_env.get(step, {})) | {v for s in own for v in s.key_to_env.values()}
+        taken_mounts = {s.mount_path.rstrip("/") for s in own if s.mount_path}
+        kept = []
+        for s in self.secrets:
+            keys = {k: v for k, v in s.key_to_env.items() if v not in taken_vars}
+            mount = s.mount_path if s.mount_path and s.mount_path.rstrip("/") not in taken_mounts else None
+            if keys or mount:
+                kept.append(s.model_copy(update={"key_to_env": keys, "mount_path": mount}))
+        return kept + list(own)
 
     def resources_of(self, step: str) -> StepResources:
         return self.step_resources.get(step) or HEAVY_STEP_RESOURCES.get(step) or self.resources

@@ -9,12 +9,14 @@ a stricter gate given as a runtime parameter, without recompiling."""
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import yaml
 from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from kubeflow import runner, schedule
@@ -128,6 +130,46 @@ def test_every_task_declares_resources_env_secrets_and_a_retry_policy(compiled):
     assert ui["report_html"] == "system.HTML" and ui["gate_metrics"] == "system.Metrics"
 
 
+# Per step, over the pipeline-wide settings of WIRED: the pusher writes the registry with keys
+# of its own (they replace the pipeline-wide secret's variables) in another region; the
+# trainer gets a service-account key file (a secret as a volume) and the variable naming it;
+# the evaluator one more variable.
+REGISTRY_SECRET = {"secret_name": "qp-registry-writer",
+                   "key_to_env": {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY"}}
+PER_STEP = dict(WIRED, QP_KUBEFLOW__STEP_ENV=json.dumps({
+    "QuantizedModelPusher": {"AWS_REGION": "us-east-1"}, "TFLiteEvaluator": {"OMP_NUM_THREADS": "2"},
+    "QATTrainer": {"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/google/key.json"}}),
+    QP_KUBEFLOW__STEP_SECRETS=json.dumps({
+        "QuantizedModelPusher": [REGISTRY_SECRET],
+        "QATTrainer": [{"secret_name": "qp-gcp-key", "mount_path": "/var/secrets/google"}]}))
+
+
+@pytest.mark.fast
+def test_per_step_env_and_secrets_are_declared_on_their_step_only(tmp_path):
+    path = runner.compile_pipeline(IMAGE, "s3://qp-bucket/root", "s3://qp-bucket/serving", tmp_path, environ=PER_STEP)
+    spec, platform = schedule.read_documents(str(path))
+    deployment = json_format.ParseDict(spec["deploymentSpec"], pipeline_spec_pb2.PipelineDeploymentConfig())
+    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    k8s_executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    wide = {"secretName": "qp-s3-credentials", "keyToEnv": [
+        {"secretKey": "access_key", "envVar": "AWS_ACCESS_KEY_ID"},
+        {"secretKey": "secret_key", "envVar": "AWS_SECRET_ACCESS_KEY"}]}
+    expected = {  # step: (its container's env, its KubernetesExecutorConfig)
+        "QuantizedModelPusher": ({"AWS_REGION": "us-east-1"},
+                                 {"secretAsEnv": [dict(wide, secretName="qp-registry-writer")]}),
+        "TFLiteEvaluator": ({"AWS_REGION": "eu-west-1", "OMP_NUM_THREADS": "2"}, {"secretAsEnv": [wide]}),
+        "QATTrainer": ({"AWS_REGION": "eu-west-1", "GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/google/key.json"},
+                       {"secretAsEnv": [wide], "secretAsVolume": [{"secretName": "qp-gcp-key",
+                                                                   "mountPath": "/var/secrets/google"}]}),
+    }
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        env, config = expected.get(name, ({"AWS_REGION": "eu-west-1"}, {"secretAsEnv": [wide]}))
+        assert {e.name: e.value for e in deployment.executors[label].container.env} == env, name
+        assert k8s_executors[label] == config, name
+        json_format.ParseDict(k8s_executors[label], k8s_pb.KubernetesExecutorConfig())  # kfp-kubernetes' message
+
+
 @pytest.mark.fast
 @pytest.mark.parametrize("env, message", [
     ({"QP_KUBEFLOW__STEP_RESOURCES": '{"Trainer": {"cpu_request": 1, "cpu_limit": 1, "memory_request": 1, '
@@ -136,9 +178,19 @@ def test_every_task_declares_resources_env_secrets_and_a_retry_policy(compiled):
      "cpu_request 4.0 exceeds cpu_limit 2.0"),
     ({"QP_KUBEFLOW__ENV": '{"AWS_ACCESS_KEY_ID": "x"}', "QP_KUBEFLOW__SECRETS": json.dumps([S3_SECRET])},
      "would be set twice"),
+    ({"QP_KUBEFLOW__STEP_ENV": '{"Pusher": {"A": "1"}}'}, "kubeflow.step_env (QP_KUBEFLOW__STEP_ENV) names ['Pusher'], "
+                                                         "which are not steps"),
+    ({"QP_KUBEFLOW__STEP_SECRETS": json.dumps({"Evaluator": [S3_SECRET]})},
+     "kubeflow.step_secrets (QP_KUBEFLOW__STEP_SECRETS) names ['Evaluator'], which are not steps"),
+    ({"QP_KUBEFLOW__STEP_ENV": '{"QuantizedModelPusher": {"AWS_ACCESS_KEY_ID": "x"}}',
+      "QP_KUBEFLOW__STEP_SECRETS": json.dumps({"QuantizedModelPusher": [S3_SECRET]})},
+     "kubeflow step QuantizedModelPusher: ['AWS_ACCESS_KEY_ID'] would be set twice"),
+    ({"QP_KUBEFLOW__STEP_SECRETS": '{"QATTrainer": [{"secret_name": "a", "mount_path": "/s"}, '
+                                   '{"secret_name": "b", "mount_path": "/s/"}]}'}, "['/s'] would be mounted twice"),
+    ({"QP_KUBEFLOW__SECRETS": '[{"secret_name": "a"}]'}, "secret 'a' gives the step nothing"),
 ])
 def test_bad_kubeflow_settings_are_refused_before_anything_is_written(tmp_path, env, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         runner.compile_pipeline(IMAGE, "s3://b/r", "s3://b/s", tmp_path, environ=dict(SMALL, **env))
     assert not (tmp_path / "pipeline.yaml").exists()
 
