@@ -212,8 +212,11 @@ class RangeSweep(Record):
     num_validation_examples: int
     float_accuracy_on_validation: float
     num_tensors: int  # activation tensors with a recorded range (the model's inputs left out)
+    activations: str = "int8"  # the activation type the methods were measured with ("int8", "int16")
     applied_to: List[str] = []  # the variants built with the chosen ranges (none when min/max stays)
-    not_applied: Dict[str, str] = {}  # variant -> why it kept min/max (its conversion with the ranges failed)
+    # variant -> why it kept min/max: its conversion with the ranges failed, or its recipe takes
+    # no swept ranges (VariantRecipe.no_range_methods: qat_int8's were learned in training)
+    not_applied: Dict[str, str] = {}
     seconds: float = 0.0  # the sweep's wall time
 
 
@@ -319,7 +322,17 @@ class VariantFile(Record):
     sha256: Optional[str] = None  # of the file's bytes, 64 hex digits
 
 
-class VariantEntry(VariantFile):
+class VariantBuild(VariantFile):
+    """A variant's file and how it was made and runs, as the evaluation and its report
+    carry it from the manifest (Evaluation.manifest)."""
+
+    # The activation-range method its calibrated ranges came from (ranges.py); None: the converter's min/max.
+    calibration_method: Optional[str] = None
+    weight_corrections: Optional[List[str]] = None  # corrections applied to the model it converted from
+    runtime: Optional[str] = None  # the interpreter that runs it: "tensorflow-lite", or "ai-edge-litert" (int4 weights)
+
+
+class VariantEntry(VariantBuild):
     """One variant in the quantizer's manifest: the recipe it was built from (source model,
     converter settings, device class) and, when built, what the .tflite holds."""
 
@@ -327,8 +340,6 @@ class VariantEntry(VariantFile):
     source_model: Literal["model", "qat_model"]  # the float or the quantization-aware SavedModel
     converter_settings: ConverterSettings
     device_class: str
-    # The activation-range method its calibrated ranges came from (ranges.py); None: the converter's min/max.
-    calibration_method: Optional[str] = None
     size_ratio_to_float32: Optional[float] = None
     integer_compute_fraction: Optional[float] = None  # share of arithmetic done in integer ops, 0..1
     inputs: Optional[List[TensorInfo]] = None
@@ -338,8 +349,6 @@ class VariantEntry(VariantFile):
     float_ops: Optional[Dict[str, int]] = None  # ops with a float input or output -> count
     tensor_dtypes: Optional[Dict[str, int]] = None  # dtype name -> number of tensors
     selective: Optional[SelectiveSearch] = None  # selective_integer only
-    weight_corrections: Optional[List[str]] = None  # corrections applied to the model it converted from
-    runtime: Optional[str] = None  # the interpreter that runs it: "tensorflow-lite", or "ai-edge-litert" (int4 weights)
 
     # What a registry version records of the variant it holds (its manifest's "model").
     DESCRIPTION: ClassVar[Tuple[str, ...]] = ("inputs", "outputs", "converter_settings", "device_class", "op_counts")
@@ -358,7 +367,8 @@ class Manifest(Record):
     """The PostTrainingQuantizer's manifest.json: every variant it tried, in build order."""
 
     variants: Dict[str, VariantEntry]
-    activation_ranges: Optional[RangeSweep] = None  # the activation-range sweep, when it ran
+    activation_ranges: Optional[RangeSweep] = None  # the activation-range sweep (int8 activations), when it ran
+    activation_ranges_int16: Optional[RangeSweep] = None  # the sweep with 16-bit activations (int16x8), when it ran
     model_spec: Dict[str, Any] = {}  # the ModelSpec the variants were built for (ModelSpec.to_json)
     integer_io_type: str = "int8"
     tensorflow_version: str = ""
@@ -510,7 +520,7 @@ class Evaluation(Record):
     settings: Dict[str, Any] = {}  # the GateSettings the gate ran with
     host: Dict[str, Any] = {}
     num_eval_examples: int = 0
-    manifest: Dict[str, VariantFile] = {}  # the quantizer's variants this evaluation read
+    manifest: Dict[str, VariantBuild] = {}  # the quantizer's variants this evaluation read, how built, where run
     selective: Optional[SelectiveSearch] = None
     activation_ranges: Optional[RangeSweep] = None  # the quantizer's activation-range sweep, for the report
     created_at: str = ""

@@ -108,7 +108,8 @@ class QuantizeSettings(StageSettings):
     max_calibration_samples: Optional[int] = Field(None, ge=1, description="None: the whole calibration sample")
     calibration_methods: List[Literal[contracts.CALIBRATION_METHODS]] = Field(
         default_factory=list,
-        description="activation-range methods full_integer and integer_only may be built with, besides the "
+        description="activation-range methods the integer variants with calibrated activations (full_integer, "
+                    "integer_only, selective_integer; int16x8 with its own 16-bit sweep) may be built with, besides the "
                     "converter's min/max (minmax, moving_average, percentile, mse, kl): each is measured on the "
                     "validation split and one replaces min/max only when it is better there beyond chance; "
                     "[] (the default: a sweep costs about 10 s on the digits CNN) or [minmax]: min/max only, no sweep. "

@@ -2,7 +2,8 @@
 known histogram against a hand computation; the calibrate-only route (a private TFLite API,
 pinned here) quantizes with exactly the ranges written into the calibrated model; the sweep
 picks by validation accuracy and keeps min/max when nothing beats it; the quantizer records
-the sweep and builds full_integer / integer_only with the chosen ranges."""
+the sweep and builds full_integer / integer_only / selective_integer with the chosen ranges,
+int16x8 with those of its own 16-bit sweep."""
 import math
 
 import numpy as np
@@ -165,6 +166,47 @@ def test_calibrate_only_route_quantizes_with_the_ranges_written(tmp_path):
         ranges.write_ranges(calibrated, {hidden: (1.0, 0.0)})
 
 
+@pytest.mark.fast
+def test_16x8_route_quantizes_with_the_ranges_written_and_is_the_converters_at_minmax(tmp_path):
+    """int16x8's private route (ranges.quantize_16x8: the calibrator's pre-MLIR quantizer, fed
+    nothing): a range written into the calibrated model is the 16-bit scale (symmetric, zero
+    point 0), and the calibrated model as recorded gives the converter's own int16x8 outputs."""
+    import tensorflow as tf
+
+    from tfx_quantization.quantization import convert, selective
+    from tfx_quantization.quantization.interpreter import TFLiteRunner
+
+    model_dir, spec = _saved(tmp_path, _outlier_model(outlier=False))
+    calibration = _calibration(50)
+    calibrated, _ = selective.calibrate(model_dir, calibration, spec.signature)
+    hidden, hidden_name = _first_fc_output(calibrated)
+    quantized = ranges.build_variant(ranges.write_ranges(calibrated, {hidden: (0.0, 2.5)}), None, "int16")
+    details = {t["name"]: t for t in tf.lite.Interpreter(model_content=quantized).get_tensor_details()}
+    scale, zero_point = details[hidden_name]["quantization"]
+    assert details[hidden_name]["dtype"] == np.int16
+    assert math.isclose(scale, 2.5 / 32767, rel_tol=1e-5) and zero_point == 0
+    x = {"x": _inputs(200, 5)}
+    converter = convert.convert("int16x8", model_dir, calibration, None, signature=spec.signature)
+    np.testing.assert_array_equal(TFLiteRunner(ranges.build_variant(calibrated, None, "int16")).predict(x),
+                                  TFLiteRunner(converter).predict(x))
+    with pytest.raises(ValueError, match="float input and output"):
+        ranges.build_variant(calibrated, "int8", "int16")
+
+
+@pytest.mark.fast
+def test_every_integer_variant_with_calibrated_activations_takes_the_sweep_but_qat_int8():
+    """One recipe field says it (VariantRecipe.activations / no_range_methods): the int8 PTQ
+    variants and selective_integer measured with int8, int16x8 with 16-bit activations;
+    qat_int8 keeps the ranges training learned, and says why."""
+    from tfx_quantization.quantization import variants
+
+    taking = {n: r.activations for n, r in variants.RECIPES.items() if r.takes_calibration_methods}
+    assert taking == {"full_integer": "int8", "integer_only": "int8", "int16x8": "int16", "selective_integer": "int8"}
+    assert "learned in quantization-aware training" in variants.recipe("qat_int8").no_range_methods
+    # A 16-bit tensor is quantized symmetrically: mse and kl take 2^15 levels either sign.
+    assert ranges._levels(True, "int16") == ranges._levels(False, "int16") == 1 << 15
+
+
 def _sweep(tmp_path, outlier, methods):
     from tfx_quantization.quantization import selective
     from tfx_quantization.quantization.interpreter import TFLiteRunner
@@ -220,19 +262,30 @@ def test_quantizer_records_the_sweep_and_builds_the_integer_variants_with_the_ch
     validation_files, _, _ = split("validation", _inputs(600, 1))
     _, x_test, y_test = split("test", _inputs(600, 2))
     out = tmp_path / "q"
-    build.quantize_all(model_dir, str(out), QuantizeSettings(variants=["float32", "full_integer", "integer_only"],
-                                                             calibration_methods=[MSE, KL]),
+    names = ["float32", "full_integer", "integer_only", "int16x8", "selective_integer"]
+    build.quantize_all(model_dir, str(out), QuantizeSettings(variants=names, calibration_methods=[MSE, KL]),
                        calibration_files=calibration_files, validation_files=validation_files)
     manifest = read_manifest(str(out))
+    assert sorted(manifest.built()) == sorted(names), {n: v.reason for n, v in manifest.variants.items()}
     sweep = manifest.activation_ranges
-    assert sweep is not None and sweep.chosen in (MSE, KL), sweep
-    assert sorted(sweep.applied_to) == ["full_integer", "integer_only"] and not sweep.not_applied
+    assert sweep is not None and sweep.chosen in (MSE, KL) and sweep.activations == "int8", sweep
+    assert sweep.applied_to == ["full_integer", "integer_only", "selective_integer"] and not sweep.not_applied
     assert [m.method for m in sweep.methods] == [MINMAX, MSE, KL]
-    for name in ("full_integer", "integer_only"):
+    for name in ("full_integer", "integer_only", "selective_integer"):
         entry = manifest.variants[name]
         assert entry.status == "ok" and entry.calibration_method == sweep.chosen
+    assert manifest.variants["selective_integer"].selective.steps[0].validation_accuracy == pytest.approx(
+        next(m for m in sweep.methods if m.method == sweep.chosen).validation_accuracy)  # k = 0: the sweep's model
     assert manifest.variants["integer_only"].inputs[0].dtype == "int8"
     assert manifest.variants["float32"].calibration_method is None
+    # int16x8: its own sweep, measured with 16-bit activations (mse and kl for 2^15 levels).
+    sweep16 = manifest.activation_ranges_int16
+    assert sweep16 is not None and sweep16.activations == "int16" and [m.method for m in sweep16.methods] == [
+        MINMAX, MSE, KL] and all(not m.error for m in sweep16.methods), sweep16
+    int16 = manifest.variants["int16x8"]
+    assert int16.tensor_dtypes["int16"] > 0
+    assert (int16.calibration_method, sweep16.applied_to) == ((None, []) if sweep16.chosen == MINMAX
+                                                              else (sweep16.chosen, ["int16x8"]))
     # On examples neither the sweep nor calibration saw, the chosen ranges beat min/max.
     ranged = TFLiteRunner(str(out / "full_integer" / "model.tflite")).predict({"x": x_test})
     minmax = next(m for m in sweep.methods if m.method == MINMAX).validation_accuracy
@@ -251,4 +304,7 @@ def test_quantizer_records_the_sweep_and_builds_the_integer_variants_with_the_ch
     assert read_evaluation(str(tmp_path / "ev")).activation_ranges.chosen == sweep.chosen
     page = (tmp_path / "ev" / "report.html").read_text()
     section = page[page.index("Activation ranges by method"):page.index('<section id="gate">')]
-    assert f"Chosen: <b>{sweep.chosen}</b>" in section and "full_integer, integer_only" in section
+    assert f"Chosen: <b>{sweep.chosen}</b>" in section and "full_integer, integer_only, selective_integer" in section
+    # ... and names each variant's method beside its runtime and weight corrections.
+    assert (f'<td class="name">full_integer</td><td class="text">tensorflow-lite</td>\n'
+            f'<td class="text">{sweep.chosen}</td>') in page

@@ -127,6 +127,12 @@ def test_report_renders_every_section_with_embedded_plots_and_names_the_selectio
         assert f'alt="{name}"' in page
     assert f"Selected <b>{result.selected_variant}</b>" in page
     assert "No model is deployed yet" in page and "No version has been pushed yet" in page
+    # Each built variant's runtime (the interpreter that ran it), activation ranges and weight corrections.
+    builds = page[page.index('<table id="builds">'):]
+    builds = builds[:builds.index("</table>")]
+    for name in [n for n, m in result.manifest.items() if m.status == "ok"]:
+        assert (f'<td class="name">{name}</td><td class="text">tensorflow-lite</td>\n<td class="text">–</td>\n'
+                f'<td class="text">none</td>') in builds, name
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["selected_variant"] == result.selected_variant
     assert set(metrics["variants"]) == set(result.variants)

@@ -269,11 +269,33 @@ def test_an_int4_variant_is_built_runs_and_is_gated(tmp_path):
     assert manifest.variants["int4_blockwise"].converter_settings.litert_recipe == "dynamic_wi4b32_afp32"
     # 4 bits a weight: well under the int8 file (8,192 of the 8,708 weights are in the first layer).
     assert int4.size_bytes < 0.7 * manifest.variants["full_integer"].size_bytes
+    # Counted by their flatbuffer type (INT4), which TF 2.16's interpreter reports as int8.
+    for name in ("int4_weights", "int4_blockwise"):
+        dtypes = manifest.variants[name].tensor_dtypes
+        assert dtypes["int4"] == 2 and "int8" not in dtypes, (name, dtypes)
 
+    # Device targets: TFLite Micro refuses 4-bit weights with float activations, in its own words, and
+    # an Edge TPU-style target (integer-only, integer I/O) refuses their float compute; the run goes on.
+    targets = [{"name": "mcu", "runtime": "tflm"}, {"name": "edgetpu", "integer_only": True, "integer_io": True}]
     result = evaluate.evaluate_models(
         eval_dir, model_dir, str(tmp_path / "q"), str(tmp_path / "ev"),
-        GateSettings(latency_runs=5, latency_warmup=1, max_accuracy_drop=0.05, drop_decision="point"),
+        GateSettings(latency_runs=5, latency_warmup=1, max_accuracy_drop=0.05, drop_decision="point",
+                     targets=targets, device_check_examples=50),
         lambda: beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"])))
+    for name in ("int4_weights", "int4_blockwise"):
+        micro = result.variants[name]["tflm"]
+        assert not micro["runs"] and "filter type: INT4 not supported" in micro["reason"], micro
+        mcu, edgetpu = (result.targets[t].verdicts[name] for t in ("mcu", "edgetpu"))
+        assert not mcu.passed and any(r.startswith("does not run on TFLite Micro") for r in mcu.reasons), mcu
+        assert not edgetpu.passed and any("not integer-only" in r for r in edgetpu.reasons), edgetpu
+    assert result.variants["full_integer"]["tflm"]["runs"]
+    # The report names each variant's runtime and the weight corrections of the model it came from.
+    page = (tmp_path / "ev" / "report.html").read_text()
+    for name, runtime, corrections in (("int4_weights", "ai-edge-litert", "none"),
+                                       ("int4_blockwise", "ai-edge-litert", "none"),
+                                       ("full_integer", "tensorflow-lite", "cross_layer_equalization, bias_correction")):
+        assert (f'<td class="name">{name}</td><td class="text">{runtime}</td>\n<td class="text">–</td>\n'
+                f'<td class="text">{corrections}</td>') in page, name
     spec = ModelSpec.read(model_dir)
     x, y = data.parse_numpy(list(data.iter_serialized(data.split_files(eval_dir))), spec)
     for name in ("int4_weights", "int4_blockwise"):

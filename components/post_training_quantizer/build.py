@@ -22,7 +22,7 @@ import tf_keras as keras
 
 from tfx_quantization import contracts, fsutil, training
 from tfx_quantization.contracts import (
-    FAILED, MANIFEST_FILE, MODEL_FILE, OK, SKIPPED, DataFiles, Manifest, VariantEntry, WeightCorrections,
+    FAILED, MANIFEST_FILE, MODEL_FILE, OK, SKIPPED, DataFiles, Manifest, RangeSweep, VariantEntry, WeightCorrections,
 )
 from tfx_quantization.quantization import convert, data, litert, selective, variants, weight_corrections
 from tfx_quantization.quantization.model_spec import ModelSpec
@@ -228,9 +228,8 @@ def quantize_all(
                    if not (qat_failure and variants.recipe(n).needs_qat_model)}  # already warned about
         if explicit and refused:  # recorded, and the run goes on with what was built
             warnings += [f"requested variant {n} failed: {r}" for n, r in refused.items()]
-        sweeps = [record for _, record in search.get("range_sweeps", {}).values() if record is not None]
-        if sweeps:
-            manifest.activation_ranges = sweeps[0]
+        sweeps = _sweep_records(names, search)
+        manifest.activation_ranges, manifest.activation_ranges_int16 = sweeps.get("int8"), sweeps.get("int16")
         warnings += search.get("range_warnings", [])
         manifest.warnings = warnings
         contracts.write_manifest(staging, manifest)
@@ -262,14 +261,18 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
         if search["no_validation_reason"]:
             return VariantEntry(**common, status=SKIPPED, reason=search["no_validation_reason"])
         return failed("no validation data: pass validation_examples (a split other than the gate's eval)")
-    ranged = _with_ranges(name, recipe, source, calibration, io_type, example, search) if recipe.range_methods else None
+    swept = _swept(recipe, source, calibration, search) if recipe.takes_calibration_methods else None
+    ranged = _with_ranges(name, recipe, swept, io_type, example) if swept and not searched else None
     extra: Dict[str, object] = {}
     try:
         if searched:
             x_val, y_val, float_acc = search["validation"]
             content, record = selective.search(source, calibration, x_val, y_val, float_acc, search["settings"],
-                                               io, spec=search["spec"])
+                                               io, spec=search["spec"], ranged=swept[0] if swept else None)
             extra["selective"] = record
+            if swept and content is not None:  # the search quantized the chosen ranges at every step
+                extra["calibration_method"] = swept[1].chosen
+                swept[1].applied_to.append(name)
             if content is None:
                 best = record.best_step
                 return failed(
@@ -299,39 +302,56 @@ def _build_one(name, float_dir, qat_dir, calibration, io_type, example, staging:
 
 def _sweeps_ranges(names: List[str], settings: QuantizeSettings) -> bool:
     """Whether a planned variant may take swept activation ranges (ranges.py): the settings
-    name a method besides min/max and a variant's recipe takes them."""
+    name a method besides min/max and a variant's recipe takes them
+    (VariantRecipe.takes_calibration_methods)."""
     return (any(m != contracts.MINMAX for m in settings.calibration_methods)
-            and any(variants.recipe(n).range_methods for n in names))
+            and any(variants.recipe(n).takes_calibration_methods for n in names))
 
 
-def _with_ranges(name, recipe, source, calibration, io_type, example, search):
-    """(the variant built with the activation ranges the sweep chose, the method), or None:
-    the converter's min/max stays (no method besides min/max asked, no calibration or
-    validation data, min/max chosen, or this variant's conversion with the ranges failed,
-    which the sweep's record lists under not_applied). The sweep runs once per source model
-    (ranges.sweep_model); a sweep that fails is a manifest warning and the variants keep
-    min/max."""
+def _swept(recipe, source, calibration, search):
+    """(the calibrated model holding the activation ranges the sweep chose for the recipe's
+    activation type, the sweep's record), or None: the converter's min/max stays (no method
+    besides min/max asked, no calibration or validation data, or min/max chosen). The model
+    is calibrated and its statistics collected once per source model (ranges.prepare); the
+    sweep runs once per source model and activation type (ranges.sweep_model). A sweep that
+    fails is a manifest warning and the variants keep min/max."""
     from tfx_quantization.quantization import ranges
 
     settings = search["settings"]
-    if calibration is None or search["validation"] is None or not _sweeps_ranges([name], settings):
+    if calibration is None or search["validation"] is None or not _sweeps_ranges([recipe.name], settings):
         return None
     sweeps = search.setdefault("range_sweeps", {})
-    if source not in sweeps:
+    key = (source, recipe.activations)
+    if key not in sweeps:
         x_val, y_val, float_acc = search["validation"]
+        prepared = search.setdefault("range_statistics", {})  # source -> (calibrated, statistics); None: failed
+        sweeps[key] = (None, None)
         try:
-            sweeps[source] = ranges.sweep_model(source, calibration, x_val, y_val, float_acc, settings, search["spec"])
+            if source not in prepared:
+                prepared[source] = None  # stays None when prepare raises: the next activation type does not retry
+                prepared[source] = ranges.prepare(source, calibration, search["spec"])
+            if prepared[source] is not None:  # else the first sweep's warning says why
+                sweeps[key] = ranges.sweep_model(prepared[source], calibration, x_val, y_val, float_acc, settings,
+                                                 search["spec"], recipe.activations)
         except Exception as e:  # noqa: BLE001 - an optional path: recorded, min/max stays
-            log.warning("The activation-range sweep failed: %s", e)
+            log.warning("The activation-range sweep (%s activations) failed: %s", recipe.activations, e)
             search.setdefault("range_warnings", []).append(
-                f"the activation-range sweep failed, min/max kept: {convert.one_line(e)}")
-            sweeps[source] = (None, None)
-    ranged, record = sweeps[source]
-    if ranged is None:
-        return None
+                f"the activation-range sweep ({recipe.activations} activations) failed, min/max kept: "
+                f"{convert.one_line(e)}")
+    ranged, record = sweeps[key]
+    return None if ranged is None else (ranged, record)
+
+
+def _with_ranges(name, recipe, swept, io_type, example):
+    """(the converter variant built from the calibrated model holding the chosen ranges, the
+    method), or None: this variant's conversion with the ranges failed, which the sweep's
+    record lists under not_applied, and it is built with min/max."""
+    from tfx_quantization.quantization import ranges
+
+    ranged, record = swept
     io = recipe.io_type(io_type)
     try:
-        content = ranges.build_variant(ranged, None if io == "float32" else io)
+        content = ranges.build_variant(ranged, None if io == "float32" else io, recipe.activations)
         convert.validate(name, content, example)
     except Exception as e:  # noqa: BLE001 - this variant keeps min/max; the reason is recorded
         log.warning("Variant %s with %s ranges failed (%s): built with min/max", name, record.chosen, e)
@@ -339,3 +359,15 @@ def _with_ranges(name, recipe, source, calibration, io_type, example, search):
         return None
     record.applied_to.append(name)
     return content, record.chosen
+
+
+def _sweep_records(names: List[str], search) -> Dict[str, RangeSweep]:
+    """{activation type: the sweep's record} of the sweeps that ran, with each planned variant
+    whose recipe takes no swept ranges listed under not_applied with the recipe's reason."""
+    records = {activations: record for (_, activations), (_, record) in search.get("range_sweeps", {}).items()
+               if record is not None}
+    for name in names:
+        recipe = variants.recipe(name)
+        if recipe.no_range_methods and recipe.activations in records:
+            records[recipe.activations].not_applied[name] = recipe.no_range_methods
+    return records

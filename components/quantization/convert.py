@@ -21,7 +21,7 @@ from tfx_quantization.contracts import (  # noqa: F401
     VARIANTS, ConverterSettings,
 )
 from tfx_quantization.quantization import variants
-from tfx_quantization.quantization.interpreter import TFLiteRunner, quiet_native_output  # noqa: F401
+from tfx_quantization.quantization.interpreter import TFLiteRunner, four_bit_tensors, quiet_native_output  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +169,19 @@ def _ops(interpreter: tf.lite.Interpreter) -> List[tuple]:
 
 
 def describe(model_content: bytes) -> Dict[str, object]:
-    """Inputs, outputs, ops and tensor dtypes of a TFLite flatbuffer."""
+    """Inputs, outputs, ops and tensor dtypes of a TFLite flatbuffer. tensor_dtypes counts the
+    tensors of subgraph 0 by numpy dtype name, a 4-bit tensor as "int4" / "uint4" (its
+    flatbuffer type: interpreter.four_bit_tensors), which the interpreter would call int8."""
     interpreter = _interpreter(model_content)
     ops = _ops(interpreter)
+    four_bit = four_bit_tensors(model_content)
     return {
         "inputs": [_tensor_info(d) for d in interpreter.get_input_details()],
         "outputs": [_tensor_info(d) for d in interpreter.get_output_details()],
         "op_counts": dict(sorted(Counter(name for name, *_ in ops).items())),
         "num_ops": len(ops),
         "float_ops": dict(sorted(Counter(name for name, _, _, is_float in ops if is_float).items())),
-        "tensor_dtypes": dict(sorted(Counter(np.dtype(t["dtype"]).name
+        "tensor_dtypes": dict(sorted(Counter(four_bit.get(t["index"], np.dtype(t["dtype"]).name)
                                              for t in interpreter.get_tensor_details()).items())),
     }
 

@@ -104,8 +104,27 @@ def take(x: Inputs, index) -> Inputs:
 # Runtimes a .tflite runs in (the manifest's `runtime`): TensorFlow's own interpreter, or
 # LiteRT's (PyPI ai-edge-litert) for what TensorFlow 2.16's kernels cannot compute.
 TENSORFLOW_LITE, AI_EDGE_LITERT = "tensorflow-lite", "ai-edge-litert"
-_INT4_TYPES = (17, 20)  # schema TensorType INT4, UINT4
+FOUR_BIT_TYPES = {17: "int4", 20: "uint4"}  # schema TensorType INT4, UINT4 -> the manifest's dtype name
 _BLOCKWISE = 2  # schema QuantizationDetails BlockwiseQuantization
+
+
+def _schema_model(content: bytes):
+    from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
+
+    return schema.Model.GetRootAs(bytes(content), 0)
+
+
+def four_bit_tensors(content: bytes) -> Dict[int, str]:
+    """{tensor index in subgraph 0: "int4" or "uint4"} of a model's 4-bit tensors, read from
+    the flatbuffer's tensor types (TensorFlow's schema module). TensorFlow 2.16's interpreter
+    reports an INT4 tensor as int8 (its get_tensor_details), so a description by dtype counts
+    4-bit weights as 8-bit ones."""
+    model = _schema_model(content)
+    if not model.SubgraphsLength():
+        return {}
+    subgraph = model.Subgraphs(0)
+    return {t: FOUR_BIT_TYPES[subgraph.Tensors(t).Type()] for t in range(subgraph.TensorsLength())
+            if subgraph.Tensors(t).Type() in FOUR_BIT_TYPES}
 
 
 def litert_only(content: bytes) -> Dict[str, bool]:
@@ -115,15 +134,13 @@ def litert_only(content: bytes) -> Dict[str, bool]:
     ai-edge-litert 2.3 gives 86 %), "blockwise": it holds blockwise-quantized tensors (correct
     in ai-edge-litert's XNNPACK kernels only: its builtin kernels disagree with them)}. Read
     from the flatbuffer (TensorFlow's schema module), without running anything."""
-    from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
-
-    model = schema.Model.GetRootAs(bytes(content), 0)
+    model = _schema_model(content)
     found = {"int4": False, "blockwise": False}
     for g in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(g)
         for t in range(subgraph.TensorsLength()):
             tensor = subgraph.Tensors(t)
-            found["int4"] |= tensor.Type() in _INT4_TYPES
+            found["int4"] |= tensor.Type() in FOUR_BIT_TYPES
             quantization = tensor.Quantization()
             found["blockwise"] |= quantization is not None and quantization.DetailsType() == _BLOCKWISE
     return found

@@ -42,6 +42,13 @@ quantized by `tf.lite.python.convert.mlir_quantize`: the route TFLite's Quantiza
 takes (tensorflow/lite/tools/optimize/debugging/python/debugger.py, TF 2.16). Both are
 private TensorFlow APIs, pinned by tests/test_ranges.py. The model's inputs keep the
 calibrator's range (their range is the data's, which the mixed-scale workload is about).
+
+Which variants take the ranges is one field of their recipe (variants.VariantRecipe.activations):
+full_integer, integer_only and selective_integer (whose search starts from the chosen ranges)
+share one sweep measured with int8 activations; int16x8 has its own, measured with 16-bit
+activations (mse and kl for 2^15 levels, symmetric as TFLite's 16x8 kernels require) and
+quantized by quantize_16x8, TF 2.16's converter's own 16x8 quantizer. qat_int8 takes none: its
+ranges were learned in training (its recipe says so, the manifest's sweep repeats it).
 """
 from __future__ import annotations
 
@@ -177,8 +184,14 @@ def collect(calibrated: bytes, calibration: Callable, bins: int = HISTOGRAM_BINS
 
 
 # ---- the methods: pure functions of a histogram -------------------------------------------
-def _levels(unsigned: bool) -> int:
-    """Quantization levels on [0, T]: 256 for a non-negative tensor, 128 for a signed one."""
+ACTIVATION_BITS = {"int8": 8, "int16": 16}  # VariantRecipe.activations -> bits
+
+
+def _levels(unsigned: bool, activations: str = "int8") -> int:
+    """Quantization levels on [0, T]: int8 (asymmetric) 256 for a non-negative tensor, 128 for a
+    signed one; int16 (symmetric, zero point 0, as TFLite's 16x8 kernels require) 32768 for both."""
+    if activations == "int16":
+        return 1 << 15
     return 256 if unsigned else 128
 
 
@@ -257,8 +270,9 @@ def clip_range(s: TensorStats, threshold: float) -> Range:
     return max(s.low, -threshold), min(s.high, threshold)
 
 
-def method_range(s: TensorStats, method: str, percentile: float = 99.99) -> Range:
-    """One tensor's (min, max) under `method` (CALIBRATION_METHODS)."""
+def method_range(s: TensorStats, method: str, percentile: float = 99.99, activations: str = "int8") -> Range:
+    """One tensor's (min, max) under `method` (CALIBRATION_METHODS), for `activations` of that
+    type ("int8", "int16": the levels mse and kl quantize to)."""
     if method == MINMAX or s.amax <= 0:
         return s.low, s.high
     if method == MOVING_AVERAGE:
@@ -267,15 +281,16 @@ def method_range(s: TensorStats, method: str, percentile: float = 99.99) -> Rang
     if method == PERCENTILE:
         return clip_range(s, percentile_threshold(s.counts, s.edges, percentile))
     if method == MSE:
-        return clip_range(s, mse_threshold(s.counts, s.edges, _levels(s.unsigned)))
+        return clip_range(s, mse_threshold(s.counts, s.edges, _levels(s.unsigned, activations)))
     if method == KL:
-        return clip_range(s, kl_threshold(s.counts, s.edges, _levels(s.unsigned)))
+        return clip_range(s, kl_threshold(s.counts, s.edges, _levels(s.unsigned, activations)))
     raise ValueError(f"unknown calibration method {method!r}: use one of {list(CALIBRATION_METHODS)}")
 
 
-def ranges_for(stats: Sequence[TensorStats], method: str, percentile: float = 99.99) -> Dict[int, Range]:
-    """{tensor index: (min, max)} of every tensor under `method`."""
-    return {s.index: method_range(s, method, percentile) for s in stats}
+def ranges_for(stats: Sequence[TensorStats], method: str, percentile: float = 99.99,
+               activations: str = "int8") -> Dict[int, Range]:
+    """{tensor index: (min, max)} of every tensor under `method` (method_range)."""
+    return {s.index: method_range(s, method, percentile, activations) for s in stats}
 
 
 def changed(stats: Sequence[TensorStats], ranges: Dict[int, Range]) -> List[float]:
@@ -311,10 +326,14 @@ def sweep(
     methods: Sequence[str],
     percentile: float = 99.99,
     confidence: float = 0.95,
+    stats: Optional[List[TensorStats]] = None,
+    activations: str = "int8",
 ) -> Tuple[Optional[bytes], RangeSweep]:
     """(calibrated model holding the chosen method's ranges, or None when min/max stays; the
     record). Each method's model is `quantize(calibrated with its ranges)`, its validation
     predictions `predict(model)` (class scores [n, classes]) against `y_val` (int [n]).
+    stats: collect(calibrated, calibration), when the caller has it; activations: the
+    activation type `quantize` makes ("int8", "int16"), which the mse and kl ranges are for.
 
     A method replaces min/max only when it is better on the validation split beyond chance:
     the upper end of the paired interval of min/max's accuracy minus the method's
@@ -322,14 +341,14 @@ def sweep(
     Among such methods the most accurate one on validation wins (the earlier in `methods` on
     ties). A method whose conversion fails is recorded with its reason and skipped."""
     started = time.perf_counter()
-    stats = collect(calibrated, calibration)
+    stats = collect(calibrated, calibration) if stats is None else stats
     reference_right = np.argmax(predict(quantize(calibrated)), axis=-1) == y_val
     results = [RangeMethodResult(method=MINMAX, validation_accuracy=float(np.mean(reference_right)),
                                  gain_over_minmax=0.0, tensors_changed=0)]
     models: Dict[str, bytes] = {}
     for method in [m for m in dict.fromkeys(methods) if m != MINMAX]:
         try:
-            ranges = ranges_for(stats, method, percentile)
+            ranges = ranges_for(stats, method, percentile, activations)
             model = write_ranges(calibrated, ranges)
             right = np.argmax(predict(quantize(model)), axis=-1) == y_val
         except Exception as e:  # noqa: BLE001 - one method failing leaves the others
@@ -354,34 +373,71 @@ def sweep(
         why = "no method beats min/max on validation beyond chance (the lower end of its paired gain interval is <= 0)"
     record = RangeSweep(
         methods=results, chosen=chosen.method, why=why, percentile=percentile, confidence=confidence,
+        activations=activations,
         num_validation_examples=int(len(y_val)), float_accuracy_on_validation=float(float_accuracy),
         num_tensors=len(stats), applied_to=[], not_applied={}, seconds=round(time.perf_counter() - started, 2))
     return models.get(chosen.method), record
 
 
 # ---- what the quantizer calls -------------------------------------------------------------
-def sweep_model(saved_model_dir: str, calibration: Callable, x_val, y_val: np.ndarray, float_accuracy: float,
-                settings, spec) -> Tuple[Optional[bytes], RangeSweep]:
-    """The sweep (above) for one SavedModel: calibrated once through the converter
-    (selective.calibrate, the calibrate-only route), each method's model quantized with float
-    I/O (selective.quantize_calibrated, mlir_quantize) and run on the validation inputs x_val
-    ({input name: [n, ...]}) through the spec's signature and class scores. settings: the
-    QuantizeSettings (calibration_methods, calibration_percentile, calibration_confidence)."""
+def prepare(saved_model_dir: str, calibration: Callable, spec) -> Tuple[bytes, List[TensorStats]]:
+    """(the SavedModel calibrated once through the converter: selective.calibrate, the
+    calibrate-only route; its activations' statistics: collect). One per source model, shared
+    by the sweeps of every activation type."""
     from tfx_quantization.quantization import selective
-    from tfx_quantization.quantization.interpreter import TFLiteRunner
 
     calibrated, _ = selective.calibrate(saved_model_dir, calibration, spec.signature)
+    return calibrated, collect(calibrated, calibration)
+
+
+def sweep_model(prepared: Tuple[bytes, List[TensorStats]], calibration: Callable, x_val, y_val: np.ndarray,
+                float_accuracy: float, settings, spec, activations: str = "int8") -> Tuple[Optional[bytes], RangeSweep]:
+    """The sweep (above) for one calibrated model and its statistics (prepare), each method's
+    model quantized with float I/O and `activations` ("int8": mlir_quantize; "int16":
+    quantize_16x8) and run on the validation inputs x_val ({input name: [n, ...]}) through the
+    spec's signature and class scores. settings: the QuantizeSettings (calibration_methods,
+    calibration_percentile, calibration_confidence)."""
+    from tfx_quantization.quantization.interpreter import TFLiteRunner
+
+    if activations not in ACTIVATION_BITS:
+        raise ValueError(f"activations {activations!r}: the sweep quantizes to one of {list(ACTIVATION_BITS)}")
+    calibrated, stats = prepared
     return sweep(
-        calibrated, calibration, quantize=lambda model: selective.quantize_calibrated(model, [], None),
+        calibrated, calibration, quantize=lambda model: build_variant(model, None, activations),
         predict=lambda content: spec.scores(TFLiteRunner.for_spec(content, spec).predict(x_val)),
         y_val=y_val, float_accuracy=float_accuracy, methods=settings.calibration_methods,
-        percentile=settings.calibration_percentile, confidence=settings.calibration_confidence)
+        percentile=settings.calibration_percentile, confidence=settings.calibration_confidence, stats=stats,
+        activations=activations)
 
 
-def build_variant(ranged: bytes, io_type: Optional[str]) -> bytes:
-    """An integer variant from the calibrated model holding the chosen ranges: quantized as
-    the converter quantizes it (mlir_quantize), with integer input and output of io_type
-    ("int8", "uint8"), float ones when it is None."""
+def quantize_16x8(calibrated: bytes) -> bytes:
+    """16-bit activations, 8-bit weights, float input and output, from a calibrated model: the
+    ranges it records quantized as TF 2.16's converter quantizes a 16x8 model (lite.py
+    _quantize: the calibrator's QuantizeModel, the pre-MLIR quantizer, with int16 activations
+    and int64 biases, no float fallback). Nothing is fed to the calibrator, so the ranges in
+    the model stand. mlir_quantize cannot take this role in TF 2.16: with 16-bit activations it
+    gives the input a zero point of -1, which the int16 kernels refuse ("conv.cc:399
+    input->params.zero_point != 0"). A private API (tensorflow.lite.python.optimize.calibrator),
+    pinned by tests/test_ranges.py."""
+    import tensorflow as tf
+    from tensorflow.lite.python.optimize import calibrator  # pylint: disable=import-outside-toplevel
+
+    from tfx_quantization.quantization.convert import quiet_native_output
+
+    with quiet_native_output():
+        return calibrator.Calibrator(calibrated).calibrate_and_quantize(
+            lambda: iter(()), tf.float32, tf.float32, False, activations_type=tf.int16, bias_type=tf.int64)
+
+
+def build_variant(ranged: bytes, io_type: Optional[str], activations: str = "int8") -> bytes:
+    """An integer variant from the calibrated model holding the chosen ranges, quantized as the
+    converter quantizes it: int8 activations through mlir_quantize, with integer input and
+    output of io_type ("int8", "uint8"; float ones when it is None); int16 ones through
+    quantize_16x8 (float input and output only)."""
     from tfx_quantization.quantization import selective
 
+    if activations == "int16":
+        if io_type is not None:
+            raise ValueError(f"16-bit activations take float input and output, not {io_type}")
+        return quantize_16x8(ranged)
     return selective.quantize_calibrated(ranged, [], io_type)

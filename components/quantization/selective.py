@@ -132,9 +132,14 @@ def search(
     settings: QuantizeSettings,
     io_type: Optional[str] = None,
     spec: Optional[ModelSpec] = None,
+    ranged: Optional[bytes] = None,
 ) -> Tuple[Optional[bytes], SelectiveSearch]:
     """(model bytes or None, record). The record lists layer errors, every step, and the
     float layers of the result; None when no model passed within the budget.
+
+    ranged: the calibrated model holding the activation ranges the range-method sweep chose
+    (ranges.py), which every step quantizes instead of the converter's min/max calibration;
+    the layers are still ranked by the debugger's min/max errors.
 
     Budget (from settings): accept an accuracy drop of at most effective_search_max_drop
     against the float model; keep at most max_float_layers float; spend at most
@@ -145,6 +150,7 @@ def search(
     scores = spec.scores if spec else (lambda y: y)
     runner = (lambda c: TFLiteRunner.for_spec(c, spec)) if spec else TFLiteRunner
     calibrated, fixed_batch = calibrate(saved_model_dir, calibration, signature)
+    calibrated = calibrated if ranged is None else ranged
     prefix = input_scaling_ops(calibrated)
     ranked = rank(layer_errors(saved_model_dir, calibration, signature, TFLiteRunner(calibrated).input_order(),
                                fixed_batch), prefix)

@@ -3,7 +3,8 @@
 From a recipe derive the manifest's converter settings (`converter_settings`), the
 converter call (convert.configure applies those settings), the selective search's
 converter (the selective_integer recipe), which model it converts, whether it needs or
-takes calibration data, and whether it must be integer-only. No TensorFlow import here:
+takes calibration data, whether its activation ranges may come from the range-method sweep,
+and whether it must be integer-only. No TensorFlow import here:
 the settings are names, convert.py maps them onto tf.lite.
 """
 from __future__ import annotations
@@ -53,6 +54,12 @@ class VariantRecipe:
     # for cross-layer equalization / bias correction (weight_corrections.py simulates their weights).
     weight_corrections: bool = False
     litert_recipe: str = ""  # LITERT_QUANTIZER: the ai_edge_quantizer.recipe function it applies
+    # The integer type of its calibrated activations ("int8", "int16"): the activation-range sweep
+    # (ranges.py) measures its methods with this type and builds the variant with the chosen ranges.
+    # "" when no activation range comes from calibration (float activations, or all learned in QAT).
+    activations: str = ""
+    # Why a variant with calibrated activations takes no swept ranges (the manifest's sweep lists it).
+    no_range_methods: str = ""
 
     @property
     def needs_calibration(self) -> bool:
@@ -72,12 +79,12 @@ class VariantRecipe:
         return self.supported_ops == (BUILTINS_INT8,)
 
     @property
-    def range_methods(self) -> bool:
-        """Its int8 activation ranges may come from the range-method sweep (ranges.py): an
-        int8-activation variant of the float model made by one converter call, which the
-        sweep then builds by quantizing the calibrated model with the chosen ranges."""
-        return (self.backend == CONVERTER and self.source == FLOAT_MODEL and self.needs_calibration
-                and INT16X8_OPS not in self.supported_ops)
+    def takes_calibration_methods(self) -> bool:
+        """Its activation ranges may come from the range-method sweep (ranges.py,
+        QuantizeSettings.calibration_methods): it has calibrated integer activations and no
+        reason against. A converter variant is then quantized from the calibrated model holding
+        the chosen ranges; the selective search starts from that model."""
+        return bool(self.activations) and not self.no_range_methods
 
     def io_type(self, integer_io_type: Optional[str]) -> str:
         """The model's input and output type: float32, or the integer type for an
@@ -110,21 +117,27 @@ RECIPES: Dict[str, VariantRecipe] = {r.name: r for r in (
     VariantRecipe(DYNAMIC_RANGE, "CPU (smaller file; float activations)"),
     VariantRecipe(FLOAT16, "GPU delegate (float16 weights)", supported_types=("float16",)),
     VariantRecipe(FULL_INTEGER, "CPU, with float fallback and float I/O", calibration=REQUIRED,
-                  weight_corrections=True),
+                  weight_corrections=True, activations="int8"),
     VariantRecipe(INTEGER_ONLY, "Edge TPU, microcontrollers, NPUs (integer I/O, no float ops)", calibration=REQUIRED,
-                  io=INTEGER_IO, supported_ops=(BUILTINS_INT8,), weight_corrections=True),
-    # Calibration covers what the QAT model left without a learned range.
+                  io=INTEGER_IO, supported_ops=(BUILTINS_INT8,), weight_corrections=True, activations="int8"),
+    # Calibration covers what the QAT model left without a learned range; a range method would
+    # replace the ranges training learned (and the weights adapted to) with ones from statistics.
     VariantRecipe(QAT_INT8, "as integer_only, from the quantization-aware model", source=QAT_MODEL,
-                  calibration=WHEN_GIVEN, io=INTEGER_IO, supported_ops=(BUILTINS_INT8,)),
+                  calibration=WHEN_GIVEN, io=INTEGER_IO, supported_ops=(BUILTINS_INT8,), activations="int8",
+                  no_range_methods="its activation ranges were learned in quantization-aware training, with the "
+                                   "weights trained against them; calibration only fills the tensors training left "
+                                   "without one, so a method chosen on statistics would overwrite what training "
+                                   "learned"),
     # No calibration: every range comes from training, and what the QAT model left without a
     # range (its float input normalization) stays float.
     VariantRecipe(QAT_MIXED, "CPU: the quantization-aware model as trained (int8 where it learned ranges, float "
                              "where it stayed float, e.g. in-model input normalization), float I/O", source=QAT_MODEL),
     VariantRecipe(INT16X8, "accuracy rescue for int8-sensitive models: 16-bit activations, 8-bit weights, float I/O "
                            "(reference kernels on CPU: slower than int8; no XNNPACK support)", calibration=REQUIRED,
-                  supported_ops=(INT16X8_OPS,), weight_corrections=True),
+                  supported_ops=(INT16X8_OPS,), weight_corrections=True, activations="int16"),
     VariantRecipe(SELECTIVE_INTEGER, "CPU: integer except the few most sensitive layers, kept float",
-                  calibration=REQUIRED, io=INTEGER_IO_ON_REQUEST, backend=SELECTIVE_SEARCH, weight_corrections=True),
+                  calibration=REQUIRED, io=INTEGER_IO_ON_REQUEST, backend=SELECTIVE_SEARCH, weight_corrections=True,
+                  activations="int8"),
     # Built only when named in QuantizeSettings.variants (contracts.ON_REQUEST_VARIANTS).
     VariantRecipe(INT4_WEIGHTS, "CPU, smallest file: 4-bit weights per channel, float activations quantized on the "
                                 "fly (LiteRT Quantizer; runs in the ai-edge-litert interpreter)",

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_quantization import contracts, fsutil
-from tfx_quantization.contracts import Decision, Evaluation, VariantFile
+from tfx_quantization.contracts import Decision, Evaluation, VariantBuild
 from tfx_quantization.quantization import convert, data, host, metrics, micro
 from tfx_quantization.quantization.interpreter import TFLiteRunner
 from tfx_quantization.quantization.model_spec import ModelSpec
@@ -245,7 +245,7 @@ def evaluate_models(
                      "tensorflow_version": tf.__version__, "cpu_count": os.cpu_count(), "cpu": cpu,
                      "cpu_description": host.describe(cpu)},
             "num_eval_examples": labels["n"],
-            "manifest": {n: e.model_dump(include=set(VariantFile.model_fields)) for n, e in manifest.variants.items()},
+            "manifest": {n: e.model_dump(include=set(VariantBuild.model_fields)) for n, e in manifest.variants.items()},
             # The accuracy-aware search's per-layer errors and steps, for the report.
             "selective": search.model_dump(exclude_unset=True) if search else None,
             "activation_ranges": (manifest.activation_ranges.model_dump(exclude_unset=True)
