@@ -98,3 +98,32 @@ def test_million_bench_records_parse_as_the_digits_rows_would(tmp_path):
         assert example == data.to_example(row)
     assert spec.label_dtype == "int64"
 
+
+
+def test_the_beam_stages_read_a_gzipped_shard_in_fixed_memory(tmp_path):
+    """The evaluator's pass and calibration sampling read records with beam_records.read_file:
+    every record of a gzipped shard in order, as TensorFlow's reader gives them, while holding
+    at most what one READ_SIZE read decompresses to. Beam's ReadFromTFRecord (16 MiB reads)
+    held a shard of up to 16 MiB compressed whole, decompressed: the million-example pass's
+    memory grew with its shards (BENCHMARKS.md, section 8)."""
+    import tracemalloc
+
+    from bench.common import digits_like_records
+    from tfx_quantization.quantization import beam_records
+
+    uncompressed = data.write_split(tmp_path / "plain", digits_like_records(200, seed=1), shards=1, compress=False)
+    assert list(beam_records.read_file(uncompressed[0])) == list(data.iter_serialized(uncompressed))
+    files = data.write_split(tmp_path / "Split-eval", digits_like_records(16_000, seed=1), shards=1)
+    expected = list(data.iter_serialized(files))
+    size = sum(len(r) for r in expected)
+    tracemalloc.start()
+    try:
+        count = 0
+        for record in beam_records.read_file(files[0]):
+            assert record == expected[count]
+            count += 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == len(expected)
+    assert peak < size / 4, f"reading a {size / 2**20:.1f} MB shard peaked at {peak / 2**20:.1f} MB"

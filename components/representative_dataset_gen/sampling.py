@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tfx_quantization import contracts, fsutil
 from tfx_quantization.quantization import data
+from tfx_quantization.quantization.beam_records import ReadRecords
 from tfx_quantization.settings import STRATIFIED, UNIFORM, CalibrationSettings
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,8 @@ def build_sampling(pipeline: beam.Pipeline, files_pattern: str, out_dir: str, se
     params = dict(num_samples_requested=num_samples, strategy=strategy, seed=seed, label_key=label_key or "")
     inspected = (
         pipeline
-        | "Read" >> beam.io.ReadFromTFRecord(files_pattern, coder=beam.coders.BytesCoder(),
-                                             compression_type=beam.io.filesystem.CompressionTypes.AUTO)
+        # In fixed memory: Beam's ReadFromTFRecord holds a gzipped shard whole (beam_records).
+        | "Read" >> ReadRecords(files_pattern)
         | "Inspect" >> beam.ParDo(_Inspect(seed, label_key, real_label)).with_outputs("dropped", main="kept")
     )
     kept, dropped = inspected.kept, inspected.dropped

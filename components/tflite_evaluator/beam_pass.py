@@ -12,6 +12,8 @@ from typing import Callable, Dict, List, Optional
 import apache_beam as beam
 import numpy as np
 
+from tfx_quantization.quantization.beam_records import ReadRecords
+
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 5000  # examples between progress lines
 FLOAT_MODEL = "float_model"  # the float SavedModel (the reference)
@@ -190,8 +192,8 @@ def build_evaluation(
     mean returns, evaluated as TRAINING_MEAN beside the others."""
     _ = (
         pipeline
-        | "Read" >> beam.io.ReadFromTFRecord(eval_pattern, coder=beam.coders.BytesCoder(),
-                                             compression_type=beam.io.filesystem.CompressionTypes.AUTO)
+        # In fixed memory: Beam's ReadFromTFRecord holds a gzipped shard whole (beam_records).
+        | "Read" >> ReadRecords(eval_pattern)
         # Fixed-size batches: each change of size re-allocates every interpreter's tensors
         # (and XNNPACK's plan); BatchElements' adaptive sizes (32 to 256) change it as it tunes.
         | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
