@@ -493,6 +493,13 @@ class DeployedShift(Record):
     message: str = ""
 
 
+def figures_by_output(figures: Dict[str, Any], primary: str) -> Dict[str, Dict[str, Any]]:
+    """{output name: figures} of one model's figures (a variant's, the float model's): the
+    primary output's are the figures themselves (what the gate reads), a multi-output
+    model's other outputs' are under figures["outputs"]."""
+    return {primary: figures, **figures.get("outputs", {})}
+
+
 class Evaluation(Record):
     """The TFLiteEvaluator's metrics.json: figures, verdicts and the decision.
 
@@ -505,6 +512,10 @@ class Evaluation(Record):
     selection: Selection  # how it was selected, or why nothing was
     metric: str = "accuracy"  # the gate's metric (a label-free model: sqnr_db, shown, not bounded)
     task: str = "multiclass"  # the contract's task of the judged output
+    output: str = ""  # the judged (primary) output's signature name
+    # Every measured output -> its task, the primary first; a multi-output model's others have
+    # their figures in each variant's (and float_model's) figures["outputs"][name].
+    outputs: Dict[str, str] = {}
     float_model: Dict[str, Any] = {}  # the float model's metrics on the eval split
     # The task's sanity reference in the gate's metric: the majority-class rate, AUC 0.5,
     # or the training mean's error (regression); None when there is none.
@@ -524,6 +535,10 @@ class Evaluation(Record):
     selective: Optional[SelectiveSearch] = None
     activation_ranges: Optional[RangeSweep] = None  # the quantizer's activation-range sweep, for the report
     created_at: str = ""
+
+    def by_output(self, figures: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+        """One model's figures per measured output, the primary first (figures_by_output)."""
+        return figures_by_output(figures, self.output)
 
     def selected_figures(self) -> Optional[Dict[str, Any]]:
         """The selected variant's figures, or None when nothing was selected."""
@@ -551,6 +566,7 @@ class Decision(Record):
     skipped: Dict[str, str] = {}  # variants not built by design (status skipped) -> why: neither failed nor judged
     deployed_shift: Optional[DeployedShift] = None
     metric: str = "accuracy"
+    output: str = ""  # the output the metric judges (the contract's primary output)
     targets: Dict[str, Optional[str]] = {}  # target -> selected variant (None: none)
     selected_metrics: Optional[Dict[str, Any]] = None  # the metric, accuracy_drop, vs_float, size, latency
     created_at: str = ""

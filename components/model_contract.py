@@ -67,6 +67,36 @@ class InputFeatures(BaseModel):
     image: Optional[ImageDecoding] = Field(None, description="the feature holds encoded images: how to decode them")
 
 
+TaskName = Literal["multiclass", "binary", "multilabel", "regression", "none"]
+
+
+class OutputTask(BaseModel):
+    """A secondary output of a multi-output model, measured beside the primary one (the
+    contract's own `output`, which the gate judges): its task, label and size. Every variant
+    gets its task's metrics on it (when it has a label) and its fidelity to the float model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: str = Field(..., min_length=1, description="the signature output's name")
+    task: TaskName = Field(REGRESSION, description="what it predicts (as the contract's task)")
+    label_key: str = Field("", description="its label feature; '' with task none (no label)")
+    num_classes: Optional[int] = Field(None, ge=1, description="its size: classes, labels or targets; None: read "
+                                                               "from the output (the built-in trainer: regression 1)")
+    output_kind: Literal["probabilities", "logits"] = Field(PROBABILITIES, description="as the contract's")
+    threshold: float = Field(0.5, gt=0, lt=1, description="as the contract's (binary and multilabel)")
+
+    @model_validator(mode="after")
+    def _label_fits_the_task(self) -> "OutputTask":
+        if self.task != NO_LABELS and not self.label_key:
+            raise ValueError(f"extra output {self.output!r} (task {self.task}) has no label_key: name its label "
+                             "feature, or set task: none to measure its fidelity alone")
+        if self.task == MULTICLASS and self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"extra output {self.output!r}: a multiclass output has num_classes >= 2")
+        if self.task == BINARY and self.num_classes not in (None, 2):
+            raise ValueError(f"extra output {self.output!r}: a binary output has 2 classes")
+        return self
+
+
 class ModelContract(StageSettings):
     """How a model meets the examples: given once (to QATTrainer, or to QATFineTuner after a
     stock TFX Trainer), recorded on the model artifacts, read by every later stage. Shapes,
@@ -80,7 +110,7 @@ class ModelContract(StageSettings):
         default_factory=dict, description="signature input -> {features, shape, image}; an input not listed is fed "
                                           "by the feature of the same name; the built-in trainer builds one input "
                                           "from the one entry here (features and shape)")
-    task: Literal["multiclass", "binary", "multilabel", "regression", "none"] = Field(
+    task: TaskName = Field(
         MULTICLASS, description="what `output` predicts: multiclass (one class of num_classes, softmax), binary (one "
                                 "sigmoid unit or two classes: judged by ROC AUC), multilabel (num_classes independent "
                                 "sigmoids, a multi-hot int64 label), regression (num_classes real values, an int or "
@@ -102,6 +132,11 @@ class ModelContract(StageSettings):
                                    "ignored for regression and none (the raw values are compared)")
     threshold: float = Field(0.5, gt=0, lt=1, description="binary and multilabel: the probability at or above "
                                                           "which an example is predicted positive")
+    extra_outputs: List[OutputTask] = Field(
+        default_factory=list, description="a multi-output model's other outputs, each with its task, label_key and "
+                                          "num_classes (e.g. [{output: ink, task: regression, label_key: ink}]): "
+                                          "measured for every variant (task metrics and fidelity per output); the "
+                                          "gate judges `output`, the primary one")
 
     @classmethod
     def of_spec(cls, spec: Any) -> "ModelContract":
@@ -112,7 +147,10 @@ class ModelContract(StageSettings):
         return cls(signature=spec.signature, label_key=spec.label_key, num_classes=spec.num_classes,
                    output=spec.output_name, output_kind=spec.output_kind, task=spec.task, threshold=spec.threshold,
                    inputs={i.name: InputFeatures(features=i.features, shape=i.shape, image=i.image)
-                           for i in spec.inputs})
+                           for i in spec.inputs},
+                   extra_outputs=[OutputTask(output=o.output_name, task=o.task, label_key=o.label_key if o.has_labels
+                                             else "", num_classes=o.num_classes, output_kind=o.output_kind,
+                                             threshold=o.threshold) for o in spec.output_specs()[1:]])
 
     @property
     def has_labels(self) -> bool:
@@ -121,10 +159,18 @@ class ModelContract(StageSettings):
 
     @model_validator(mode="after")
     def _label_not_input(self) -> "ModelContract":
+        labels = ([self.label_key] if self.has_labels else []) + [o.label_key for o in self.extra_outputs if o.label_key]
         for name, mapping in self.inputs.items():
-            if self.has_labels and (self.label_key in mapping.features
-                                    or (not mapping.features and name == self.label_key)):
-                raise ValueError(f"label_key {self.label_key!r} also feeds input {name!r}")
+            for label in labels:
+                if label in mapping.features or (not mapping.features and name == label):
+                    raise ValueError(f"label_key {label!r} also feeds input {name!r}")
+        names = [self.output] + [o.output for o in self.extra_outputs]
+        repeated = sorted({n for n in names if names.count(n) > 1 and n})
+        if repeated:
+            raise ValueError(f"output(s) {repeated} named twice in output / extra_outputs: name each output once")
+        if self.extra_outputs and not self.output:
+            raise ValueError("extra_outputs is set but output is not: name the primary output (the one the gate "
+                             "judges) in contract.output")
         return self
 
     @field_validator("num_classes")

@@ -60,15 +60,32 @@ def model_inputs(model: keras.Model, x: dict, spec: ModelSpec):
     return dict(x)
 
 
+def output_specs_of(model: keras.Model, spec: ModelSpec) -> List[ModelSpec]:
+    """The single-output spec of each of `model`'s outputs, in the model's output order: the
+    spec itself for a one-output contract; for a multi-output one (contract.extra_outputs)
+    each Keras output is matched by its name (its layer's) to the contract's outputs. A
+    ValueError names the outputs that do not match and the fix."""
+    if not spec.extra_outputs:
+        return [spec]
+    by_name = {o.output_name: o for o in spec.output_specs()}
+    names = list(model.output_names)
+    if sorted(names) != sorted(by_name):
+        raise ValueError(f"the Keras model's outputs {names} are not the contract's outputs {spec.output_names} "
+                         "(contract.output and extra_outputs): name each output layer as its contract output")
+    return [by_name[n] for n in names]
+
+
 def save_serving_model(model: keras.Model, out_dir: str, spec: ModelSpec) -> None:
     """SavedModel whose signature `spec.signature` takes the spec's inputs by name and returns
-    {output_name: scores}; the contract that reads the spec back is recorded next to it
-    (model_contract.json)."""
+    {output_name: scores} (a multi-output contract: every output by its name); the contract
+    that reads the spec back is recorded next to it (model_contract.json)."""
     signature = {i.name: tf.TensorSpec([None, *i.shape], _TF_DTYPES[i.dtype], name=i.name) for i in spec.inputs}
+    names = [o.output_name for o in output_specs_of(model, spec)]
 
     @tf.function(input_signature=[signature])
     def serve(x):
-        return {spec.output_name: model(model_inputs(model, x, spec), training=False)}
+        y = model(model_inputs(model, x, spec), training=False)
+        return dict(zip(names, y)) if spec.extra_outputs else {spec.output_name: y}
 
     model.save(str(out_dir), save_format="tf", signatures={spec.signature: serve}, include_optimizer=False)
     write_contract_file(str(out_dir), ModelContract.of_spec(spec))
@@ -76,8 +93,10 @@ def save_serving_model(model: keras.Model, out_dir: str, spec: ModelSpec) -> Non
 
 def metric_name(spec: Optional[ModelSpec]) -> str:
     """The Keras metric training reports for the task: 'mae' for regression (and a label-free
-    model's reconstruction of its input), else 'accuracy'."""
-    return "mae" if spec is not None and spec.task in (REGRESSION, NO_LABELS) else "accuracy"
+    model's reconstruction of its input), else 'accuracy'; for a multi-output model, the
+    primary output's, as Keras names it ('<output>_accuracy')."""
+    name = "mae" if spec is not None and spec.task in (REGRESSION, NO_LABELS) else "accuracy"
+    return f"{spec.output_name}_{name}" if spec is not None and spec.extra_outputs else name
 
 
 def reconstruction_problem(spec: ModelSpec) -> str:
@@ -93,7 +112,19 @@ def reconstruction_problem(spec: ModelSpec) -> str:
 
 
 def _compile(model: keras.Model, lr: float, spec: Optional[ModelSpec] = None) -> None:
-    """Adam with the loss the task calls for: mean squared error (regression; task none: the
+    """Adam with the loss the task calls for (_task_loss); a multi-output model: each
+    output's task's loss and metric, by output name, summed with equal weights."""
+    if spec is not None and spec.extra_outputs:
+        losses = {o.output_name: _task_loss(o) for o in output_specs_of(model, spec)}
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss={k: v[0] for k, v in losses.items()},
+                      metrics={k: [v[1]] for k, v in losses.items()})
+        return
+    loss, metric = _task_loss(spec)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
+
+
+def _task_loss(spec: Optional[ModelSpec]):
+    """(loss, metric) of one output's task: mean squared error (regression; task none: the
     reconstruction of the input), binary cross-entropy for independent sigmoids (multilabel)
     or one sigmoid unit, else cross-entropy over softmax probabilities or logits."""
     logits = spec is not None and spec.output_kind == LOGITS
@@ -108,7 +139,7 @@ def _compile(model: keras.Model, lr: float, spec: Optional[ModelSpec] = None) ->
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
+    return loss, metric
 
 
 LOG_PROBABILITIES = "log-probabilities"
@@ -137,7 +168,10 @@ def check_output_kind(model: keras.Model, x, spec: ModelSpec, source: str) -> st
     the output and the fix when they contradict: probabilities declared, logits or
     log-probabilities seen (training would use a probabilities loss on them and learn little,
     silently); logits declared, probabilities seen (a softmax applied twice)."""
-    y = model(x, training=False).numpy()
+    y = model(x, training=False)
+    if spec.extra_outputs:  # the primary output's values
+        y = y[[o.output_name for o in output_specs_of(model, spec)].index(spec.output_name)]
+    y = y.numpy()
     if not spec.is_classifier:  # regression's values are any real; multilabel's are judged per unit
         if spec.task != MULTILABEL:
             return LOGITS
@@ -227,26 +261,52 @@ def training_datasets(model: keras.Model, train_files: List[str], eval_files: Li
     if problem:
         raise ValueError(problem)
 
-    def label(y):  # one sigmoid unit: float labels [B, 1]; multilabel: float multi-hot; regression: as parsed
-        if spec.task == MULTILABEL:
+    def label(y, o: ModelSpec):  # one sigmoid unit: float [B, 1]; multilabel: float multi-hot; regression: as parsed
+        if o.task == MULTILABEL:
             return tf.cast(y, tf.float32)
-        return tf.cast(tf.reshape(y, [-1, 1]), tf.float32) if spec.is_classifier and spec.output_units == 1 else y
+        return tf.cast(tf.reshape(y, [-1, 1]), tf.float32) if o.is_classifier and o.output_units == 1 else y
+
+    multi = bool(spec.extra_outputs)
+    if multi:
+        unlabelled = [o.output_name for o in spec.output_specs() if not o.has_labels]
+        if unlabelled:
+            raise ValueError(f"output(s) {unlabelled} have no label (task none): a multi-output model trains every "
+                             "output on its label; train it yourself (a stock TFX Trainer) and give its contract to "
+                             "the evaluator")
+        specs = {o.output_name: o for o in spec.output_specs()}
 
     def feed(ds):
+        if multi:  # {output name: its labels}
+            return ds.map(lambda x, y: (model_inputs(model, x, spec),
+                                        {n: label(v, specs[n]) for n, v in y.items()}))
         if spec.task == NO_LABELS:  # the target is the input, flattened to the output's [B, units]
             name, units = spec.inputs[0].name, spec.output_units
             return ds.map(lambda x, y: (model_inputs(model, x, spec),
                                         tf.reshape(tf.cast(x[name], tf.float32), [-1, units])))
-        return ds.map(lambda x, y: (model_inputs(model, x, spec), label(y)))
+        return ds.map(lambda x, y: (model_inputs(model, x, spec), label(y, spec)))
 
-    return (feed(data.make_dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=repeat)),
-            feed(data.make_dataset(eval_files, spec, cfg.batch_size)))
+    return (feed(data.make_dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=repeat,
+                                   all_labels=multi)),
+            feed(data.make_dataset(eval_files, spec, cfg.batch_size, all_labels=multi)))
 
 
 def first_batch(model: keras.Model, files: List[str], spec: ModelSpec, cfg: FineTuneSettings):
     """The inputs `model` takes for the first batch of `files`."""
     x, _ = next(iter(data.make_dataset(files, spec, cfg.batch_size).take(1)))
     return model_inputs(model, x, spec)
+
+
+def scores_of(model: keras.Model, spec: ModelSpec):
+    """raw outputs of `model` (one array, or a list for a multi-output model) -> what its
+    outputs' tasks compare (ModelSpec.scores), every output's flattened side by side [B, ...]."""
+    specs = output_specs_of(model, spec)
+    if len(specs) == 1:
+        return spec.scores
+
+    def scores(outputs):
+        return np.concatenate([o.scores(np.asarray(v)).reshape(len(v), -1) for o, v in zip(specs, outputs)], axis=1)
+
+    return scores
 
 
 def start_quantization_aware(model: keras.Model, train_files: List[str], spec: ModelSpec,
@@ -256,7 +316,7 @@ def start_quantization_aware(model: keras.Model, train_files: List[str], spec: M
     QATCopyMismatch otherwise), its activation ranges set from `cfg.qat_range_batches` train
     batches; and the layers it leaves float."""
     qat_model, left_float = quantization_aware_copy(model)
-    diff = check_copy(model, qat_model, first_batch(model, train_files, spec, cfg), spec.scores)
+    diff = check_copy(model, qat_model, first_batch(model, train_files, spec, cfg), scores_of(model, spec))
     log.info("QAT: the copy matches the float model on a train batch (max probability difference %.2g)", diff)
     batches = data.make_dataset(train_files, spec, cfg.batch_size, shuffle=True, seed=cfg.seed).take(cfg.qat_range_batches)
     n = initialize_quantization_ranges(qat_model, (model_inputs(qat_model, x, spec) for x, _ in batches))
@@ -330,14 +390,17 @@ def start_at_the_label_mean(model: keras.Model, train_files: List[str], spec: Mo
     """A regression head that is a linear Dense layer starts with its bias at the training
     labels' mean (the usual initialisation: the model starts as the trivial predictor instead
     of at 0, so a target around 150 does not cost the first epochs). Whether it did."""
-    head = model.layers[-1]
-    if spec.task != REGRESSION or not isinstance(head, keras.layers.Dense) or not head.use_bias \
-            or head.activation is not keras.activations.linear:
-        return False
-    kernel, bias = head.get_weights()
-    head.set_weights([kernel, np.asarray(data.label_mean(train_files, spec), bias.dtype).reshape(bias.shape)])
-    log.info("Regression head %s starts at the training labels' mean %s", head.name, head.get_weights()[1])
-    return True
+    started = False
+    for o in output_specs_of(model, spec):  # a multi-output model: each regression head, by its name
+        head = model.get_layer(o.output_name) if spec.extra_outputs else model.layers[-1]
+        if o.task != REGRESSION or not isinstance(head, keras.layers.Dense) or not head.use_bias \
+                or head.activation is not keras.activations.linear:
+            continue
+        kernel, bias = head.get_weights()
+        head.set_weights([kernel, np.asarray(data.label_mean(train_files, o), bias.dtype).reshape(bias.shape)])
+        log.info("Regression head %s starts at the training labels' mean %s", head.name, head.get_weights()[1])
+        started |= o.output_name == spec.output_name
+    return started
 
 
 def qat_blocked_before_training(model: keras.Model, qat_out: Optional[str]) -> str:
@@ -405,6 +468,8 @@ def train(
     try:
         # A task other than multiclass is passed on (the built-in models pick their head by it).
         task = {} if spec.task == MULTICLASS else {"task": spec.task}
+        if spec.extra_outputs:  # a multi-output contract: one head per extra output, named as it
+            task["extra_outputs"] = {o.output_name: {"units": o.num_classes, "task": o.task} for o in spec.extra_outputs}
         model = builder(spec.input_shape, spec.num_classes, spec.input_name, spec.output_name, **task,
                         **cfg.model_kwargs)
     except Exception as e:  # noqa: BLE001 - the user's builder: say where it failed
@@ -412,6 +477,7 @@ def train(
     if not isinstance(model, keras.Model):
         raise ValueError(f"build_model of {source} returned {type(model).__name__}, not a tf_keras.Model: return "
                          "a functional tf_keras model (tfmot needs Keras 2, `import tf_keras as keras`)")
+    output_specs_of(model, spec)  # a multi-output contract: the model's outputs are its outputs, by name
 
     adapt_normalization(model, train_files, spec, cfg)
     # The built-in models' regression head starts at the label mean; its first epoch then

@@ -47,7 +47,8 @@ NON_DEFAULT = {
                  public_key="/keys/sign.pub.pem"),
     "contract": dict(signature="dense", inputs={"x": {"features": ["a", "b"], "shape": [2], "image": None}},
                      label_key="digit", num_classes=3, output="logits", output_kind="logits", task="regression",
-                     threshold=0.3),
+                     threshold=0.3, extra_outputs=[{"output": "count", "task": "regression", "label_key": "count",
+                                                    "num_classes": 1, "output_kind": "logits", "threshold": 0.4}]),
 }
 SECTION_OF_COMPONENT = {
     "QATTrainer": ("train", TrainSettings), "RepresentativeDatasetGen": ("calibration", CalibrationSettings),

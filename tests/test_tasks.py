@@ -305,7 +305,8 @@ def test_fidelity_floors_gate_a_label_free_model_alone():
 
 
 @pytest.mark.parametrize("script, csv", [("export_diabetes.py", "diabetes/diabetes.csv"),
-                                         ("export_breast_cancer.py", "breast_cancer/breast_cancer.csv")])
+                                         ("export_breast_cancer.py", "breast_cancer/breast_cancer.csv"),
+                                         ("export_digits_two_heads.py", "digits_two_heads/digits_two_heads.csv")])
 def test_the_shipped_workloads_regenerate_identical_bytes(tmp_path, script, csv):
     import subprocess
     import sys
@@ -315,3 +316,48 @@ def test_the_shipped_workloads_regenerate_identical_bytes(tmp_path, script, csv)
     out = tmp_path / "out.csv"
     subprocess.run([sys.executable, str(data_dir / script), "--out", str(out)], check=True, capture_output=True)
     assert out.read_bytes() == (data_dir / csv).read_bytes()
+
+
+# ---- a multi-output model: a task per output ------------------------------------------------
+TWO_HEADS = {"inputs": {"features": ("float32", [-1, 3])},
+             "outputs": {"digit": ("float32", [-1, 4]), "count": ("float32", [-1, 1])}}
+
+
+def _two_heads(**extra):
+    return ModelContract(inputs=INPUTS, output="digit", extra_outputs=[dict(dict(output="count", label_key="count"),
+                                                                            **extra)])
+
+
+def test_a_multi_output_contract_names_each_output_and_its_task_against_the_signature():
+    spec = from_signature(TWO_HEADS, _two_heads())
+    assert spec.output_names == ["digit", "count"]
+    assert [(o.task, o.num_classes, o.label_key) for o in spec.output_specs()] == [
+        ("multiclass", 4, "label"), ("regression", 1, "count")]
+    recorded = ModelContract.of_spec(spec)  # what a stage records reads back the same
+    assert recorded.extra_outputs == _two_heads(num_classes=1).extra_outputs and from_signature(TWO_HEADS,
+                                                                                                recorded) == spec
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match=r"contract.extra_outputs names \['box'\], which signature 'serving_default' "
+                                         r"does not return \(it returns \['count', 'digit'\]\)"):
+        from_signature(TWO_HEADS, ModelContract(inputs=INPUTS, output="digit",
+                                                extra_outputs=[{"output": "box", "label_key": "box"}]))
+    for bad, message in (({"task": "regression", "label_key": ""}, "has no label_key"),
+                         ({"output": "digit"}, r"output\(s\) \['digit'\] named twice"),
+                         ({"label_key": "x"}, "label_key 'x' also feeds input 'features'")):
+        with pytest.raises(SettingsError, match=message):
+            _two_heads(**bad)
+    with pytest.raises(SettingsError, match="name the primary output"):
+        ModelContract(inputs=INPUTS, extra_outputs=[{"output": "count", "label_key": "count"}])
+
+
+def test_every_output_label_is_checked_and_parsed_by_its_task(tmp_path):
+    spec = from_signature(TWO_HEADS, _two_heads())
+    rows = [{"x": [0.1, 0.2, float(i)], "label": i % 4, "count": float(i)} for i in range(6)]
+    checked = data.check_examples(write_split(tmp_path / "ok", [data.to_example(r) for r in rows]), spec)
+    assert checked.extra_outputs[0].label_dtype == "float32" and checked.label_dtype == "int64"
+    x, labels = data.parse_batch([data.to_example(r).SerializeToString() for r in rows], checked, all_labels=True)
+    assert labels["digit"].numpy().tolist() == [0, 1, 2, 3, 0, 1]
+    assert labels["count"].numpy().reshape(-1).tolist() == [0, 1, 2, 3, 4, 5]
+    rows[2].pop("count")
+    with pytest.raises(ValueError, match="label 'count' is missing: 1 of 6 example"):
+        data.check_examples(write_split(tmp_path / "bad", [data.to_example(r) for r in rows]), spec)

@@ -5,7 +5,9 @@ returning an *uncompiled* functional model with softmax outputs. The trainer com
 For a contract task other than multiclass the trainer also passes `task=` (binary,
 multilabel, regression, none): the built-in models then end in sigmoid units or linear ones
 (`head_activation`), num_classes being the output's size (none: the input's size, an
-autoencoder).
+autoencoder). For a multi-output contract (contract.extra_outputs) it passes
+`extra_outputs={output name: {"units": n, "task": t}}`: the model returns one output per
+name, each from a layer of that name (the built-in models: `heads`).
 """
 from __future__ import annotations
 
@@ -32,18 +34,29 @@ def head_activation(task: str) -> str:
     return HEADS[task]
 
 
+def heads(x, num_classes: int, output_name: str, task: str, extra_outputs=None):
+    """The model's output(s) on the shared features `x`: the primary head (num_classes units,
+    the task's activation) and, for a multi-output contract, one Dense head per extra
+    output ({name: {"units": n, "task": t}}, as the trainer passes them), each layer named
+    as its signature output. One tensor for a one-output model, else a list, primary first."""
+    primary = keras.layers.Dense(num_classes, activation=head_activation(task), name=output_name)(x)
+    if not extra_outputs:
+        return primary
+    return [primary] + [keras.layers.Dense(o["units"], activation=head_activation(o["task"]), name=name)(x)
+                        for name, o in extra_outputs.items()]
+
+
 def small_cnn(input_shape, num_classes, input_name="image", output_name="probabilities", filters=16,
-              task="multiclass"):
+              task="multiclass", extra_outputs=None):
     """A small CNN for small images ([height, width, channels], e.g. 8x8x1): two 3x3
-    convolutions, pooling, a dense softmax head."""
+    convolutions, pooling, a dense softmax head (and one head per extra output: `heads`)."""
     inputs = keras.Input(shape=tuple(input_shape), name=input_name)
     x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.Conv2D(2 * filters, 3, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(64, activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes, activation=head_activation(task), name=output_name)(x)
-    return keras.Model(inputs, outputs, name="small_cnn")
+    return keras.Model(inputs, heads(x, num_classes, output_name, task, extra_outputs), name="small_cnn")
 
 
 def mobilenet_v2(
@@ -55,6 +68,7 @@ def mobilenet_v2(
     image_size=32,
     bn_momentum=0.9,
     task="multiclass",
+    extra_outputs=None,
 ):
     """MobileNetV2 (tf_keras.applications, random weights) with a configurable width.
 
@@ -78,12 +92,12 @@ def mobilenet_v2(
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = bn_momentum
-    outputs = keras.layers.Dense(num_classes, activation=head_activation(task), name=output_name)(backbone.output)
-    return keras.Model(inputs, outputs, name=f"mobilenet_v2_{alpha}")
+    return keras.Model(inputs, heads(backbone.output, num_classes, output_name, task, extra_outputs),
+                       name=f"mobilenet_v2_{alpha}")
 
 
 def tabular_mlp(input_shape, num_classes, input_name="features", output_name="probabilities", units=64,
-                task="multiclass"):
+                task="multiclass", extra_outputs=None):
     """A multilayer perceptron for tabular features that normalizes its input inside the
     graph: Normalization (adapted on the train split by the trainer), two ReLU layers, a
     softmax head. Raw features of very different scales go in, as users feed them."""
@@ -91,8 +105,7 @@ def tabular_mlp(input_shape, num_classes, input_name="features", output_name="pr
     x = keras.layers.Normalization(name="normalize")(inputs)
     x = keras.layers.Dense(units, activation="relu")(x)
     x = keras.layers.Dense(units, activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes, activation=head_activation(task), name=output_name)(x)
-    return keras.Model(inputs, outputs, name="tabular_mlp")
+    return keras.Model(inputs, heads(x, num_classes, output_name, task, extra_outputs), name="tabular_mlp")
 
 
 BUILTIN: Dict[str, Callable] = {"small_cnn": small_cnn, "mobilenet_v2": mobilenet_v2, "tabular_mlp": tabular_mlp}

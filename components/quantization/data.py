@@ -177,7 +177,19 @@ def _undecodable(encoded: bytes, channels: int) -> str:
 
 
 def check_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
-    """Checks EVERY example against the spec's inputs and label, and returns the spec with
+    """Checks EVERY example against the spec's inputs and the label of each of its outputs
+    (ModelSpec.output_specs: a multi-output model's labelled extra outputs cost one more pass
+    each), and returns the spec with each feature's and label's storage dtype filled in
+    (_check_output_examples: what is checked and how)."""
+    primary, *extra = spec.output_specs()
+    checked = [_check_output_examples(files, primary)]
+    for o in extra:
+        checked.append(_check_output_examples(files, o) if o.has_labels else o)
+    return checked[0].with_outputs(checked) if extra else checked[0]
+
+
+def _check_output_examples(files: List[str], spec: ModelSpec) -> ModelSpec:
+    """Checks EVERY example against a single-output spec's inputs and label, and returns the spec with
     each feature's storage dtype filled in ('int64', 'float32' or 'bytes'; int and float
     columns may be mixed).
 
@@ -401,10 +413,11 @@ def feature_spec(spec: ModelSpec, with_label: bool = True) -> dict:
                 fs[k] = tf.io.FixedLenFeature([], tf.string)
             else:
                 fs[k] = tf.io.FixedLenFeature([inp.values_per_key], _TF_DTYPES[inp.feature_dtypes.get(k, "float32")])
-    if with_label and spec.has_labels:
-        width = 1 if spec.is_classifier else spec.num_classes
-        dtype = spec.label_dtype or ("int64" if spec.is_classifier or spec.task == MULTILABEL else "float32")
-        fs[spec.label_key] = tf.io.FixedLenFeature([width], _TF_DTYPES[dtype])
+    for o in spec.output_specs() if with_label else []:
+        if o.has_labels:
+            width = 1 if o.is_classifier else o.num_classes
+            dtype = o.label_dtype or ("int64" if o.is_classifier or o.task == MULTILABEL else "float32")
+            fs[o.label_key] = tf.io.FixedLenFeature([width], _TF_DTYPES[dtype])
     return fs
 
 
@@ -422,10 +435,12 @@ def decode_images(encoded, inp):
     return images * inp.image.scale + inp.image.offset
 
 
-def parse_batch(serialized, spec: ModelSpec, with_label: bool = True):
+def parse_batch(serialized, spec: ModelSpec, with_label: bool = True, all_labels: bool = False):
     """Serialized tf.Examples [B] -> ({input name: [B, *shape] in the input's dtype}, labels):
     classifiers: int64 class labels [B]; multilabel: int64 multi-hot [B, labels];
-    regression: float32 targets [B, targets]; none: an empty float32 [B, 0].
+    regression: float32 targets [B, targets]; none: an empty float32 [B, 0]. The labels are
+    the primary output's; with `all_labels`, {output name: its labels} for every output
+    (a multi-output model, ModelSpec.output_specs).
 
     A feature whose size does not match the declared shape fails inside parse_example
     with an error naming the key (check_examples finds it first, with a count).
@@ -441,12 +456,18 @@ def parse_batch(serialized, spec: ModelSpec, with_label: bool = True):
         x[inp.name] = tf.cast(value, _TF_DTYPES[inp.dtype])
     if not with_label:
         return x
-    if not spec.has_labels:
-        return x, tf.zeros([tf.shape(serialized)[0], 0], tf.float32)
-    label = parsed[spec.label_key]
-    if spec.is_classifier:
-        return x, tf.reshape(label, [-1])
-    return x, label if spec.task == MULTILABEL else tf.cast(label, tf.float32)
+
+    def label(o: ModelSpec):
+        if not o.has_labels:
+            return tf.zeros([tf.shape(serialized)[0], 0], tf.float32)
+        value = parsed[o.label_key]
+        if o.is_classifier:
+            return tf.reshape(value, [-1])
+        return value if o.task == MULTILABEL else tf.cast(value, tf.float32)
+
+    if all_labels:
+        return x, {o.output_name: label(o) for o in spec.output_specs()}
+    return x, label(spec)
 
 
 def parse_numpy(serialized: List[bytes], spec: ModelSpec) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
@@ -461,14 +482,16 @@ def make_dataset(
     shuffle: bool = False,
     seed: Optional[int] = None,
     repeat: bool = False,
+    all_labels: bool = False,
 ) -> tf.data.Dataset:
-    """A batched tf.data pipeline of ({input name: batch}, labels) read straight from the records."""
+    """A batched tf.data pipeline of ({input name: batch}, labels) read straight from the
+    records (`all_labels`: {output name: labels}, parse_batch)."""
     ds = tf.data.TFRecordDataset(files, compression_type=compression_of(files[0]))
     if shuffle:
         ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size).map(lambda s: parse_batch(s, spec))
+    ds = ds.batch(batch_size).map(lambda s: parse_batch(s, spec, all_labels=all_labels))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -531,6 +554,11 @@ class Serving:
 
     def __call__(self, x: Dict[str, np.ndarray]) -> np.ndarray:
         return self._fn(**{k: tf.constant(v) for k, v in x.items()})[self.spec.output_name].numpy()
+
+    def outputs(self, x: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Every output the spec names ({output name: raw outputs [B, ...]}), in one call."""
+        result = self._fn(**{k: tf.constant(v) for k, v in x.items()})
+        return {name: result[name].numpy() for name in self.spec.output_names}
 
 
 def to_example(row: dict) -> tf.train.Example:

@@ -203,7 +203,8 @@ class TFLiteRunner:
         else:
             self.inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
             self.outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
-        self.output = next(iter(self.outputs.values()))
+        self.output_name = next(iter(self.outputs))
+        self.output = self.outputs[self.output_name]
         if output_name:
             self.select_output(output_name)
         self.shapes = {n: [int(v) for v in d["shape"][1:]] for n, d in self.inputs.items()}
@@ -223,7 +224,7 @@ class TFLiteRunner:
         """Read output `name` (a signature output name) from now on."""
         if name not in self.outputs:
             raise ValueError(f"the model has no output {name!r} (it has {sorted(self.outputs)})")
-        self.output = self.outputs[name]
+        self.output_name, self.output = name, self.outputs[name]
 
     def input_order(self) -> List[str]:
         """The signature input names in the model's own input order (the order tools that
@@ -267,8 +268,19 @@ class TFLiteRunner:
             self.interpreter.set_tensor(self.inputs[name]["index"], self.prepare_input(values, name))
 
     def predict(self, x: Inputs) -> np.ndarray:
-        """Float outputs [B, units] for float inputs [B, ...], in one invoke (a fixed-batch
-        model: one invoke per `fixed_batch` examples, the last chunk padded)."""
+        """Float outputs [B, units] of the selected output (select_output) for float inputs
+        [B, ...], in one invoke (a fixed-batch model: one invoke per `fixed_batch` examples,
+        the last chunk padded)."""
+        return self.predict_outputs(x, [self.output_name])[self.output_name]
+
+    def predict_outputs(self, x: Inputs, names: List[str]) -> Dict[str, np.ndarray]:
+        """{output name: float outputs [B, ...]} of the signature outputs `names`, read by
+        name (never by position: the converter may order a multi-output model's tensors
+        differently from the signature), all from the same invoke; integer outputs are
+        dequantized with their own scale and zero point. A ValueError names a missing output."""
+        missing = [n for n in names if n not in self.outputs]
+        if missing:
+            raise ValueError(f"the model has no output(s) {missing} (it has {sorted(self.outputs)})")
         x = self.named_inputs(x)
         self.check_input_shape(x)
         n, size = batch_length(x), self.fixed_batch
@@ -276,17 +288,22 @@ class TFLiteRunner:
             chunks = []
             for start in range(0, n, size):
                 index = np.minimum(np.arange(start, start + size), n - 1)  # pads by repeating the last example
-                chunks.append(self.predict(take(x, index))[:min(size, n - start)])
-            return np.concatenate(chunks) if chunks else np.zeros([0, *self.output["shape"][1:]], np.float32)
+                got = self.predict_outputs(take(x, index), names)
+                chunks.append({k: v[:min(size, n - start)] for k, v in got.items()})
+            return {k: np.concatenate([c[k] for c in chunks]) if chunks
+                    else np.zeros([0, *self.outputs[k]["shape"][1:]], np.float32) for k in names}
         self._resize(n)
         self._set(x)
         # A recurrent op keeps its state in variable tensors that carry over to the next
         # invoke (a converted LSTM would start from the previous example's final state).
         self.interpreter.reset_all_variables()
         self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])
+        return {k: self._read(self.outputs[k]) for k in names}
+
+    def _read(self, detail: dict) -> np.ndarray:
+        y = self.interpreter.get_tensor(detail["index"])
         if np.issubdtype(y.dtype, np.integer):
-            scale, zero_point = self.output["quantization"]
+            scale, zero_point = detail["quantization"]
             return dequantize(y, scale, zero_point)
         return y.astype(np.float32)
 

@@ -80,6 +80,24 @@ class InputSpec:
 
 
 @dataclasses.dataclass
+class OutputSpec:
+    """A secondary output of a multi-output model (ModelContract.extra_outputs, resolved
+    against the signature): ModelSpec's output fields for that output."""
+
+    output_name: str
+    task: str
+    label_key: str
+    num_classes: int
+    output_kind: str = PROBABILITIES
+    output_units: int = 0
+    threshold: float = 0.5
+    label_dtype: str = ""
+
+
+OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(OutputSpec))
+
+
+@dataclasses.dataclass
 class ModelSpec:
     inputs: List[InputSpec]
     label_key: str
@@ -91,12 +109,38 @@ class ModelSpec:
     task: str = MULTICLASS  # model_contract.TASK_NAMES
     threshold: float = 0.5  # binary and multilabel: predicted positive at or above this probability
     label_dtype: str = ""  # the label's storage dtype (data.check_examples fills it); '': the task's default
+    # A multi-output model's other outputs (contract.extra_outputs): measured beside this
+    # one, which is the primary output the gate judges. output_specs() gives one spec per output.
+    extra_outputs: List[OutputSpec] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.inputs = [i if isinstance(i, InputSpec) else InputSpec(**i) for i in self.inputs]
+        self.extra_outputs = [o if isinstance(o, OutputSpec) else OutputSpec(**o) for o in self.extra_outputs]
         if not self.output_units:
             self.output_units = self.num_classes
         self.validate()
+        for o in self.extra_outputs:
+            self.of_output(o)  # each output's spec validates its own fields
+
+    def of_output(self, output: OutputSpec) -> "ModelSpec":
+        """The single-output spec of `output` (same inputs and signature)."""
+        return dataclasses.replace(self, extra_outputs=[], **{k: getattr(output, k) for k in OUTPUT_FIELDS})
+
+    def output_specs(self) -> List["ModelSpec"]:
+        """One single-output spec per output, the primary first: what measuring every output
+        loops over (each has its task's scores, label and checks)."""
+        return [dataclasses.replace(self, extra_outputs=[])] + [self.of_output(o) for o in self.extra_outputs]
+
+    def with_outputs(self, specs: List["ModelSpec"]) -> "ModelSpec":
+        """This spec with each output's fields taken from `specs` (output_specs' order; e.g.
+        the label storage dtypes data.check_examples found)."""
+        primary, *extra = specs
+        return dataclasses.replace(self, label_dtype=primary.label_dtype, extra_outputs=[
+            OutputSpec(**{k: getattr(o, k) for k in OUTPUT_FIELDS}) for o in extra])
+
+    @property
+    def output_names(self) -> List[str]:
+        return [self.output_name] + [o.output_name for o in self.extra_outputs]
 
     @classmethod
     def single(cls, feature_keys: List[str], input_shape: List[int], label_key: str, num_classes: int,
@@ -134,11 +178,18 @@ class ModelSpec:
         if num_classes is None:
             raise ValueError("contract.num_classes is not set: the built-in trainer needs the output's size (the "
                              "number of classes, labels 0..num_classes-1; multilabel: the number of labels)")
+        extra = []
+        for o in contract.extra_outputs:
+            units = o.num_classes or {REGRESSION: 1}.get(o.task)
+            if units is None:
+                raise ValueError(f"contract.extra_outputs: output {o.output!r} has no num_classes: the built-in trainer "
+                                 "needs each output's size")
+            extra.append(_output_spec(o, units, 0))
         return cls.single(mapping.features or [name], mapping.shape, contract.label_key, num_classes,
                           feature_dtypes=feature_dtypes, input_name=name,
                           output_name=contract.output or DEFAULT_OUTPUT_NAME, image=mapping.image,
                           signature=contract.signature, output_kind=contract.output_kind, task=contract.task,
-                          threshold=contract.threshold)
+                          threshold=contract.threshold, extra_outputs=extra)
 
     def validate(self) -> None:
         if not self.inputs:
@@ -318,17 +369,36 @@ def from_signature(signature: Dict[str, Any], contract: ModelContract) -> ModelS
     else:
         raise ValueError(f"{where} has {len(outputs)} outputs {sorted(outputs)}: set contract.output to the "
                          "class scores")
-    dtype, shape = outputs[output]
-    label_free = contract.task == NO_LABELS  # fidelity compares any shape, flattened per example
+    unknown = [o.output for o in contract.extra_outputs if o.output not in outputs]
+    if unknown:
+        raise ValueError(f"contract.extra_outputs names {unknown}, which {where} does not return (it returns "
+                         f"{sorted(outputs)})")
+    units, num_classes = _output_size(where, output, outputs[output], contract.task, contract.num_classes)
+    extra = [_output_spec(o, *_output_size(where, o.output, outputs[o.output], o.task, o.num_classes)[::-1])
+             for o in contract.extra_outputs]
+    return ModelSpec(inputs, contract.label_key, num_classes, signature=contract.signature, output_name=output,
+                     output_kind=contract.output_kind, output_units=units if units > 0 else num_classes,
+                     task=contract.task, threshold=contract.threshold, extra_outputs=extra)
+
+
+def _output_size(where: str, output: str, dtype_shape: tuple, task: str, declared: Optional[int]) -> tuple:
+    """(units, num_classes) of a signature output for `task` (units 0: not a [batch, units]
+    output, which only a label-free task takes); a ValueError names the output and the fix."""
+    dtype, shape = dtype_shape
+    label_free = task == NO_LABELS  # fidelity compares any shape, flattened per example
     if dtype != "float32" or shape is None or len(shape) < 2 or (len(shape) != 2 and not label_free):
-        raise ValueError(f"{where} output {output!r} is {dtype} {shape}: task {contract.task} needs float32 "
+        raise ValueError(f"{where} output {output!r} is {dtype} {shape}: task {task} needs float32 "
                          "[batch, units] (classes, labels or targets)"
                          + ("" if label_free else "; other shapes are judged by fidelity alone (task: none)"))
     units = shape[1] if len(shape) == 2 else 0
-    sized = (2 if units == 1 and contract.task in CLASSIFIERS else units) if units > 0 else None
-    num_classes = contract.num_classes or sized or (1 if label_free else None)
+    sized = (2 if units == 1 and task in CLASSIFIERS else units) if units > 0 else None
+    num_classes = declared or sized or (1 if label_free else None)
     if num_classes is None or num_classes <= 0:
-        raise ValueError(f"{where} output {output!r} has no fixed size: set contract.num_classes")
-    return ModelSpec(inputs, contract.label_key, num_classes, signature=contract.signature, output_name=output,
-                     output_kind=contract.output_kind, output_units=units if units > 0 else num_classes,
-                     task=contract.task, threshold=contract.threshold)
+        raise ValueError(f"{where} output {output!r} has no fixed size: set its num_classes in the contract")
+    return units, num_classes
+
+
+def _output_spec(o, num_classes: int, units: int) -> OutputSpec:
+    """The OutputSpec of a contract's extra output (model_contract.OutputTask)."""
+    return OutputSpec(o.output, o.task, o.label_key, num_classes, output_kind=o.output_kind,
+                      output_units=units if units > 0 else num_classes, threshold=o.threshold)

@@ -207,13 +207,17 @@ def check_copy(float_model: keras.Model, qat_model: keras.Model, x, to_probabili
                tolerance: float = COPY_TOLERANCE) -> float:
     """Runs the float model and its quantization-aware copy (quantizers passed through) on
     the model inputs `x`; returns the largest absolute difference of their class
-    probabilities (`to_probabilities` maps raw outputs to them). Raises QATCopyMismatch when
+    probabilities (`to_probabilities` maps raw outputs to them: one array, or a multi-output
+    model's list). Raises QATCopyMismatch when
     it exceeds `tolerance`: tfmot rebuilt a different graph (tensorflow/model-optimization
     #1179 reorders a Concatenate's inputs when a model input is declared after the layer it
     is concatenated with), and fine-tuning would train that other function."""
-    expected = to_probabilities(float_model(x, training=False).numpy())
+    def values(y):  # a multi-output model returns a list
+        return [t.numpy() for t in y] if isinstance(y, (list, tuple)) else y.numpy()
+
+    expected = to_probabilities(values(float_model(x, training=False)))
     with quantizers_passed_through():
-        got = to_probabilities(qat_model(x, training=False).numpy())
+        got = to_probabilities(values(qat_model(x, training=False)))
     diff = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))))
     if not diff <= tolerance:
         raise QATCopyMismatch(

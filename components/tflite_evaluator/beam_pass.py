@@ -21,6 +21,25 @@ BASELINE = "deployed_baseline"  # the currently deployed TFLite model, re-evalua
 LABELS = "__labels__"
 TRAINING_MEAN = "training_mean"  # regression's sanity reference: predicts the training labels' mean
 COUNTS_FILE = ".beam_counts.json"  # the pass's combined counts, in the artifact until read (run_evaluation)
+# A multi-output model's secondary outputs are counted under "<model>@<output>" (the primary
+# output under the model's name alone, as for a one-output model): split_outputs regroups them.
+OUTPUT_SEP = "@"
+
+
+def output_key(model: str, output: str, primary: bool) -> str:
+    """The counts key of one model's one output (OUTPUT_SEP)."""
+    return model if primary else f"{model}{OUTPUT_SEP}{output}"
+
+
+def split_outputs(measured: Dict[str, dict]) -> Dict[str, dict]:
+    """metrics_from_counts' figures with each secondary output's moved under its model:
+    {model: {...primary figures, "outputs": {output: figures}}}."""
+    out = {name: dict(figures) for name, figures in measured.items() if OUTPUT_SEP not in name}
+    for key, figures in measured.items():
+        if OUTPUT_SEP in key:
+            model, output = key.split(OUTPUT_SEP, 1)
+            out.setdefault(model, {}).setdefault("outputs", {})[output] = figures
+    return out
 
 
 MAX_CONFUSION_CLASSES = 100  # a confusion matrix is counted up to this many classes
@@ -110,7 +129,7 @@ class Predict(beam.DoFn):
         spec = self._spec
         # One traced parse per batch (tf.io.parse_example, casts, reshapes in one call), not an
         # eager op per feature: with 64 columns that was ~10 % of the pass.
-        self._parse = tf.function(lambda s: data.parse_batch(s, spec),
+        self._parse = tf.function(lambda s: data.parse_batch(s, spec, all_labels=True),
                                   input_signature=[tf.TensorSpec([None], tf.string)])
         self._runners = {n: TFLiteRunner.for_spec(p, self._spec, num_threads=self._threads)
                          for n, p in self._paths.items()}
@@ -129,23 +148,30 @@ class Predict(beam.DoFn):
         if self._seen >= self._next_report:
             log.info("Beam evaluation: %d examples evaluated so far in this bundle", self._seen)
             self._next_report += PROGRESS_EVERY
-        spec, c = self._spec, self._spec.num_classes
-        x, y = self._parse(self._tf.constant(batch))
-        x, y = {k: v.numpy() for k, v in x.items()}, y.numpy()
-        valid = (y >= 0) & (y < c) if spec.is_classifier else np.ones(len(y), bool)
-        yield LABELS, {"n": np.int64(len(y)), "invalid": np.int64((~valid).sum())}
-        x, y = self._take(x, valid), y[valid]
-        if not len(y):
+        spec, specs = self._spec, self._spec.output_specs()
+        x, labels = self._parse(self._tf.constant(batch))
+        x, labels = {k: v.numpy() for k, v in x.items()}, {k: v.numpy() for k, v in labels.items()}
+        valid = np.ones(len(batch), bool)
+        for o in specs:  # a class label outside its output's classes: the example is counted invalid
+            if o.is_classifier:
+                valid &= (labels[o.output_name] >= 0) & (labels[o.output_name] < o.num_classes)
+        yield LABELS, {"n": np.int64(len(batch)), "invalid": np.int64((~valid).sum())}
+        x, labels = self._take(x, valid), {k: v[valid] for k, v in labels.items()}
+        if not valid.any():
             return
-        outputs = {}
+        names = spec.output_names
+        raw = {}  # model -> output name -> raw outputs: one invoke per model for every output
         if self._float is not None:
-            outputs[FLOAT_MODEL] = spec.scores(self._float(x))
+            raw[FLOAT_MODEL] = self._float.outputs(x)
         for name, runner in self._runners.items():
-            outputs[name] = spec.scores(runner.predict(x))
-        if self._constant is not None:
-            outputs[TRAINING_MEAN] = np.broadcast_to(np.asarray(self._constant, np.float32), y.shape)
-        for name, counts in task_counts(outputs, y, spec, self._k).items():
-            yield name, counts
+            raw[name] = runner.predict_outputs(x, names)
+        for position, o in enumerate(specs):
+            y = labels[o.output_name]
+            outputs = {name: o.scores(values[o.output_name]) for name, values in raw.items()}
+            if self._constant is not None and not position:  # the primary output's sanity reference
+                outputs[TRAINING_MEAN] = np.broadcast_to(np.asarray(self._constant, np.float32), y.shape)
+            for name, counts in task_counts(outputs, y, o, self._k).items():
+                yield output_key(name, o.output_name, not position), counts
 
 
 def task_counts(outputs: Dict[str, np.ndarray], y: np.ndarray, spec, k: int) -> Dict[str, dict]:

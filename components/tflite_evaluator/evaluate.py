@@ -49,6 +49,9 @@ def _prepare(name: str, path: str, spec: ModelSpec, example, params: GateSetting
                          f"{shown(expected)}"}
     try:
         runner.select_output(spec.output_name)
+        for name in spec.output_names[1:]:  # a multi-output model's others, read by signature name
+            runner.select_output(name)
+        runner.select_output(spec.output_name)
     except ValueError as e:
         return {"error": f"output mismatch: {e}"}
     timing = runner.time_single_example(example, runs=params.latency_runs, warmup=params.latency_warmup)
@@ -176,14 +179,17 @@ def evaluate_models(
                 f"{labels['invalid']} of {labels['n']} eval examples have a label outside 0..{spec.num_classes - 1}: "
                 f"fix the data or num_classes; nothing is blessed on bad labels"
             )
-        measured = beam_pass.metrics_from_counts(counts, params.top_k)
+        measured = beam_pass.split_outputs(beam_pass.metrics_from_counts(counts, params.top_k))
         float_metrics = measured.pop(beam_pass.FLOAT_MODEL)
         trivial = measured.pop(beam_pass.TRAINING_MEAN, None)
         for name, m in measured.items():
             target = baseline_fig if name == beam_pass.BASELINE else figures[name]
             target.update(m)
-            if m["non_finite_outputs"]:
-                target["error"] = f"non-finite outputs on {m['non_finite_outputs']} example(s)"
+            for output, o in contracts.figures_by_output(m, spec.output_name).items():
+                if o["non_finite_outputs"]:
+                    target["error"] = (f"non-finite outputs on {o['non_finite_outputs']} example(s)"
+                                       + (f" of output {output!r}" if len(spec.output_names) > 1 else ""))
+        compare_secondary_outputs(figures, counts, spec, params)
         float_value = float_metrics.get(metric) if metric else None
         sign = 1 if not metric or metrics.higher_is_better(metric) else -1  # degradation = sign * (float - variant)
         for fig in figures.values():
@@ -230,6 +236,8 @@ def evaluate_models(
             "selection": selection,
             "metric": metric or LABEL_FREE_METRIC,
             "task": spec.task,
+            "output": spec.output_name,
+            "outputs": {o.output_name: o.task for o in spec.output_specs()},
             "float_model": float_metrics,
             "majority_class_rate": chance,
             "trivial_predictor": dict(trivial, prediction=training_mean) if trivial else None,
@@ -263,6 +271,27 @@ def evaluate_models(
 
 
 LABEL_FREE_METRIC = "sqnr_db"  # what a label-free evaluation records as its headline figure
+
+
+def compare_secondary_outputs(figures: Dict[str, dict], counts: Dict[str, dict], spec: ModelSpec,
+                              params: GateSettings) -> None:
+    """For each labelled secondary output of a multi-output model: its task's default
+    metric (the task table) and that metric's paired comparison with the float model
+    (metrics.comparison: the interval method of the metric), recorded in
+    figures[variant]['outputs'][output] as `metric` and `vs_float`. Shown, not gated: the
+    gate judges the primary output."""
+    for o in spec.output_specs()[1:]:
+        metric = metrics.TASKS[o.task].default_metric
+        for name, fig in figures.items():
+            out = fig.get("outputs", {}).get(o.output_name)
+            if out is None:
+                continue
+            out["metric"] = metric
+            key = beam_pass.output_key(name, o.output_name, primary=False)
+            compared = metrics.comparison(metric, counts.get(key, {}), beam_pass.FLOAT_MODEL,
+                                          2 * params.confidence - 1) if metric else None
+            if compared:
+                out["vs_float"] = compared
 
 
 def latency_warning(figures: Dict[str, dict], params: GateSettings, cpu: dict) -> Optional[str]:
@@ -317,7 +346,7 @@ def decision(evaluation: Evaluation) -> Decision:
     return Decision(
         blessed=evaluation.blessed, selected_variant=selected, why=why, warnings=evaluation.warnings,
         skipped={n: e.reason for n, e in evaluation.manifest.items() if e.status == contracts.SKIPPED},
-        deployed_shift=evaluation.deployed_shift, metric=evaluation.metric,
+        deployed_shift=evaluation.deployed_shift, metric=evaluation.metric, output=evaluation.output,
         targets={name: t.selected for name, t in evaluation.targets.items()},
         selected_metrics={k: figures.get(k) for k in (evaluation.metric, "accuracy_drop", "vs_float", "size_bytes",
                                                       "latency_ms_median")} if figures else None,

@@ -155,18 +155,23 @@ def _intervals(result, out_dir: str) -> Optional[str]:
     return _save(fig, out_dir, "paired_intervals.png")
 
 
-def _judged(result) -> Dict[str, dict]:
-    """Variants with a verdict and fidelity figures, in the record's order."""
-    return {n: f for n, f in result.variants.items()
-            if n in result.verdicts and (isinstance(f.get("sqnr_db"), (int, float)) or f.get("output_identical"))}
+def _judged(result, output: str = "") -> Dict[str, dict]:
+    """Variants with a verdict and fidelity figures of `output` ('' : the primary one), in
+    the record's order."""
+    shown = {n: result.by_output(f).get(output or result.output, {}) for n, f in result.variants.items()
+             if n in result.verdicts}
+    return {n: f for n, f in shown.items() if isinstance(f.get("sqnr_db"), (int, float)) or f.get("output_identical")}
 
 
-def _fidelity(result, out_dir: str) -> Optional[str]:
-    """SQNR of the judged output against the float model's, one bar per variant, coloured by
-    the gate's verdict, with the min_sqnr_db floor; cosine similarity written on each bar.
-    Any task: a label-free model is gated by these alone. Identical outputs (infinite
-    SQNR) are named in the title instead of drawn."""
-    shown = _judged(result)
+def _fidelity(result, out_dir: str, output: str = "") -> Optional[str]:
+    """SQNR of one output (''/the primary: the judged one; fidelity.png) against the float
+    model's, one bar per variant, coloured by the gate's verdict, with the min_sqnr_db floor
+    (the primary output's); cosine similarity written on each bar. Any task: a label-free
+    model is gated by these alone. A multi-output model's other outputs: one plot each
+    (fidelity_<output>.png). Identical outputs (infinite SQNR) are named in the title
+    instead of drawn."""
+    primary = not output or output == result.output
+    shown = _judged(result, output)
     finite = {n: f for n, f in shown.items() if is_finite(f.get("sqnr_db"))}
     if not finite:
         return None
@@ -179,15 +184,34 @@ def _fidelity(result, out_dir: str) -> Optional[str]:
         if isinstance(cosine, (int, float)):
             ax.annotate(f"cos {cosine:.4f}", (finite[n]["sqnr_db"], i), textcoords="offset points", xytext=(4, -3),
                         fontsize=7)
-    floor = result.settings.get("min_sqnr_db")
+    floor = result.settings.get("min_sqnr_db") if primary else None
     if floor is not None:
         ax.axvline(floor, color=FAILED, ls="--", lw=1, label=f"min_sqnr_db {floor:g} dB")
         ax.legend(fontsize=7, loc="lower right")
     ax.invert_yaxis()
     ax.set_xlabel("SQNR vs the float model's output (dB): 10 log10(signal power / error power)")
     identical = [n for n, f in shown.items() if n not in finite]
-    ax.set_title("fidelity to the float model" + (f" (identical outputs: {', '.join(identical)})" if identical else ""))
-    return _save(fig, out_dir, "fidelity.png")
+    title = "fidelity to the float model" + ("" if len(result.outputs) < 2 else
+                                             f", output {output or result.output}" + ("" if primary else " (not gated)"))
+    ax.set_title(title + (f" (identical outputs: {', '.join(identical)})" if identical else ""))
+    return _save(fig, out_dir, "fidelity.png" if primary else f"fidelity_{output}.png")
+
+
+def output_rows(result) -> List[dict]:
+    """A multi-output model's figures per output per variant (the float model first): the
+    output's task metric and fidelity to the float model (SQNR, cosine, mean and max
+    absolute error, top-1 agreement for classifiers). Empty for a one-output model."""
+    if len(result.outputs) < 2:
+        return []
+    rows = []
+    for name, figures in [("float model", result.float_model)] + list(result.variants.items()):
+        for output, f in result.by_output(figures).items():
+            metric = result.metric if output == result.output else f.get("metric")
+            rows.append({"name": name, "output": output, "task": result.outputs.get(output, ""),
+                         "primary": output == result.output, "metric": metric,
+                         "value": f.get(metric) if metric else None, "vs_float": f.get("vs_float"),
+                         **{k: f.get(k) for k in metrics.FIDELITY + ("agreement_with_float", "output_identical")}})
+    return rows
 
 
 def _roc(result, out_dir: str) -> Optional[str]:
@@ -388,13 +412,14 @@ def write_report(out_dir: str, result: Evaluation) -> str:
             "confusion": _confusion(result, out_dir),
         }
     images["fidelity"] = _fidelity(result, out_dir)
+    images["fidelity_outputs"] = {o: _fidelity(result, out_dir, o) for o in list(result.outputs)[1:]}
     images["roc"] = _roc(result, out_dir)
     images["regression"] = _regression(result, out_dir)
     images["history"] = _history(result, out_dir)
     page = _ENV.get_template("report.html.j2").render(
         r=result, images=images, fmt=fmt, status=lambda n: _status(result, n), selective=_selective(result, out_dir),
         task=task_view(result),
-        deployed_rows=_comparison_rows(result),
+        deployed_rows=_comparison_rows(result), output_rows=output_rows(result),
         settings={k: v for k, v in result.settings.items() if v is not None},
     )
     path = os.path.join(out_dir, REPORT_FILE)
