@@ -513,7 +513,7 @@ class Evaluation(Record):
     metric: str = "accuracy"  # the gate's metric (a label-free model: sqnr_db, shown, not bounded)
     task: str = "multiclass"  # the contract's task of the judged output
     output: str = ""  # the judged (primary) output's signature name
-    # Every measured output -> its task, the primary first; a multi-output model's others have
+    # Every measured output -> its task (the primary one included); a multi-output model's others have
     # their figures in each variant's (and float_model's) figures["outputs"][name].
     outputs: Dict[str, str] = {}
     float_model: Dict[str, Any] = {}  # the float model's metrics on the eval split

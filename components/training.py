@@ -60,6 +60,9 @@ def model_inputs(model: keras.Model, x: dict, spec: ModelSpec):
     return dict(x)
 
 
+QUANT_PREFIX = "quant_"
+
+
 def output_specs_of(model: keras.Model, spec: ModelSpec) -> List[ModelSpec]:
     """The single-output spec of each of `model`'s outputs, in the model's output order: the
     spec itself for a one-output contract; for a multi-output one (contract.extra_outputs)
@@ -68,7 +71,9 @@ def output_specs_of(model: keras.Model, spec: ModelSpec) -> List[ModelSpec]:
     if not spec.extra_outputs:
         return [spec]
     by_name = {o.output_name: o for o in spec.output_specs()}
-    names = list(model.output_names)
+    # tfmot's quantization-aware copy wraps each layer, renaming it 'quant_<name>'.
+    names = [n[len(QUANT_PREFIX):] if n.startswith(QUANT_PREFIX) and n not in by_name else n
+             for n in model.output_names]
     if sorted(names) != sorted(by_name):
         raise ValueError(f"the Keras model's outputs {names} are not the contract's outputs {spec.output_names} "
                          "(contract.output and extra_outputs): name each output layer as its contract output")
@@ -91,12 +96,15 @@ def save_serving_model(model: keras.Model, out_dir: str, spec: ModelSpec) -> Non
     write_contract_file(str(out_dir), ModelContract.of_spec(spec))
 
 
-def metric_name(spec: Optional[ModelSpec]) -> str:
+def metric_name(spec: Optional[ModelSpec], model: Optional[keras.Model] = None) -> str:
     """The Keras metric training reports for the task: 'mae' for regression (and a label-free
-    model's reconstruction of its input), else 'accuracy'; for a multi-output model, the
-    primary output's, as Keras names it ('<output>_accuracy')."""
+    model's reconstruction of its input), else 'accuracy'; for a multi-output `model`, the
+    primary output's, as Keras names it ('<Keras output name>_accuracy')."""
     name = "mae" if spec is not None and spec.task in (REGRESSION, NO_LABELS) else "accuracy"
-    return f"{spec.output_name}_{name}" if spec is not None and spec.extra_outputs else name
+    if spec is None or not spec.extra_outputs or model is None:
+        return name
+    position = [o.output_name for o in output_specs_of(model, spec)].index(spec.output_name)
+    return f"{model.output_names[position]}_{name}"
 
 
 def reconstruction_problem(spec: ModelSpec) -> str:
@@ -114,10 +122,10 @@ def reconstruction_problem(spec: ModelSpec) -> str:
 def _compile(model: keras.Model, lr: float, spec: Optional[ModelSpec] = None) -> None:
     """Adam with the loss the task calls for (_task_loss); a multi-output model: each
     output's task's loss and metric, by output name, summed with equal weights."""
-    if spec is not None and spec.extra_outputs:
-        losses = {o.output_name: _task_loss(o) for o in output_specs_of(model, spec)}
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss={k: v[0] for k, v in losses.items()},
-                      metrics={k: [v[1]] for k, v in losses.items()})
+    if spec is not None and spec.extra_outputs:  # in the model's output order (training_datasets' labels)
+        losses = [_task_loss(o) for o in output_specs_of(model, spec)]
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=[loss for loss, _ in losses],
+                      metrics=[[metric] for _, metric in losses])
         return
     loss, metric = _task_loss(spec)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
@@ -273,12 +281,12 @@ def training_datasets(model: keras.Model, train_files: List[str], eval_files: Li
             raise ValueError(f"output(s) {unlabelled} have no label (task none): a multi-output model trains every "
                              "output on its label; train it yourself (a stock TFX Trainer) and give its contract to "
                              "the evaluator")
-        specs = {o.output_name: o for o in spec.output_specs()}
+        specs = output_specs_of(model, spec)
 
     def feed(ds):
-        if multi:  # {output name: its labels}
+        if multi:  # each output's labels, in the model's output order
             return ds.map(lambda x, y: (model_inputs(model, x, spec),
-                                        {n: label(v, specs[n]) for n, v in y.items()}))
+                                        tuple(label(y[o.output_name], o) for o in specs)))
         if spec.task == NO_LABELS:  # the target is the input, flattened to the output's [B, units]
             name, units = spec.inputs[0].name, spec.output_units
             return ds.map(lambda x, y: (model_inputs(model, x, spec),
@@ -336,16 +344,17 @@ def fit_phase(m: keras.Model, phase: str, lr: float, epochs: int, steps: int, tr
     log.info("%s training of %s for %d epochs", phase, m.name, epochs)
     first_epoch = _FirstEpochLoss()
     callbacks = [keras.callbacks.TensorBoard(os.path.join(log_dir, phase)),
-                 _ProgressLog(phase, epochs, metric_name(spec))]
+                 _ProgressLog(phase, epochs, metric_name(spec, m))]
     m.fit(train_ds, validation_data=eval_ds, epochs=epochs, steps_per_epoch=steps or None, verbose=0,
           callbacks=callbacks + ([first_epoch] if warnings is not None else []))
     stalled = loss_stalled(first_epoch.means, phase) if warnings is not None else None
     if stalled:
         log.warning("%s", stalled)
         warnings.append(stalled)
-    acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)[metric_name(spec)])
+    acc = float(m.evaluate(eval_ds, verbose=0, return_dict=True)[metric_name(spec, m)])
     if not is_finite(acc):
-        raise ValueError(f"{phase} training produced a non-finite {metric_name(spec)} ({acc}): lower the learning rate")
+        raise ValueError(f"{phase} training produced a non-finite {metric_name(spec, m)} ({acc}): lower the "
+                         "learning rate")
     return acc
 
 
@@ -558,7 +567,7 @@ def fine_tune(
     _compile(model, cfg.qat_learning_rate, spec)
     check_output_kind(model, first_batch(model, train_files, spec, cfg), spec, f"the model in {model_dir}")
     _, eval_ds = training_datasets(model, train_files, eval_files, spec, cfg, repeat=False)
-    float_acc = float(model.evaluate(eval_ds, verbose=0, return_dict=True)[metric_name(spec)])
+    float_acc = float(model.evaluate(eval_ds, verbose=0, return_dict=True)[metric_name(spec, model)])
     qat_acc, left_float, failure = quantization_aware_phase(model, qat_out, train_files, eval_files, spec, cfg,
                                                             log_dir)
     if not failure:

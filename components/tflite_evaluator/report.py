@@ -412,7 +412,7 @@ def write_report(out_dir: str, result: Evaluation) -> str:
             "confusion": _confusion(result, out_dir),
         }
     images["fidelity"] = _fidelity(result, out_dir)
-    images["fidelity_outputs"] = {o: _fidelity(result, out_dir, o) for o in list(result.outputs)[1:]}
+    images["fidelity_outputs"] = {o: _fidelity(result, out_dir, o) for o in result.outputs if o != result.output}
     images["roc"] = _roc(result, out_dir)
     images["regression"] = _regression(result, out_dir)
     images["history"] = _history(result, out_dir)
