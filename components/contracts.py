@@ -533,7 +533,8 @@ class Evaluation(Record):
     num_eval_examples: int = 0
     manifest: Dict[str, VariantBuild] = {}  # the quantizer's variants this evaluation read, how built, where run
     selective: Optional[SelectiveSearch] = None
-    activation_ranges: Optional[RangeSweep] = None  # the quantizer's activation-range sweep, for the report
+    activation_ranges: Optional[RangeSweep] = None  # the quantizer's activation-range sweep (int8), for the report
+    activation_ranges_int16: Optional[RangeSweep] = None  # its sweep with 16-bit activations (int16x8)
     created_at: str = ""
 
     def by_output(self, figures: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:

@@ -305,6 +305,7 @@ def test_quantizer_records_the_sweep_and_builds_the_integer_variants_with_the_ch
     page = (tmp_path / "ev" / "report.html").read_text()
     section = page[page.index("Activation ranges by method"):page.index('<section id="gate">')]
     assert f"Chosen: <b>{sweep.chosen}</b>" in section and "full_integer, integer_only, selective_integer" in section
+    assert f"Chosen: <b>{sweep16.chosen}</b>" in section[section.index("<h3>int16 activations</h3>"):]
     # ... and names each variant's method beside its runtime and weight corrections.
     assert (f'<td class="name">full_integer</td><td class="text">tensorflow-lite</td>\n'
             f'<td class="text">{sweep.chosen}</td>') in page

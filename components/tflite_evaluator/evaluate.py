@@ -258,6 +258,8 @@ def evaluate_models(
             "selective": search.model_dump(exclude_unset=True) if search else None,
             "activation_ranges": (manifest.activation_ranges.model_dump(exclude_unset=True)
                                   if manifest.activation_ranges else None),
+            "activation_ranges_int16": (manifest.activation_ranges_int16.model_dump(exclude_unset=True)
+                                        if manifest.activation_ranges_int16 else None),
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }))
         contracts.write_evaluation(staging, evaluation)
