@@ -148,6 +148,9 @@ RECIPES: Dict[str, VariantRecipe] = {r.name: r for r in (
                   optimize=False, backend=LITERT_QUANTIZER, litert_recipe="dynamic_wi4b32_afp32"),
 )}
 assert tuple(RECIPES) == ALL_VARIANTS, "every variant name in contracts has one recipe, in the same order"
+assert all(r.backend in (CONVERTER, SELECTIVE_SEARCH) and r.source == FLOAT_MODEL and r.needs_calibration
+           for r in RECIPES.values() if r.takes_calibration_methods), \
+    "swept ranges are built into calibrated converter or selective variants of the float model (build._build_one)"
 
 
 def recipe(variant: str) -> VariantRecipe:
