@@ -210,8 +210,12 @@ def test_compile_refuses_placeholders_and_local_paths(tmp_path, kwargs, message)
 
 
 def test_make_kubeflow_without_names_says_what_to_pass():
-    result = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "kubeflow", "KF_IMAGE=", "KF_PIPELINE_ROOT=",
-                             "KF_PUSH_DESTINATION="], capture_output=True, text=True)
+    # The recipe as a newcomer runs it, in this test's own venv; `-o <stamp>` keeps make from
+    # reinstalling the package into it (a clone's files are newer than a shared venv's stamp).
+    venv = sys.prefix
+    result = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "-o", f"{venv}/.installed", "kubeflow",
+                             f"VENV={venv}", "KF_IMAGE=", "KF_PIPELINE_ROOT=", "KF_PUSH_DESTINATION="],
+                            capture_output=True, text=True)
     assert result.returncode != 0 and "--image is empty: name the container image" in result.stderr
 
 
