@@ -553,7 +553,9 @@ def fine_tune(
     loaded = load_keras_model(model_dir)
     model = keras.Model(loaded.inputs, loaded.outputs, name=loaded.name)
     units = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
-    if units != spec.output_units:
+    if spec.extra_outputs:  # a multi-output contract: the Keras outputs are matched by name
+        output_specs_of(model, spec)
+    elif units != spec.output_units:
         raise ValueError(f"the Keras model in {model_dir} has outputs {[tuple(o.shape) for o in model.outputs]}, "
                          f"signature {spec.signature!r} returns {spec.output_units} scores: fine-tuning needs a model "
                          "with the one class-score output the signature returns")

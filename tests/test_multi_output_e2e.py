@@ -114,3 +114,19 @@ def test_the_gate_judges_the_primary_output_and_every_output_is_measured(two_hea
     page = (tmp_path / "good" / "report.html").read_text()
     assert 'alt="fidelity_dark_pixels.png"' in page and "dark_pixels" in page and "<h3>Every output</h3>" in page
     assert (tmp_path / "good" / "fidelity_dark_pixels.png").exists()
+
+
+def test_qat_fine_tuning_keeps_both_heads_by_name(two_heads, tmp_path):
+    """QATFineTuner's library call (after a stock Trainer) on the two-headed model: the Keras
+    outputs are matched to the contract's by name and both survive the QAT copy."""
+    from tfx_quantization import training
+    from tfx_quantization.settings import FineTuneSettings
+
+    result = training.fine_tune(two_heads["model"], two_heads["train"], two_heads["eval"], str(tmp_path / "qat"),
+                                str(tmp_path / "logs"), FineTuneSettings(qat_epochs=1, qat_steps_per_epoch=5, seed=0))
+    assert not result.qat_failure and result.qat_accuracy > 0.85, result
+    spec = result.spec
+    x, labels = data.parse_numpy(list(data.iter_serialized(data.split_files(two_heads["eval"]))), spec)
+    outputs = data.Serving(str(tmp_path / "qat"), spec).outputs(x)
+    assert sorted(outputs) == ["dark_pixels", "digit"] and outputs["dark_pixels"].shape[-1] == 1
+    assert np.mean(np.argmax(outputs["digit"], -1) == labels) > 0.85

@@ -223,14 +223,17 @@ def integer_compute_fraction(model_content: bytes) -> float:
 
 def validate(variant: str, model_content: bytes, example) -> Dict[str, object]:
     """Loads, allocates and runs one example ({input name: [1, ...]} or one [1, ...] array);
-    an integer-only variant may hold no float op.
+    every output (a multi-output model's too, read by signature name) must be finite; an
+    integer-only variant may hold no float op.
 
     Returns the description. Raises ValueError naming what is wrong.
     """
     runner = TFLiteRunner(model_content)
-    out = runner.predict(example)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{variant}: running one example gave non-finite outputs")
+    outputs = runner.predict_outputs(example, list(runner.outputs))
+    bad = sorted(name for name, out in outputs.items() if not np.all(np.isfinite(out)))
+    if bad:
+        raise ValueError(f"{variant}: running one example gave non-finite outputs"
+                         + (f" ({', '.join(bad)})" if len(outputs) > 1 else ""))
     info = describe(model_content)
     info["runtime"] = runner.runtime  # the interpreter it ran in (interpreter.runtime_for)
     if variants.recipe(variant).integer_only and info["float_ops"]:
