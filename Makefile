@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::DeprecationWarning
 
-.PHONY: setup run test test-fast bench bench-million lock data clean kubeflow
+.PHONY: setup run test test-fast bench bench-million bench-choice lock data clean kubeflow
 
 setup: $(STAMP)
 
@@ -56,7 +56,7 @@ test-fast: $(STAMP)
 	cd $(ROOT) && $(PY) -m pytest -m fast $(PYTEST_ARGS)
 
 # Benchmarks: rewrites BENCHMARKS.md and bench/plots/ (about 40-50 minutes on 2 cores; section 8 alone:
-# make bench-million).
+# make bench-million; section 11 alone: make bench-choice).
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c $(ROOT)/constraints.txt -e '$(ROOT)[test,bench]'
 	cd $(ROOT) && $(PY) -m bench.run
@@ -65,6 +65,12 @@ bench: $(STAMP)
 # about 20 minutes on 2 cores): trains and quantizes the digits CNN, rewrites that section.
 bench-million: $(STAMP)
 	cd $(ROOT) && $(PY) -m bench.million
+
+# Section 11 alone (the activation-range method chosen on validation, checked on eval): trains the
+# digits CNN and the MobileNetV2-style model as section 1 does, runs every method's sweep, rewrites
+# that section.
+bench-choice: $(STAMP)
+	cd $(ROOT) && $(PY) -m bench.range_choice
 
 # Regenerate the lock from the working venv (after changing pyproject.toml on purpose).
 lock: $(PY)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import re
 import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -156,3 +157,35 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def replace_section(text: str, title: str, lines: Sequence[str]) -> str:
+    """BENCHMARKS.md's text with the section headed `title` ("## N. ...") replaced by `lines`,
+    up to the next "## " heading or the "Total `make bench` time" line; when it has none, put
+    before the first later-numbered section, else at the end. For the sections one can run
+    alone (make bench-million, make bench-choice)."""
+    body = "\n".join(lines).rstrip("\n") + "\n"
+    if title not in text:
+        number = int(title.split()[1].rstrip("."))
+        later = next((m for m in re.finditer(r"^## ([0-9]+)\. ", text, re.M) if int(m.group(1)) > number), None)
+        if later:
+            return text[:later.start()] + body + "\n" + text[later.start():]
+        return text.rstrip("\n") + "\n\n" + body
+    head, rest = text.split(title, 1)
+    ends = [i for i in (rest.find("\n## "), rest.find("\nTotal `make bench` time")) if i >= 0]
+    tail = rest[min(ends) + 1:] if ends else ""
+    return head + body + ("\n" + tail if tail else "")
+
+
+def method_variants(model_dir: str, calibration, spec, methods: Sequence[str], io_type: Optional[str] = "int8",
+                    percentile: float = 99.99) -> Dict[str, bytes]:
+    """{method: the model's integer variant with that method's activation ranges}, every one
+    from one calibration and one collection of statistics (ranges.collect), as the sweep of
+    quantization/ranges.py derives them; io_type "int8" is integer_only's I/O, None
+    full_integer's float I/O."""
+    from tfx_quantization.quantization import ranges, selective
+
+    calibrated, _ = selective.calibrate(model_dir, calibration, spec.signature)
+    stats = ranges.collect(calibrated, calibration)
+    return {m: ranges.build_variant(ranges.write_ranges(calibrated, ranges.ranges_for(stats, m, percentile)), io_type)
+            for m in methods}

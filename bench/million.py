@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from bench.common import REPO, digits_like_records, md_table, peak_rss, write_records
+from bench.common import REPO, digits_like_records, md_table, peak_rss, replace_section, write_records
 
 log = logging.getLogger("bench")
 MILLION = 1_000_000
@@ -219,7 +218,10 @@ def section(tmp: Path, float_dir: str, quantized_dir: str, n: int = MILLION, sma
             "**Evaluator.** Each run in a fresh process: the data check (`data.check_examples`, vectorised: one "
             "`tf.io.parse_example` per 1,024 records), then the Beam pass (`beam_pass.run_evaluation`) with every "
             "variant and the float SavedModel, as `evaluate_models` runs them. Peak RSS: the process and any worker "
-            "it starts, sampled every 0.25 s.", "",
+            "it starts, sampled every 0.25 s. Both Beam pipelines here (the pass, calibration sampling) read the "
+            "records with `beam_records.ReadRecords`, in 64 KiB compressed reads; Beam's `ReadFromTFRecord`, which "
+            "they used before, holds a gzipped shard of up to 16 MiB compressed whole, decompressed, so their peak "
+            "grew with the shards (this section's history in git has the figures).", "",
             md_table(["examples", "check s", "check examples/s", "pass s", "pass examples/s (1 core)",
                       "peak RSS MB", "load average"], rows), "",
             f"**Against the bare interpreter loop** on the first {small:,} of these examples in batches of "
@@ -239,21 +241,6 @@ def section(tmp: Path, float_dir: str, quantized_dir: str, n: int = MILLION, sma
             + ":", "",
             md_table(["examples", "seconds", "examples/s (1 core)", "samples taken", "peak RSS MB", "load average"],
                      sample_rows), ""]
-
-
-def replace_section(text: str, lines: List[str]) -> str:
-    """BENCHMARKS.md with section 8 replaced by `lines` (when it has none: put before the
-    first later-numbered section, else at the end)."""
-    body = "\n".join(lines).rstrip("\n") + "\n"
-    if TITLE not in text:
-        later = re.search(r"^## (9|[1-9][0-9])\. ", text, re.M)
-        if later:
-            return text[:later.start()] + body + "\n" + text[later.start():]
-        return text.rstrip("\n") + "\n\n" + body
-    head, rest = text.split(TITLE, 1)
-    nxt = rest.find("\n## ")
-    tail = rest[nxt + 1:] if nxt >= 0 else ""
-    return head + body + ("\n" + tail if tail else "")
 
 
 def main() -> None:
@@ -281,7 +268,7 @@ def main() -> None:
         lines = section(tmp, float_dir, quantized_dir, int(os.environ.get("QP_BENCH_EXAMPLES", MILLION)),
                         sample_up_to=int(os.environ.get("QP_BENCH_SAMPLE_UP_TO", MILLION)))
         path = REPO / "BENCHMARKS.md"
-        path.write_text(replace_section(path.read_text(), lines))
+        path.write_text(replace_section(path.read_text(), TITLE, lines))
         log.info("wrote section 8 of %s", path)
     finally:
         if not keep:

@@ -25,12 +25,12 @@ from typing import Dict, List
 
 import numpy as np
 
-from bench.common import PIXEL_KEYS, md_table, write_digits_splits
+from bench.common import PIXEL_KEYS, md_table, method_variants, write_digits_splits
 from tfx_quantization import training
 from tfx_quantization.contracts import CALIBRATION_METHODS, MINMAX, read_manifest
 from tfx_quantization.model_contract import ModelContract
 from tfx_quantization.post_training_quantizer.build import quantize_all
-from tfx_quantization.quantization import data, ranges, selective
+from tfx_quantization.quantization import data
 from tfx_quantization.quantization.interpreter import TFLiteRunner, accuracy
 from tfx_quantization.quantization.model_spec import ModelSpec
 from tfx_quantization.representative_dataset_gen.sampling import run_sampling
@@ -140,11 +140,8 @@ def outlier_section(tmp: Path) -> List[str]:
         read = lambda n: (out / manifest.variants[n].file).read_bytes()  # noqa: E731
         float_acc = _accuracy(read("float32"), spec, x_eval, y_eval)
         # Every method's integer_only model on eval, from one collection of statistics.
-        calibrated, _ = selective.calibrate(model_dir, calibration, spec.signature)
-        stats = ranges.collect(calibrated, calibration)
         validation = {m.method: m for m in sweep.methods} if sweep else {}
-        for method in CALIBRATION_METHODS:
-            content = ranges.build_variant(ranges.write_ranges(calibrated, ranges.ranges_for(stats, method)), "int8")
+        for method, content in method_variants(model_dir, calibration, spec, CALIBRATION_METHODS).items():
             acc = _accuracy(content, spec, x_eval, y_eval)
             v = validation.get(method)
             rows.append([label, f"ours: integer_only, {method} ranges" + (" **(chosen)**" if sweep and sweep.chosen
@@ -188,8 +185,9 @@ def outlier_section(tmp: Path) -> List[str]:
         "(`components/quantization/ranges.py`) set a narrower range from the statistics instead; clipped, the "
         "planted channel keeps only values up to the threshold, which the second convolution divides by the gain: "
         "what it loses is that one channel's contribution.", "",
-        "Accuracy on the eval split (599 examples); 'vs float' in pp against each model's float32. 'validation "
-        "accuracy (sweep)' is what the pipeline's sweep measured on the validation split (199 examples, never eval) "
+        f"Accuracy on the eval split ({len(y_eval)} examples); 'vs float' in pp against each model's float32. "
+        "'validation accuracy (sweep)' is what the pipeline's sweep measured on the validation split "
+        f"({', '.join(sorted({str(s.num_validation_examples) for s in sweeps.values() if s}))} examples, never eval) "
         "to choose, with every method (`calibration_methods` all five); each method's eval row is measured here "
         "only for this table (integer_only, int8 I/O). 'as built' rows are the PostTrainingQuantizer's own "
         "variants with the chosen ranges. LiteRT Quantizer (`ai-edge-quantizer` 0.10) runs its static recipes on "

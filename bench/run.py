@@ -334,6 +334,12 @@ def main() -> None:
     from bench.weight_side import section as weight_side_section
     md += weight_side_section(tmp / "weight_side", "digits CNN", cnn_float, cal_files, eval_files)
 
+    # 11. the activation-range method chosen on validation, checked on eval (alone: make bench-choice)
+    log.info("11. activation-range choice on validation vs eval")
+    from bench.range_choice import section as choice_section
+    md += choice_section(tmp / "choice", {"digits CNN": cnn_float, "MobileNetV2-style digits": mfloat}, cal_files,
+                         data.split_files(splits["validation"]), eval_files, splits["train"])
+
     md += ["", f"Total `make bench` time: {(time.perf_counter() - started) / 60:.1f} min."]
     (REPO / "BENCHMARKS.md").write_text("\n".join(md) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
