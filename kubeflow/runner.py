@@ -171,9 +171,17 @@ def compile_pipeline(
     output_dir: str | Path = BUILD_DIR,
     environ=None,
 ) -> Path:
-    _check_not_placeholder("container image", image, "--image", "ghcr.io/my-org/tfx-quantization:1.0")
-    _check_object_store("pipeline root", pipeline_root, "--pipeline-root")
-    _check_object_store("push destination", push_destination, "--push-destination")
+    problems = []  # every name that is missing or wrong, in one message
+    for check, args in ((_check_not_placeholder, ("container image", image, "--image",
+                                                  "ghcr.io/my-org/tfx-quantization:1.0")),
+                        (_check_object_store, ("pipeline root", pipeline_root, "--pipeline-root")),
+                        (_check_object_store, ("push destination", push_destination, "--push-destination"))):
+        try:
+            check(*args)
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        raise ValueError("; ".join(problems))
     config = kubeflow_config(pipeline_root, push_destination, environ)
     params = RuntimeParameters.for_config(config)
     # Kubeflow keeps ML Metadata itself: no sqlite store in the spec.

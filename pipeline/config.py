@@ -430,7 +430,9 @@ def _set(tree: Dict[str, Any], loc: Tuple[str, ...], value: Any) -> None:
 def read_config_file(path: str) -> Dict[str, Any]:
     """A YAML or JSON configuration file holding (part of) the PipelineConfig tree."""
     if not fsutil.exists(path):
-        raise SettingsError(f"{CONFIG_FILE_VAR}={path}: the file does not exist")
+        where = "" if os.path.isabs(path) or "://" in path else f" (looked for {os.path.abspath(path)}: a relative path " \
+            "is taken from the current folder, which `make -C <repo>` sets to the repository; pass an absolute path)"
+        raise SettingsError(f"{CONFIG_FILE_VAR}={path}: the file does not exist{where}")
     try:
         tree = yaml.safe_load(fsutil.read_text(path))
     except yaml.YAMLError as e:

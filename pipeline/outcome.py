@@ -6,7 +6,8 @@
         with it, the newest run recorded in any ML Metadata sqlite file (a pipeline of
         your own). Exits 3 when asked to fail if nothing is deployed
         (QP_FAIL_IF_NOTHING_PUSHED=1 or the flag) and the run left no blessed model
-        deployed; 4 when no evaluated run is found; 2 on a bad configuration; else 0.
+        deployed; 4 when no evaluated run is found; 2 on a bad configuration or a --metadata
+        file that does not exist; else 0.
 
 The outcome joins the evaluator's decision (its outcome.json, next to report.html: blessed,
 why, warnings, shift) with what the pusher did (pushed version, or why not), read from ML
@@ -79,6 +80,10 @@ def _arguments(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _arguments(argv)
     if args.metadata:
+        if not fsutil.exists(args.metadata):
+            print(f"error: --metadata {args.metadata}: no such file (pass the ML Metadata sqlite file your pipeline's "
+                  "metadata_connection_config names)", file=sys.stderr)
+            return 2
         where, fail, path = args.metadata, args.fail_if_nothing_pushed, None
         outcome = run_outcome(args.metadata)
     else:

@@ -99,9 +99,20 @@ def _byte_order_mark(path: str, columns: List[str], wanted: List[str]) -> None:
             f"{STRIP_BOM.format(path=path)}")
 
 
+def _has_rows(path: str) -> bool:
+    """Whether a CSV file holds a non-blank line after its header."""
+    with fsutil.gfile(path).GFile(path, "rb") as f:
+        f.readline()
+        return any(line.strip() for line in iter(f.readline, b""))
+
+
 def check(config: PipelineConfig) -> None:
     files = input_files(config)
     columns = _columns(files[0], config.data_format)
+    if config.data_format == "csv" and not any(_has_rows(f) for f in files):
+        which = files[0] if len(files) == 1 else f"each of the {len(files)} input files under {config.data_root}"
+        raise PreflightError(f"{which} holds a header line and no rows: ExampleGen would write empty splits; "
+                             "add the examples")
     where = files[0]
     keys = [k for name, i in config.contract.inputs.items() for k in (i.features or [name])]
     label = [config.contract.label_key] if config.contract.has_labels else []  # task none reads no label

@@ -111,7 +111,7 @@ def summarize(metadata_path: str) -> Optional[str]:
         else:
             lines.append(f"Pushed           : no ({push.reason})")
             if push.deployed_version_dir:
-                lines.append(f"Deployed         : {push.deployed_version_dir}")
+                lines.append(f"Serving          : {push.deployed_version_dir} (the registry's LATEST, unchanged)")
     for target, variant in json.loads(ev.get(contracts.TARGET_SELECTIONS, "{}")).items():
         where = push.targets.get(target) if push else None
         shown = f"{variant} (version {where.version} at {where.version_dir})" if where and where.version else (

@@ -102,6 +102,16 @@ def test_empty_csv(tmp_path, registry):
         preflight.check(_config(tmp_path, registry, QP_DATA_ROOT=str(data)))
 
 
+def test_a_csv_with_a_header_and_no_rows_is_refused_before_the_run(tmp_path, registry):
+    data = _csv(tmp_path / "data", [])  # the header line only
+    (data / "blank.csv").write_text(HEADER + "\n\n\n")  # and one with blank lines after it
+    with pytest.raises(preflight.PreflightError, match=r"each of the 2 input files under .* holds a header line and "
+                                                       r"no rows: ExampleGen would write empty splits"):
+        preflight.check(_config(tmp_path, registry, QP_DATA_ROOT=str(data)))
+    (data / "blank.csv").write_text(HEADER + "\n" + _digits_csv_rows(1)[0] + "\n")
+    preflight.check(_config(tmp_path, registry, QP_DATA_ROOT=str(data)))  # one row anywhere is enough
+
+
 def test_feature_key_not_in_the_header(tmp_path, registry):
     data = _csv(tmp_path / "data", _digits_csv_rows())
     keys = ["pixl_00"] + PIXEL_KEYS[1:]

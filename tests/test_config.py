@@ -2,6 +2,7 @@
 (nested and shorthand), a YAML/JSON file, validation before any stage runs, and every
 setting reaching the component that uses it."""
 import json
+import os
 import subprocess
 import sys
 
@@ -141,6 +142,7 @@ def test_nested_names_shorthand_file_and_overrides(tmp_path):
     ({"QP_MODEL": "resnet"}, "model 'resnet' is not a built-in model"),
     ({"QP_MODEL_NAME": "../x"}, "must be a plain folder name"),
     ({"QP_CONFIG": "/nonexistent/c.yaml"}, "QP_CONFIG=/nonexistent/c.yaml: the file does not exist"),
+    ({"QP_CONFIG": "nonexistent/c.yaml"}, f"does not exist (looked for {os.getcwd()}/nonexistent/c.yaml: a relative path"),
 ])
 def test_bad_settings_are_refused_with_their_name_and_fix(env, message):
     with pytest.raises(SettingsError) as e:
@@ -302,8 +304,15 @@ def test_the_outcome_command_without_an_evaluated_run_says_so_and_exits_4(tmp_pa
     from tfx_quantization.pipeline import outcome
 
     env = {"PATH": "/usr/bin:/bin", "TF_USE_LEGACY_KERAS": "1"}
-    missing = tmp_path / "metadata.sqlite"
-    result = subprocess.run([sys.executable, "-m", "tfx_quantization.pipeline.outcome", "--metadata", str(missing)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    store = tmp_path / "metadata.sqlite"
+    command = [sys.executable, "-m", "tfx_quantization.pipeline.outcome", "--metadata", str(store)]
+    # A mistyped path is named as such, not taken for a store with no run.
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and f"--metadata {store}: no such file" in result.stderr, result.stderr
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration.metadata import sqlite_metadata_connection_config
+
+    metadata_store.MetadataStore(sqlite_metadata_connection_config(str(store)))  # a store with no run in it
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == outcome.NO_RUN_EXIT == 4, result.stderr
-    assert f"no evaluated run found in {missing}" in result.stderr and "--metadata" in result.stderr
+    assert f"no evaluated run found in {store}" in result.stderr and "--metadata" in result.stderr

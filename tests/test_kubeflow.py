@@ -217,6 +217,8 @@ def test_make_kubeflow_without_names_says_what_to_pass():
                              f"VENV={venv}", "KF_IMAGE=", "KF_PIPELINE_ROOT=", "KF_PUSH_DESTINATION="],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "--image is empty: name the container image" in result.stderr
+    # Every missing name at once, not one per try.
+    assert "--pipeline-root is empty" in result.stderr and "--push-destination is empty" in result.stderr
 
 
 def test_every_executor_uses_the_image_and_imports(spec):

@@ -65,3 +65,5 @@ def test_own_pipeline_outside_the_repository_pushes_a_version(tmp_path):
     # Our stages' progress lines show in the user's run, at TFX's INFO verbosity.
     assert "tfx_quantization.tflite_evaluator" in output and "Selected variant" in output, output[-3000:]
     assert "tfx_quantization.pusher" in output
+    # And the run in a few lines at the end, read from the user's ML Metadata store.
+    assert "Pushed           : version 1 at " in run.stdout and "Selected variant : " in run.stdout, run.stdout[-3000:]

@@ -72,8 +72,14 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=300)
     args = parser.parse_args()
     absl_logging.set_verbosity(absl_logging.INFO)  # TFX's progress lines, and ours with them
-    tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(os.path.abspath(args.data_root), os.path.abspath(args.output_root), args.train_steps))
+    output_root = os.path.abspath(args.output_root)
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(os.path.abspath(args.data_root), output_root,
+                                                           args.train_steps))
+    # The run in a few lines (selected variant, gate figures, pushed version, report), read
+    # from ML Metadata; `tfx-quantization-outcome --metadata OUT/metadata.sqlite` prints it as JSON.
+    from tfx_quantization.pipeline.summary import summarize
+
+    print("\n" + (summarize(os.path.join(output_root, "metadata.sqlite")) or "no evaluated run recorded"))
 
 
 if __name__ == "__main__":
