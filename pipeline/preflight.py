@@ -25,13 +25,15 @@ def input_files(config: PipelineConfig) -> List[str]:
     """The files ExampleGen will read (every span, for a span pattern)."""
     pattern = config.input_pattern.replace("{SPAN}", "*").replace("{VERSION}", "*")
     if not fsutil.isdir(config.data_root):
-        raise PreflightError(f"data_root {config.data_root} does not exist: set QP_DATA_ROOT to the input folder")
+        raise PreflightError(f"data_root {config.data_root} does not exist: set data_root (QP_DATA_ROOT, or in the QP_CONFIG file) "
+                             "to the input folder")
     files = [f for f in fsutil.gfile(config.data_root).glob(fsutil.join(config.data_root, pattern))
              if not fsutil.isdir(f)]
     if not files:
         raise PreflightError(
             f"no file under data_root {config.data_root} matches input_pattern {config.input_pattern!r}: "
-            f"it holds {fsutil.listdir(config.data_root)[:8]}; fix QP_INPUT_PATTERN or QP_DATA_ROOT")
+            f"it holds {fsutil.listdir(config.data_root)[:8]}; fix input_pattern or data_root (QP_INPUT_PATTERN, QP_DATA_ROOT, "
+            "or in the QP_CONFIG file)")
     return sorted(files)
 
 
@@ -118,9 +120,9 @@ def check(config: PipelineConfig) -> None:
     label = [config.contract.label_key] if config.contract.has_labels else []  # task none reads no label
     if config.data_format == "csv":
         _byte_order_mark(where, columns, label + ([] if config.tfx_module_file else keys))
-    _missing(label, columns, "label key", "QP_CONTRACT__LABEL_KEY (or QP_LABEL_KEY)", where)
+    _missing(label, columns, "label key", "contract.label_key (QP_CONTRACT__LABEL_KEY, or in the QP_CONFIG file)", where)
     if not config.tfx_module_file:  # with a TFX module, Transform decides what the model sees
-        _missing(keys, columns, "feature key(s)", "QP_CONTRACT__INPUTS", where)
+        _missing(keys, columns, "feature key(s)", "contract.inputs (QP_CONTRACT__INPUTS, or in the QP_CONFIG file)", where)
     module = config.train.module_file
     if module and (not fsutil.exists(module) or fsutil.isdir(module)):
         raise PreflightError(f"module_file {module} does not exist: set QP_MODULE_FILE to a Python file "

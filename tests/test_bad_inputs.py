@@ -83,14 +83,14 @@ def test_bad_settings(tmp_path, registry, env, message):
 # ---- data files, module file, destination: refused by the preflight, before any stage ------
 def test_missing_data_root(tmp_path, registry):
     config = _config(tmp_path, registry, QP_DATA_ROOT=str(tmp_path / "nowhere"))
-    with pytest.raises(preflight.PreflightError, match=r"data_root .*nowhere does not exist: set QP_DATA_ROOT"):
+    with pytest.raises(preflight.PreflightError, match=r"data_root .*nowhere does not exist: set data_root \(QP_DATA_ROOT, or in the QP_CONFIG file\)"):
         preflight.check(config)
 
 
 def test_no_file_matches_the_pattern(tmp_path, registry):
     data = _csv(tmp_path / "data", _digits_csv_rows())
     config = _config(tmp_path, registry, QP_DATA_ROOT=str(data), QP_INPUT_PATTERN="span-{SPAN}/*")
-    with pytest.raises(preflight.PreflightError, match=r"matches input_pattern 'span-\{SPAN\}/\*'.*fix QP_INPUT_PATTERN"):
+    with pytest.raises(preflight.PreflightError, match=r"matches input_pattern 'span-\{SPAN\}/\*'.*fix input_pattern or data_root \(QP_INPUT_PATTERN"):
         preflight.check(config)
 
 
@@ -118,13 +118,13 @@ def test_feature_key_not_in_the_header(tmp_path, registry):
     config = _config(tmp_path, registry, QP_DATA_ROOT=str(data),
                      QP_CONTRACT__INPUTS=json.dumps({"image": {"features": keys, "shape": [8, 8, 1]}}))
     with pytest.raises(preflight.PreflightError, match=r"feature key\(s\) \['pixl_00'\] is not in .*did you mean "
-                                                       r"'pixel_00'\?; fix QP_CONTRACT__INPUTS"):
+                                                       r"'pixel_00'\?; fix contract.inputs \(QP_CONTRACT__INPUTS"):
         preflight.check(config)
 
 
 def test_label_key_not_in_the_header(tmp_path, registry):
     data = _csv(tmp_path / "data", _digits_csv_rows())
-    with pytest.raises(preflight.PreflightError, match=r"label key \['digit'\] is not in .*fix QP_CONTRACT__LABEL_KEY"):
+    with pytest.raises(preflight.PreflightError, match=r"label key \['digit'\] is not in .*fix contract.label_key \(QP_CONTRACT__LABEL_KEY, or in the QP_CONFIG file\)"):
         preflight.check(_config(tmp_path, registry, QP_DATA_ROOT=str(data), QP_LABEL_KEY="digit"))
 
 
