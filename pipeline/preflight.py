@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import io
 import os
+import re
 from typing import List
 
 from tfx_quantization import fsutil, signing
@@ -67,11 +68,21 @@ def _columns(path: str, data_format: str) -> List[str]:
     return sorted(tf.train.Example.FromString(first).features.feature)
 
 
+def _unpadded(name: str) -> str:
+    return re.sub(r"\d+", lambda m: str(int(m.group())), name)
+
+
+def _closest(name: str, have: List[str]) -> List[str]:
+    """[the column `name` most likely means] or []: one that differs only in a number's zero
+    padding ('pixel_05' for 'pixel_5', which difflib ranks below 'pixel_59') first."""
+    return [h for h in have if _unpadded(h) == _unpadded(name)][:1] or difflib.get_close_matches(name, have, n=1)
+
+
 def _missing(wanted: List[str], have: List[str], what: str, var: str, path: str) -> None:
     missing = [k for k in wanted if k not in have]
     if not missing:
         return
-    hints = {k: difflib.get_close_matches(k, have, n=1) for k in missing[:3]}
+    hints = {k: _closest(k, have) for k in missing[:3]}
     hint = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k, m in hints.items() if m)
     raise PreflightError(
         f"{what} {missing[:8]} {'is' if len(missing) == 1 else 'are'} not in {path} (it has {have[:8]}"

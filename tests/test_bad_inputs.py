@@ -120,6 +120,11 @@ def test_feature_key_not_in_the_header(tmp_path, registry):
     with pytest.raises(preflight.PreflightError, match=r"feature key\(s\) \['pixl_00'\] is not in .*did you mean "
                                                        r"'pixel_00'\?; fix contract.inputs \(QP_CONTRACT__INPUTS"):
         preflight.check(config)
+    # A lost zero of padding points at the padded name, not at a longer one ('pixel_59').
+    config = _config(tmp_path, registry, QP_DATA_ROOT=str(data), QP_CONTRACT__INPUTS=json.dumps(
+        {"image": {"features": PIXEL_KEYS[:5] + ["pixel_5"] + PIXEL_KEYS[6:], "shape": [8, 8, 1]}}))
+    with pytest.raises(preflight.PreflightError, match=r"'pixel_5': did you mean 'pixel_05'\?"):
+        preflight.check(config)
 
 
 def test_label_key_not_in_the_header(tmp_path, registry):
