@@ -157,6 +157,7 @@ def test_each_target_gets_its_own_registry_and_latest(tmp_path, by_target, digit
     assert mcu_variant in capsys.readouterr().out
     assert pusher_cli(["list", "--destination", settings.destination, "--model-name", "digits",
                        "--target", "watch"]) == 2
+    assert "no target 'watch' for model 'digits'" in (err := capsys.readouterr().err) and "(it has: " in err, err
 
 
 @pytest.mark.parametrize("targets, message", [

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from tfx_quantization import fsutil
-from tfx_quantization.registry import Registry, open_registry
+from tfx_quantization.registry import TARGETS_FOLDER, Registry, open_registry
 from tfx_quantization.settings import SettingsError
 
 
@@ -69,7 +69,10 @@ def main(argv=None) -> int:
     try:
         registry = open_registry(args.destination, args.model_name, args.target or "")
         if args.target and not registry.exists():
-            print(f"error: no target {args.target!r} for model {args.model_name!r} in {args.destination}",
+            folder = fsutil.join(args.destination, args.model_name, TARGETS_FOLDER)
+            known = sorted(fsutil.listdir(folder)) if fsutil.isdir(folder) else []
+            print(f"error: no target {args.target!r} for model {args.model_name!r} in {args.destination}"
+                  + (f" (it has: {', '.join(known)})" if known else " (the model has no target registries)"),
                   file=sys.stderr)
             return 2
         if not registry.exists():
