@@ -151,7 +151,8 @@ def _intervals(result, out_dir: str) -> Optional[str]:
     ax.set_xlabel(f"{result.metric} {view['degradation']} vs float ({unit}): observed (dot) and "
                   f"{100 * confidence:.0f}% paired interval")
     ax.set_title(f"paired {view['degradation']}s, {view['method']} ({result.settings['drop_decision']} decides)")
-    ax.legend(fontsize=7, loc="lower right")
+    if limit is not None:  # the bound's line is the one labelled artist
+        ax.legend(fontsize=7, loc="lower right")
     return _save(fig, out_dir, "paired_intervals.png")
 
 
