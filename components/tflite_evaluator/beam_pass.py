@@ -127,6 +127,7 @@ class Predict(beam.DoFn):
         self._data, self._take, self._tf = data, take, tf
         self._spec = ModelSpec.from_json(self._spec_json)
         spec = self._spec
+        self._output_specs = spec.output_specs()  # one per output, the primary first: once, not per batch
         # One traced parse per batch (tf.io.parse_example, casts, reshapes in one call), not an
         # eager op per feature: with 64 columns that was ~10 % of the pass.
         self._parse = tf.function(lambda s: data.parse_batch(s, spec, all_labels=True),
@@ -148,7 +149,7 @@ class Predict(beam.DoFn):
         if self._seen >= self._next_report:
             log.info("Beam evaluation: %d examples evaluated so far in this bundle", self._seen)
             self._next_report += PROGRESS_EVERY
-        spec, specs = self._spec, self._spec.output_specs()
+        spec, specs = self._spec, self._output_specs
         x, labels = self._parse(self._tf.constant(batch))
         x, labels = {k: v.numpy() for k, v in x.items()}, {k: v.numpy() for k, v in labels.items()}
         valid = np.ones(len(batch), bool)
